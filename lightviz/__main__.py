@@ -1,0 +1,5 @@
+import sys
+
+from lightviz.cli import main
+
+sys.exit(main())

@@ -1,0 +1,252 @@
+"""Command line: `python -m lightviz models | evaluate | sweep`.
+
+Bad input exits with code 2 and one line on stderr, never a traceback.
+
+    python -m lightviz evaluate --model digits-cnn --bits 4 --granularity tensor --json
+    python -m lightviz sweep --model digits-cnn --bits 2,4,8 --scheme symmetric,asymmetric --out r.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from lightviz.specs import GRANULARITIES, PRUNE_METHODS, RANGE_METHODS, SCHEMES, Plan, PruneSpec, QuantSpec
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage + message; we want one line
+        raise UsageError(message)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.run(args)
+    except (UsageError, ValueError, FileNotFoundError) as error:
+        print(f"lightviz: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # noqa: BLE001 - users see one line, never a traceback
+        print(f"lightviz: internal error ({type(error).__name__}): {_one_line(error)}", file=sys.stderr)
+        return 1
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def _models(args: argparse.Namespace) -> int:
+    from lightviz import zoo
+
+    if args.json:
+        print(json.dumps({"samples": zoo.list_models(), "torchvision": zoo.list_torchvision_models()}))
+        return 0
+    for name in zoo.list_models():
+        print(f"{name:18s} {zoo.SAMPLE_MODELS[name].description}")
+    print(f"\ntorchvision architectures (random init, fidelity only): {', '.join(zoo.list_torchvision_models())}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from lightviz.engine import Engine
+
+    bundle, data = _load(args)
+    plan = plan_from_args(args)
+    engine = Engine(bundle.model)
+    evaluation = engine.evaluate(plan, data)
+    table = engine.layer_table(plan)
+    report = {
+        "model": bundle.name, "data": data.description, "note": bundle.note,
+        **evaluation.to_dict(),
+        "layers": [
+            {"name": row.name, "type": row.type, "bits": None if _isnan(row.bits) else int(row.bits),
+             "scheme": row.scheme, "granularity": row.granularity, "sparsity": row.achieved_sparsity,
+             "format": row.format, "sqnr_db": _finite(row.sqnr_db), "mse": row.mse,
+             "size_bytes": int(row.size_bytes)}
+            for row in table.itertuples()
+        ],
+        "plan": plan.to_dict(),
+    }
+    if args.json:
+        print(json.dumps(report, allow_nan=False))
+    else:
+        _print_summary(report)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from lightviz.engine import Engine
+    from lightviz.sweep import run_sweep, sweep_configs
+
+    bundle, data = _load(args)
+    bits = [_parse_bits(b) for b in _split(args.bits, "bits")]
+    schemes = _split(args.scheme, "scheme", SCHEMES)
+    granularities = _split(args.granularity, "granularity", GRANULARITIES)
+    sparsities = [_parse_float(s, "sparsity") for s in _split(args.sparsity, "sparsity")]
+    base = plan_from_args(args, with_default_flags=False)
+    plans = sweep_configs(bits, schemes, granularities, sparsities, args.prune_method or "unstructured", base)
+    out = Path(args.out)
+    if not out.parent.exists():
+        raise UsageError(f"--out: folder {out.parent} does not exist")
+    df = run_sweep(Engine(bundle.model), data, plans,
+                   progress=lambda i, n: print(f"\r{i}/{n} configurations", end="", file=sys.stderr))
+    print(file=sys.stderr)
+    df.insert(0, "model", bundle.name)
+    df.to_csv(out, index=False)
+    print(f"wrote {len(df)} configurations to {out}")
+    return 0
+
+
+# --- plans and loading -------------------------------------------------------------------
+
+
+def plan_from_args(args: argparse.Namespace, with_default_flags: bool = True) -> Plan:
+    """The Plan the flags describe: --plan as a base, explicit flags override its default."""
+    plan = Plan()
+    if getattr(args, "plan", None):
+        path = Path(args.plan)
+        if not path.is_file():
+            raise UsageError(f"--plan: no such file {path}")
+        plan = Plan.from_json(path.read_text())
+    quant, prune = plan.default.quant, plan.default.prune
+    changes = {}
+    if with_default_flags and args.bits is not None:
+        changes["bits"] = _parse_bits(args.bits)
+    for flag in ("scheme", "granularity", "group_size", "range_method", "percentile"):
+        value = getattr(args, flag, None)
+        if value is not None and (with_default_flags or flag not in ("scheme", "granularity")):
+            changes[flag] = value
+    quant = replace(quant, **changes)
+    prune_changes = {}
+    if with_default_flags and args.sparsity is not None:
+        prune_changes["sparsity"] = _parse_float(args.sparsity, "sparsity")
+    if args.prune_method is not None:
+        prune_changes["method"] = args.prune_method
+    prune = replace(prune, **prune_changes)
+    plan = replace(plan, default=replace(plan.default, quant=quant, prune=prune))
+    if args.no_fold_bn:
+        plan = replace(plan, fold_bn=False)
+    if getattr(args, "global_prune", False):
+        plan = replace(plan, global_prune=True)
+    return plan
+
+
+def _load(args: argparse.Namespace):
+    from lightviz import data as datasets
+    from lightviz import zoo
+
+    bundle = zoo.load_model(args.model)
+    return bundle, datasets.eval_data_for(bundle)
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m lightviz", description="Explore quantization and pruning.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    models = commands.add_parser("models", help="list the sample models and torchvision architectures")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(run=_models)
+
+    evaluate = commands.add_parser("evaluate", help="compress a model under one plan and report")
+    _model_flags(evaluate)
+    _plan_flags(evaluate, sweepable=False)
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(run=_evaluate)
+
+    sweep = commands.add_parser("sweep", help="evaluate every combination; one CSV row each")
+    _model_flags(sweep)
+    _plan_flags(sweep, sweepable=True)
+    sweep.add_argument("--out", required=True, help="CSV file to write")
+    sweep.set_defaults(run=_sweep)
+    return parser
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a sample name (see `models`) or torchvision architecture")
+
+
+def _plan_flags(parser: argparse.ArgumentParser, sweepable: bool) -> None:
+    many = " (comma-separated list)" if sweepable else ""
+    parser.add_argument("--bits", default="8" if sweepable else None,
+                        help=f"1..16, or 'float'{many}")
+    parser.add_argument("--scheme", default="symmetric" if sweepable else None,
+                        **({} if sweepable else {"choices": SCHEMES}), help=f"symmetric | asymmetric{many}")
+    parser.add_argument("--granularity", default="channel" if sweepable else None,
+                        **({} if sweepable else {"choices": GRANULARITIES}), help=f"tensor | channel | group{many}")
+    parser.add_argument("--group-size", type=int, help="weights per group (granularity group)")
+    parser.add_argument("--range-method", choices=RANGE_METHODS)
+    parser.add_argument("--percentile", type=float, help="for --range-method percentile, e.g. 99.9")
+    parser.add_argument("--sparsity", default="0" if sweepable else None, help=f"0..1{many}")
+    parser.add_argument("--prune-method", choices=PRUNE_METHODS)
+    parser.add_argument("--global-prune", action="store_true", help="one magnitude threshold over all layers")
+    parser.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm separate (default: fold)")
+    parser.add_argument("--plan", help="a plan JSON file (flags override its default)")
+
+
+def _parse_bits(text: str | int | None) -> int | None:
+    if text is None or str(text).lower() in ("float", "none", "fp32", "32"):
+        return None
+    try:
+        bits = int(text)
+    except ValueError:
+        raise UsageError(f"--bits must be an integer from 1 to 16 or 'float'; got {text!r}") from None
+    QuantSpec(bits=bits)  # validates the range with the library's own message
+    return bits
+
+
+def _parse_float(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"--{name} must be a number; got {text!r}") from None
+    if name == "sparsity":
+        PruneSpec(sparsity=value)
+    return value
+
+
+def _split(text: str, name: str, allowed: tuple[str, ...] | None = None) -> list[str]:
+    items = [item.strip() for item in str(text).split(",") if item.strip()]
+    if not items:
+        raise UsageError(f"--{name} needs at least one value")
+    for item in items:
+        if allowed and item not in allowed:
+            raise UsageError(f"--{name} values must be among {', '.join(allowed)}; got {item!r}")
+    return items
+
+
+def _print_summary(report: dict) -> None:
+    acc = report["accuracy"]
+    print(f"model {report['model']}: {report['data']}")
+    if acc is not None:
+        print(f"accuracy {acc:.2%} (float {report['float_accuracy']:.2%})")
+    print(f"agreement with float {report['agreement']:.2%}, KL {report['kl']:.4g}")
+    print(f"size {report['size_bytes']:,} B (float {report['float_size_bytes']:,} B, "
+          f"{report['compression_ratio']:.2f}x), {report['avg_bits_per_weight']:.2f} bits/weight")
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: an exact layer's SQNR (inf) is written as null."""
+    return None if value is None or math.isinf(value) or math.isnan(value) else float(value)
+
+
+def _isnan(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return " ".join(text.split())

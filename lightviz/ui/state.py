@@ -1,0 +1,175 @@
+"""Streamlit session state, initialized in one place; cached loaders; the Plan in the URL.
+
+The Plan in `st.session_state["plan"]` is the single source of truth for what the user
+chose. Global widgets are keyed by the spec field they set (WIDGET_KEYS); their values are
+written from the Plan before they render and read back into a new Plan when they change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import streamlit as st
+
+from lightviz import data as datasets
+from lightviz import zoo
+from lightviz.engine import Engine
+from lightviz.specs import Plan, PruneSpec, QuantSpec, plan_from_token, plan_to_token
+
+DEFAULT_MODEL = "digits-cnn"
+HISTORY_LIMIT = 200
+
+# widget key -> (where in the plan, field)
+WIDGET_KEYS = {
+    "bits": ("quant", "bits"),
+    "scheme": ("quant", "scheme"),
+    "granularity": ("quant", "granularity"),
+    "group_size": ("quant", "group_size"),
+    "range_method": ("quant", "range_method"),
+    "percentile": ("quant", "percentile"),
+    "sparsity": ("prune", "sparsity"),
+    "prune_method": ("prune", "method"),
+    "global_prune": ("plan", "global_prune"),
+    "fold_bn": ("plan", "fold_bn"),
+}
+FLOAT_BITS_LABEL = "float"  # the bits widget shows "float" for bits=None
+
+
+# --- cached resources (shared by all sessions; never mutated) ------------------------------
+
+
+@st.cache_resource(show_spinner="Loading model…")
+def load_bundle(name: str) -> zoo.ModelBundle:
+    return zoo.load_model(name)
+
+
+@st.cache_resource(show_spinner=False)
+def load_engine(name: str) -> Engine:
+    return Engine(load_bundle(name).model)
+
+
+@st.cache_resource(show_spinner=False)
+def load_eval_data(name: str) -> datasets.EvalData:
+    return datasets.eval_data_for(load_bundle(name))
+
+
+# --- session state -----------------------------------------------------------------------
+
+
+def init_state() -> None:
+    """Set every session key once per session, from the URL when it holds a shared link."""
+    ss = st.session_state
+    if "plan" in ss:
+        return
+    ss.model_name = DEFAULT_MODEL
+    ss.plan = Plan()
+    ss.history = []  # rows of plans tried (see record_history)
+    ss.selected_layer = None
+    ss.link_error = None
+    params = st.query_params
+    if "model" in params:
+        name = params["model"]
+        if name in zoo.list_models() or name in zoo.list_torchvision_models():
+            ss.model_name = name
+        else:
+            ss.link_error = f"The link names an unknown model {name!r}; showing {DEFAULT_MODEL}."
+    if "plan" in params:
+        try:
+            plan = plan_from_token(params["plan"])
+            load_engine(ss.model_name)._check_overrides(plan)
+            ss.plan = plan
+        except ValueError as error:
+            ss.link_error = f"The link's plan could not be used ({error}); showing the default plan."
+    write_widgets(ss.plan)
+
+
+def current_plan() -> Plan:
+    return st.session_state.plan
+
+
+def current_name() -> str:
+    return st.session_state.model_name
+
+
+def current_bundle() -> zoo.ModelBundle:
+    return load_bundle(current_name())
+
+
+def current_engine() -> Engine:
+    return load_engine(current_name())
+
+
+def current_data() -> datasets.EvalData:
+    return load_eval_data(current_name())
+
+
+def set_plan(plan: Plan) -> None:
+    """Make `plan` current: widgets follow it and the URL shares it.
+
+    Call from a widget callback or before the global widgets render.
+    """
+    st.session_state.plan = plan
+    write_widgets(plan)
+    sync_url()
+
+
+def set_model(name: str) -> None:
+    """Switch model; the plan keeps its global settings and drops per-layer overrides."""
+    st.session_state.model_name = name
+    st.session_state.plan = replace(st.session_state.plan, overrides=())
+    st.session_state.selected_layer = None
+    sync_url()
+
+
+def sync_url() -> None:
+    st.query_params["model"] = st.session_state.model_name
+    st.query_params["plan"] = plan_to_token(st.session_state.plan)
+
+
+# --- global widgets <-> plan -------------------------------------------------------------
+
+
+def write_widgets(plan: Plan) -> None:
+    """Put the plan's default values into the widgets' session keys."""
+    ss = st.session_state
+    for key, (where, name) in WIDGET_KEYS.items():
+        source = {"quant": plan.default.quant, "prune": plan.default.prune, "plan": plan}[where]
+        value = getattr(source, name)
+        if key == "bits" and value is None:
+            value = FLOAT_BITS_LABEL
+        ss[key] = value
+
+
+def plan_from_widgets() -> Plan:
+    """A new Plan from the widgets' values, keeping per-layer overrides. Raises ValueError."""
+    ss, plan = st.session_state, st.session_state.plan
+    values = {key: ss.get(key) for key in WIDGET_KEYS}
+    bits = None if values["bits"] == FLOAT_BITS_LABEL else int(values["bits"])
+    quant = QuantSpec(bits=bits, scheme=values["scheme"], granularity=values["granularity"],
+                      group_size=int(values["group_size"]), range_method=values["range_method"],
+                      percentile=float(values["percentile"]))
+    prune = PruneSpec(sparsity=float(values["sparsity"]), method=values["prune_method"], m=plan.default.prune.m)
+    default = replace(plan.default, quant=quant, prune=prune)
+    return replace(plan, default=default, global_prune=bool(values["global_prune"]),
+                   fold_bn=bool(values["fold_bn"]))
+
+
+def on_widget_change() -> None:
+    """Widget callback: rebuild the plan from the widgets, or keep the old one and explain."""
+    try:
+        st.session_state.plan = plan_from_widgets()
+        st.session_state.pop("widget_error", None)
+    except ValueError as error:
+        st.session_state.widget_error = str(error)
+        write_widgets(st.session_state.plan)
+    sync_url()
+
+
+def record_history(row: dict) -> None:
+    """Remember a configuration the user tried (one row per distinct plan and model)."""
+    history = st.session_state.history
+    key = (row.get("model"), row.get("plan"))
+    if history and (history[-1].get("model"), history[-1].get("plan")) == key:
+        return
+    history.append(row)
+    del history[:-HISTORY_LIMIT]
