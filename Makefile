@@ -16,8 +16,10 @@ $(STAMP): requirements.txt
 run: $(STAMP)
 	$(BIN)/streamlit run app.py
 
+# pytest exits 5 when it collected no test: that is a failure, never a silent pass.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	@$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_quant.py

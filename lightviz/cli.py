@@ -99,9 +99,9 @@ def _sweep(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.parent.exists():
         raise UsageError(f"--out: folder {out.parent} does not exist")
-    df = run_sweep(Engine(bundle.model), data, plans,
-                   progress=lambda i, n: print(f"\r{i}/{n} configurations", end="", file=sys.stderr))
-    print(file=sys.stderr)
+    interactive = sys.stderr.isatty()
+    df = run_sweep(Engine(bundle.model), data, plans, progress=lambda i, n: interactive and print(
+        f"\r{i}/{n} configurations", end="" if i < n else "\n", file=sys.stderr))
     df.insert(0, "model", bundle.name)
     df.to_csv(out, index=False)
     print(f"wrote {len(df)} configurations to {out}")

@@ -21,6 +21,7 @@ __all__ = ["EvalData", "digits_split", "generated_inputs", "DIGITS_INPUT_SHAPE",
 DIGITS_INPUT_SHAPE: tuple[int, ...] = (1, 8, 8)
 DIGITS_CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
 _DIGITS_MAX_PIXEL = 16.0
+GENERATED_SAMPLES = 32  # inputs for models without a dataset (fidelity only)
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,3 +175,15 @@ def generated_inputs(input_shape: tuple[int, ...], n: int = 32, seed: int = 0) -
             "only fidelity to the float model (agreement, KL) is measurable"
         ),
     )
+
+
+def eval_data_for(bundle) -> EvalData:
+    """The evaluation data a model is reported on: the digits test split for the samples,
+    generated inputs of the model's input shape (fidelity only) for anything else.
+
+    Args:
+        bundle: a `lightviz.zoo.ModelBundle`.
+    """
+    if bundle.dataset == "digits":
+        return digits_split()[1]
+    return generated_inputs(tuple(bundle.input_shape), n=GENERATED_SAMPLES)

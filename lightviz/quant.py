@@ -30,6 +30,7 @@ from lightviz.specs import QuantSpec
 
 EPS = torch.finfo(torch.float32).eps
 HIST_BINS = 2048  # entropy calibration histogram, as TensorRT
+ENTROPY_START_BIN = 128  # smallest candidate threshold, in bins
 MSE_GRID = torch.linspace(0.1, 1.0, 46).tolist()  # clip ratios tried by range_method="mse"
 
 
@@ -234,8 +235,8 @@ def _qparams_from_range(lo: torch.Tensor, hi: torch.Tensor, qmin: int, qmax: int
 
 def _clip_block_range(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """(lo, hi), each (n_blocks, 1), with lo <= 0 <= hi so that zero is always exact."""
-    lo, hi = torch.aminmax(x, dim=1, keepdim=True)
-    lo, hi = lo.clamp_max(0.0), hi.clamp_min(0.0)
+    # amin + amax: two fast reductions (torch.aminmax along dim 1 is ~5x slower on CPU)
+    lo, hi = x.amin(dim=1, keepdim=True).clamp_max_(0.0), x.amax(dim=1, keepdim=True).clamp_min_(0.0)
     method = spec.range_method
     if method == "minmax" or x.shape[1] == 0:
         return lo, hi
@@ -282,10 +283,12 @@ def _mse_range(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
 def _entropy_threshold(absx: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     """TensorRT's KL calibration of |x|: the clip threshold per block, (n_blocks, 1).
 
-    Each block's |x| goes into a 2048-bin histogram over [0, max]. For candidate thresholds
-    i bins wide, P is the histogram clipped at i (outliers added to the last bin) and Q is
-    P's first i bins merged into 2^(b-1) levels and expanded back; the i with the smallest
-    KL(P || Q) wins. Candidates are spaced so at most ~128 are tried.
+    As NVIDIA's pytorch-quantization (`_compute_amax_entropy`): each block's |x| goes into a
+    2048-bin histogram over [0, max] (bin 0, the zero spike, set to bin 1's count). For
+    candidate thresholds of i bins (i from 128 to 2048), P is the histogram clipped at i
+    with the outliers added to its last bin, and Q is the first i bins merged into 2^(b-1)
+    levels and spread back over their non-empty bins; the largest i with the smallest
+    KL(P || Q) wins. Per tensor every i is tried; finer blocks try every 16th i.
     """
     amax = absx.amax(dim=1)  # (B,)
     levels = 2 ** (_require_bits(spec) - 1)
@@ -296,34 +299,32 @@ def _entropy_threshold(absx: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     idx = torch.clamp((absx / width.reshape(-1, 1)).long(), max=HIST_BINS - 1)
     flat = (idx + torch.arange(n_blocks).reshape(-1, 1) * HIST_BINS).reshape(-1)
     hist = torch.bincount(flat, minlength=n_blocks * HIST_BINS).reshape(n_blocks, HIST_BINS).double().numpy()
-    total = hist.sum(axis=1, keepdims=True)
-    tail = total - np.cumsum(hist, axis=1)  # counts above each bin
-    step = max(1, (HIST_BINS - levels) // 128)
-    candidates = list(range(levels, HIST_BINS + 1, step))
-    if candidates[-1] != HIST_BINS:
-        candidates.append(HIST_BINS)
+    hist[:, 0] = hist[:, 1]
+    above = hist.sum(axis=1, keepdims=True) - np.cumsum(hist, axis=1)  # counts above each bin
+    start = max(ENTROPY_START_BIN, levels)
+    candidates = range(start, HIST_BINS + 1, 1 if n_blocks == 1 else 16)
     best_kl = np.full(n_blocks, np.inf)
     best_i = np.full(n_blocks, HIST_BINS)
     for i in candidates:
-        p = hist[:, :i].copy()
-        p[:, -1] += tail[:, i - 1]
-        nonzero = p > 0
-        edges = (np.arange(levels + 1) * i) // levels
-        sums = np.add.reduceat(hist[:, :i], edges[:-1], axis=1)
+        kept = hist[:, :i]
+        p = kept.copy()
+        p[:, -1] += above[:, i - 1]
+        nonzero = kept > 0
+        edges = -((-np.arange(levels + 1) * i) // levels)  # ceil(k * i / levels): bin j -> level
+        sums = np.add.reduceat(kept, edges[:-1], axis=1)
         counts = np.add.reduceat(nonzero, edges[:-1], axis=1)
         q = np.repeat(sums / np.maximum(counts, 1), np.diff(edges), axis=1) * nonzero
         kl = _kl_rows(p, q)
-        better = kl < best_kl
+        better = kl <= best_kl  # ties go to the larger threshold
         best_kl[better], best_i[better] = kl[better], i
     threshold = torch.from_numpy(best_i).float() * width
     return torch.where(amax > 0, threshold, amax).reshape(-1, 1)
 
 
 def _kl_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """KL(p || q) per row of two histograms, with q smoothed where p has mass and q none."""
-    p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
-    q = np.where((q == 0) & (p > 0), 1e-4, q)
-    q = q / np.maximum(q.sum(axis=1, keepdims=True), 1e-12)
+    """KL(p || q) per row of two unnormalized histograms; inf where q misses p's mass."""
+    p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
+    q = q / np.maximum(q.sum(axis=1, keepdims=True), 1e-300)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(p > 0, p * np.log(p / q), 0.0)
     return terms.sum(axis=1)

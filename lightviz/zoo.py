@@ -112,16 +112,18 @@ class DigitsMobileNet(nn.Module):
     """A small MobileNet-v1: stem conv, five depthwise-separable blocks, pool, linear.
 
     Depthwise convs followed by BN are where per-tensor weight quantization breaks down once
-    BN is folded: each channel's scale gamma / sqrt(var) multiplies its 9 weights, and these
-    scales spread over orders of magnitude across channels (Nagel et al. 2019, "Data-Free
-    Quantization"), so one per-tensor scale leaves the small channels with a code or two.
+    BN is folded (Nagel et al. 2019, "Data-Free Quantization"): folding multiplies each
+    channel's 9 weights by gamma / sqrt(running_var + eps), and a channel whose input is
+    (nearly) constant, e.g. fed by a ReLU6 unit that never fires, has running_var ~ 0 and so
+    gets weights ~300x larger than its neighbours. One per-tensor scale then leaves every other
+    channel with a code or two. Training produces such channels; nothing here forces them.
     """
 
     def __init__(self, num_classes: int = _NUM_DIGITS) -> None:
         super().__init__()
-        self.stem = _conv_bn(1, 16, 3, act=nn.ReLU6)  # (N, 16, 8, 8)
+        self.stem = _conv_bn(1, 32, 3, act=nn.ReLU6)  # (N, 32, 8, 8), MobileNet's 32-channel stem
         self.blocks = nn.Sequential(
-            DepthwiseSeparable(16, 32),  # (N, 32, 8, 8)
+            DepthwiseSeparable(32, 32),  # (N, 32, 8, 8)
             DepthwiseSeparable(32, 64, stride=2),  # (N, 64, 4, 4)
             DepthwiseSeparable(64, 64),  # (N, 64, 4, 4)
             DepthwiseSeparable(64, 128, stride=2),  # (N, 128, 2, 2)

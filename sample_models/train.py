@@ -11,8 +11,10 @@ script fails, writing nothing, if any model's float test accuracy is below MIN_A
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 # Runnable as a plain script: make `import lightviz` resolve to this checkout.
@@ -29,11 +31,28 @@ from lightviz.data import EvalData, digits_split  # noqa: E402
 from lightviz.zoo import SAMPLE_MODELS, SAMPLE_MODELS_DIR, build_sample, list_models  # noqa: E402
 
 SEED = 0
-EPOCHS = 40
-BATCH_SIZE = 32
-LEARNING_RATE = 3e-3
 MIN_ACCURACY = 0.95
 TRAIN_COMMAND = "make models   # or: .venv/bin/python sample_models/train.py"
+CARD_BITS = (8, 6, 4)  # bit-widths of the per-tensor vs per-channel check in the model card
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimizer and schedule of one sample model (AdamW, one-cycle learning rate)."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-2
+    weight_decay: float = 0.05
+    augment: bool = True  # random one-pixel shifts; conv nets are shift-tolerant, an MLP is not
+
+
+TRAIN_CONFIGS: dict[str, TrainConfig] = {
+    "digits-mlp": TrainConfig(epochs=40, lr=3e-3, augment=False),
+    "digits-cnn": TrainConfig(),
+    "digits-mobilenet": TrainConfig(),
+    "digits-resnet": TrainConfig(),
+}
 
 
 def random_shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -50,28 +69,30 @@ def random_shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, data: EvalData) -> float:
-    """Top-1 accuracy of `model` (in eval mode) on a labeled set."""
+    """Top-1 accuracy of `model` (switched to eval mode) on a labeled set."""
     model.eval()
     predictions = model(data.x).argmax(dim=1)
     return float((predictions == data.y).float().mean())
 
 
-def train(name: str, train_data: EvalData, seed: int = SEED) -> nn.Module:
+def train(name: str, train_data: EvalData, config: TrainConfig, seed: int = SEED) -> nn.Module:
     """Train one sample architecture from a fixed seed; returns it in eval mode."""
     torch.manual_seed(seed)
     model = build_sample(name)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    steps_per_epoch = -(-len(train_data) // BATCH_SIZE)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = -(-len(train_data) // config.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=LEARNING_RATE, epochs=EPOCHS, steps_per_epoch=steps_per_epoch
+        optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch
     )
     model.train()  # BatchNorm learns running statistics from the training batches
-    for _ in range(EPOCHS):
+    for _ in range(config.epochs):
         order = torch.randperm(len(train_data), generator=generator)
-        for start in range(0, len(order), BATCH_SIZE):
-            index = order[start:start + BATCH_SIZE]
-            x = random_shift(train_data.x[index], generator)
+        for start in range(0, len(order), config.batch_size):
+            index = order[start:start + config.batch_size]
+            x = train_data.x[index]
+            if config.augment:
+                x = random_shift(x, generator)
             loss = F.cross_entropy(model(x), train_data.y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -85,26 +106,64 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def folded_depthwise_range_spread(model: nn.Module) -> float | None:
-    """Largest ratio, over depthwise convs, of max to min per-channel |w| range after BN folding.
+# --- A minimal, self-contained check for the model card. It uses no lightviz.quant on purpose:
+# the card states what the shipped weights do, measured independently of the library.
 
-    Folding multiplies each output channel by gamma / sqrt(running_var + eps); a large spread
-    is what makes one per-tensor scale fail. None when the model has no depthwise conv + BN.
-    """
-    spreads = []
-    for module in model.modules():
-        if not isinstance(module, nn.Sequential) or len(module) < 2:
+
+def _fold_bn(model: nn.Module) -> nn.Module:
+    """A copy of `model` with each Sequential(Conv2d, BatchNorm2d, ...) folded into the conv."""
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if not (isinstance(module, nn.Sequential) and len(module) >= 2):
             continue
         conv, bn = module[0], module[1]
-        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and conv.groups > 1:
-            factor = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C,)
-            folded = conv.weight * factor[:, None, None, None]  # (C, 1, 3, 3)
-            ranges = folded.detach().abs().flatten(1).amax(dim=1)  # (C,)
+        if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+            continue
+        factor = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C_out,)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        conv.weight = nn.Parameter((conv.weight * factor[:, None, None, None]).detach())
+        conv.bias = nn.Parameter((bn.bias + (bias - bn.running_mean) * factor).detach())
+        module[1] = nn.Identity()
+    return folded
+
+
+def _fake_quantize_symmetric(weight: torch.Tensor, bits: int, per_channel: bool) -> torch.Tensor:
+    """Symmetric narrow-range fake quantization: s = amax / (2^(b-1) - 1), codes rounded half-even."""
+    qmax = 2 ** (bits - 1) - 1
+    amax = weight.abs().flatten(1).amax(dim=1) if per_channel else weight.abs().amax()
+    scale = (amax / qmax).clamp_min(torch.finfo(torch.float32).eps)
+    if per_channel:
+        scale = scale.reshape(-1, *([1] * (weight.dim() - 1)))  # (C_out, 1, ...)
+    return torch.round(weight * (1.0 / scale)).clamp(-qmax, qmax) * scale
+
+
+@torch.no_grad()
+def folded_quantized_accuracy(model: nn.Module, data: EvalData, bits: int, per_channel: bool) -> float:
+    """Accuracy after folding BN and fake-quantizing every Conv2d/Linear weight (weights only)."""
+    quantized = _fold_bn(model)
+    for module in quantized.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            module.weight.copy_(_fake_quantize_symmetric(module.weight, bits, per_channel))
+    return accuracy(quantized, data)
+
+
+def folded_depthwise_range_spread(model: nn.Module) -> float | None:
+    """Largest max/min ratio of per-channel |w| ranges in a depthwise conv, after BN folding.
+
+    None when the model has no depthwise conv.
+    """
+    spreads = []
+    for module in _fold_bn(model).modules():
+        if isinstance(module, nn.Conv2d) and module.groups > 1:
+            ranges = module.weight.detach().abs().flatten(1).amax(dim=1)  # (C,)
             spreads.append(float(ranges.max() / ranges.min().clamp_min(1e-12)))
     return max(spreads) if spreads else None
 
 
-def model_card(rows: list[dict[str, object]], train_size: int, test: EvalData) -> str:
+# --- model card
+
+
+def model_card(rows: list[dict], train_size: int, test: EvalData) -> str:
     """The sample_models/README.md text: what ships, how well it does, how to regenerate it."""
     lines = [
         "# Sample models",
@@ -125,37 +184,55 @@ def model_card(rows: list[dict[str, object]], train_size: int, test: EvalData) -
         "",
         "## Data",
         "",
-        f"- Inputs: (N, 1, 8, 8) float32, pixel counts 0..16 scaled by 1/16 to [0, 1]; 10 classes.",
-        f"- Split: `lightviz.data.digits_split()` — {test.description}; "
-        f"{train_size} training images. Models are trained on the training split only; every",
-        "  accuracy lightviz reports is measured on the held-out test split.",
+        "- Inputs: (N, 1, 8, 8) float32, pixel counts 0..16 scaled by 1/16 to [0, 1]; 10 classes.",
+        f"- Split: `lightviz.data.digits_split()` (seed 0, test_size 0.25, stratified by class):",
+        f"  {train_size} training images, {len(test)} held-out test images. Models are trained on",
+        "  the training split only; every accuracy lightviz reports is measured on the test split.",
         "",
         "## Training",
         "",
-        f"Seed {SEED}, Adam with a one-cycle learning rate (max {LEARNING_RATE}), {EPOCHS} epochs, batch "
-        f"{BATCH_SIZE},",
-        "random shifts of up to one pixel, cross-entropy. BatchNorm layers train in train mode and",
-        "are saved with their learned running statistics; models are saved in eval mode.",
+        f"Seed {SEED}, deterministic. AdamW with a one-cycle learning rate, cross-entropy; BatchNorm",
+        "layers train in train mode and ship with their learned running statistics.",
+        "",
+        "| name | epochs | batch | max lr | weight decay | one-pixel random shifts |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        c = TRAIN_CONFIGS[row["name"]]
+        lines.append(f"| `{row['name']}` | {c.epochs} | {c.batch_size} | {c.lr:g} | {c.weight_decay:g} | "
+                     f"{'yes' if c.augment else 'no'} |")
+    lines += [
+        "",
         f"The script fails, writing nothing, if any float test accuracy is below {MIN_ACCURACY:.0%}.",
-        "Regenerate (about a minute on 2 CPU cores):",
+        "Regenerate (a couple of minutes on 2 CPU cores):",
         "",
         "```",
         TRAIN_COMMAND,
         "```",
+        "",
+        "## Per-tensor against per-channel, after BatchNorm folding",
+        "",
+        "Test accuracy with BatchNorm folded into the convs and every Conv/Linear weight",
+        "fake-quantized symmetrically (weights only, activations float), measured by `train.py`",
+        "with its own few-line reference, independently of `lightviz.quant`:",
+        "",
+        "| name | " + " | ".join(f"{b}-bit tensor | {b}-bit channel" for b in CARD_BITS) + " |",
+        "|---|" + "---:|" * (2 * len(CARD_BITS)),
     ]
-    spread_rows = [r for r in rows if r["dw_spread"] is not None]
-    if spread_rows:
-        lines += ["", "## Why digits-mobilenet is here", ""]
-        for row in spread_rows:
-            lines.append(
-                f"After folding BatchNorm into `{row['name']}`'s depthwise convs, the per-channel "
-                f"weight ranges of one layer differ by up to {row['dw_spread']:.0f}x,"
-            )
-        lines += [
-            "so a single per-tensor scale leaves the small channels with very few codes: per-tensor",
-            "quantization degrades sharply there while per-channel does not (Nagel et al. 2019,",
-            "\"Data-Free Quantization Through Weight Equalization and Bias Correction\").",
-        ]
+    for row in rows:
+        cells = " | ".join(f"{row['quant'][(b, False)]:.2%} | {row['quant'][(b, True)]:.2%}" for b in CARD_BITS)
+        lines.append(f"| `{row['name']}` | {cells} |")
+    for row in rows:
+        if row["dw_spread"] is not None:
+            lines += [
+                "",
+                f"In `{row['name']}`, folding makes the per-channel weight ranges of one depthwise conv",
+                f"differ by up to {row['dw_spread']:.0f}x: a channel whose input never varies (a ReLU6 unit",
+                "that never fires) has running_var ~ 0, so folding scales its weights by",
+                "gamma / sqrt(eps). One per-tensor scale then leaves the other channels with a code or two,",
+                "while per-channel scales are unaffected (Nagel et al. 2019, \"Data-Free Quantization",
+                "Through Weight Equalization and Bias Correction\"). Training produced this; nothing forces it.",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -166,20 +243,23 @@ def main() -> int:
     started = time.perf_counter()
     train_data, test_data = digits_split()
     trained: dict[str, nn.Module] = {}
-    rows: list[dict[str, object]] = []
+    rows: list[dict] = []
     for name in list_models():
         t0 = time.perf_counter()
-        model = train(name, train_data)
+        model = train(name, train_data, TRAIN_CONFIGS[name])
         row = {
             "name": name,
             "description": SAMPLE_MODELS[name].description,
             "params": parameter_count(model),
             "accuracy": accuracy(model, test_data),
             "dw_spread": folded_depthwise_range_spread(model),
+            "quant": {(b, pc): folded_quantized_accuracy(model, test_data, b, pc)
+                      for b in CARD_BITS for pc in (False, True)},
         }
         spread = "" if row["dw_spread"] is None else f", folded depthwise range spread {row['dw_spread']:.0f}x"
-        print(f"{name}: {row['params']:,} params, float test accuracy {row['accuracy']:.2%}"
-              f"{spread} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        print(f"{name}: {row['params']:,} params, float test accuracy {row['accuracy']:.2%}{spread}, "
+              f"{CARD_BITS[-1]}-bit tensor/channel {row['quant'][(CARD_BITS[-1], False)]:.2%}"
+              f"/{row['quant'][(CARD_BITS[-1], True)]:.2%} ({time.perf_counter() - t0:.1f} s)", flush=True)
         trained[name] = model
         rows.append(row)
 
@@ -192,18 +272,18 @@ def main() -> int:
         return 1
 
     for row in rows:
-        model = trained[row["name"]]
-        # safetensors rejects tensors that share memory; every state_dict entry here is its own.
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(SAMPLE_MODELS_DIR / f"{row['name']}.safetensors"), metadata={
-            "name": str(row["name"]),
+        path = SAMPLE_MODELS_DIR / f"{row['name']}.safetensors"
+        state = {k: v.detach().contiguous() for k, v in trained[row["name"]].state_dict().items()}
+        save_file(state, str(path), metadata={
+            "name": row["name"],
             "float_test_accuracy": f"{row['accuracy']:.6f}",
             "params": str(row["params"]),
             "seed": str(SEED),
-            "epochs": str(EPOCHS),
-            "dataset": "sklearn digits, digits_split(seed=0, test_size=0.25)",
+            "train_config": repr(TRAIN_CONFIGS[row["name"]]),
+            "dataset": "sklearn digits, lightviz.data.digits_split(seed=0, test_size=0.25), train split",
             "torch": torch.__version__,
         })
+        path.chmod(0o644)  # safetensors creates 0600 files; these ship and are read by everyone
     (SAMPLE_MODELS_DIR / "README.md").write_text(model_card(rows, len(train_data), test_data))
     print(f"wrote {len(rows)} models and README.md to {SAMPLE_MODELS_DIR} "
           f"in {time.perf_counter() - started:.1f} s")

@@ -13,8 +13,10 @@ import streamlit as st
 
 from lightviz import data as datasets
 from lightviz import zoo
+from lightviz.editing import apply_layer_edits
 from lightviz.engine import Engine
 from lightviz.specs import Plan, PruneSpec, QuantSpec, plan_from_token, plan_to_token
+from lightviz.sweep import plan_row
 
 DEFAULT_MODEL = "digits-cnn"
 HISTORY_LIMIT = 200
@@ -60,12 +62,16 @@ def init_state() -> None:
     """Set every session key once per session, from the URL when it holds a shared link."""
     ss = st.session_state
     if "plan" in ss:
+        _restore_widgets(ss.plan)
+        if st.query_params.get("model") != ss.model_name or st.query_params.get("plan") != plan_to_token(ss.plan):
+            sync_url()  # page switches drop the query parameters; the link always shares the plan
         return
     ss.model_name = DEFAULT_MODEL
     ss.plan = Plan()
     ss.history = []  # rows of plans tried (see record_history)
     ss.selected_layer = None
     ss.link_error = None
+    ss.editor_generation = 0  # bumped whenever the plan's overrides change outside the table
     params = st.query_params
     if "model" in params:
         name = params["model"]
@@ -108,6 +114,8 @@ def set_plan(plan: Plan) -> None:
 
     Call from a widget callback or before the global widgets render.
     """
+    if plan.overrides != st.session_state.plan.overrides:
+        st.session_state.editor_generation += 1
     st.session_state.plan = plan
     write_widgets(plan)
     sync_url()
@@ -118,6 +126,7 @@ def set_model(name: str) -> None:
     st.session_state.model_name = name
     st.session_state.plan = replace(st.session_state.plan, overrides=())
     st.session_state.selected_layer = None
+    st.session_state.editor_generation += 1
     sync_url()
 
 
@@ -131,13 +140,31 @@ def sync_url() -> None:
 
 def write_widgets(plan: Plan) -> None:
     """Put the plan's default values into the widgets' session keys."""
-    ss = st.session_state
+    for key, value in _widget_values(plan).items():
+        st.session_state[key] = value
+
+
+def _restore_widgets(plan: Plan) -> None:
+    """Give back the plan's values to widget keys Streamlit dropped.
+
+    Streamlit forgets the state of a widget that did not render in the last run (a hidden
+    group-size input, every global control while another page shows), so those keys come
+    back from the Plan, the single source of truth.
+    """
+    missing = [key for key in WIDGET_KEYS if key not in st.session_state]
+    if missing:
+        values = _widget_values(plan)
+        for key in missing:
+            st.session_state[key] = values[key]
+
+
+def _widget_values(plan: Plan) -> dict:
+    values = {}
     for key, (where, name) in WIDGET_KEYS.items():
         source = {"quant": plan.default.quant, "prune": plan.default.prune, "plan": plan}[where]
         value = getattr(source, name)
-        if key == "bits" and value is None:
-            value = FLOAT_BITS_LABEL
-        ss[key] = value
+        values[key] = FLOAT_BITS_LABEL if key == "bits" and value is None else value
+    return values
 
 
 def plan_from_widgets() -> Plan:
@@ -173,3 +200,91 @@ def record_history(row: dict) -> None:
         return
     history.append(row)
     del history[:-HISTORY_LIMIT]
+
+
+# --- per-layer overrides (the layer table) -------------------------------------------------
+
+LAYER_EDITOR_KEY = "layer_editor"
+
+
+def absorb_layer_edits(names: list[str]) -> None:
+    """Turn the layer table's pending edits into per-layer overrides of the plan.
+
+    Called as the table's on_change callback and once after it renders (edits seeded without
+    a callback). Absorbed edits bump `editor_generation`, which gives the table a new identity
+    so it starts clean from the plan (otherwise the browser would resend stale edits).
+    """
+    ss = st.session_state
+    edits = ss.get(LAYER_EDITOR_KEY) or {}
+    edited_rows = edits.get("edited_rows") or {}
+    if not edited_rows:
+        return
+    try:
+        plan = apply_layer_edits(ss.plan, names, edited_rows)
+        ss.pop("editor_error", None)
+    except ValueError as error:
+        ss.editor_error = str(error)
+        plan = ss.plan
+    ss.plan = plan
+    ss.editor_generation += 1
+    sync_url()
+
+
+def reset_overrides() -> None:
+    """Drop every per-layer override (button callback)."""
+    st.session_state.plan = replace(st.session_state.plan, overrides=())
+    st.session_state.editor_generation += 1
+    st.session_state.pop("editor_error", None)
+    sync_url()
+
+
+def select_layer(name: str | None) -> None:
+    st.session_state.selected_layer = name
+
+
+def show_messages() -> None:
+    """Show pending messages once: a shared link that could not be used, a refused value."""
+    ss = st.session_state
+    if ss.get("link_error"):
+        st.warning(ss.link_error)
+        ss.link_error = None
+    for key in ("widget_error", "editor_error", "model_error"):
+        if ss.get(key):
+            st.error(ss.pop(key))
+
+
+# --- derived results (cheap on repeat: the engine caches layers and logits) -----------------
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _layer_table(name: str, plan_json: str):
+    return load_engine(name).layer_table(Plan.from_json(plan_json))
+
+
+def current_layer_table(plan: Plan | None = None):
+    """engine.layer_table of the plan (default: the current one), cached per model and plan."""
+    return _layer_table(current_name(), (plan or current_plan()).to_json())
+
+
+def current_evaluation(plan: Plan | None = None):
+    """engine.evaluate of the plan (default: the current one) on the model's evaluation data."""
+    return current_engine().evaluate(plan or current_plan(), current_data())
+
+
+def attempt(compute, what: str, hint: str):
+    """compute(), or None after showing st.error with what failed and what to do (never a traceback)."""
+    try:
+        return compute()
+    except ValueError as error:
+        st.error(f"{what}: {error}. What to do: {hint}.")
+    except Exception as error:  # noqa: BLE001 - the app keeps running, the user learns what happened
+        st.error(f"{what} ({type(error).__name__}: {error}). What to do: {hint}.")
+    return None
+
+
+def record_evaluation(plan: Plan) -> None:
+    """Add the plan to the session's history (Trade-offs draws it), once per distinct plan."""
+    history, name = st.session_state.history, current_name()
+    if history and (history[-1].get("model"), history[-1].get("plan")) == (name, plan.to_json()):
+        return
+    record_history({"model": name, **plan_row(current_engine(), current_data(), plan)})

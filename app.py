@@ -1,0 +1,16 @@
+"""lightviz: the router (st.navigation) and the shared sidebar. Run: streamlit run app.py"""
+
+import streamlit as st
+
+from lightviz.ui import sidebar, state
+
+st.set_page_config(layout="wide", page_title="lightviz")
+state.init_state()
+page = st.navigation([
+    st.Page("pages/explore.py", title="Explore", icon=":material/tune:", default=True),
+    st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/show_chart:"),
+    st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
+])
+state.show_messages()
+if sidebar.render():
+    page.run()

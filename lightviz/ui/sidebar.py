@@ -1,0 +1,68 @@
+"""The shared sidebar: pick a model; its float accuracy, parameters, size and layers at a glance."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from lightviz import analysis, metrics, zoo
+from lightviz.ui import state
+from lightviz.ui.format import bytes_text, human_bytes, percent
+
+MODEL_PICKER_KEY = "model_picker"
+
+
+def _model_options() -> list[str]:
+    return zoo.list_models() + zoo.list_torchvision_models()
+
+
+def _model_label(name: str) -> str:
+    return name if name in zoo.SAMPLE_MODELS else f"{name} · torchvision"
+
+
+def _on_model_pick() -> None:
+    """Load the picked model before switching to it, so a failure keeps the current one."""
+    name = st.session_state[MODEL_PICKER_KEY]
+    try:
+        state.load_engine(name)
+        state.load_eval_data(name)
+    except Exception as error:  # noqa: BLE001 - any load failure: keep what is loaded, say why
+        st.session_state.model_error = (f"Could not load {name}: {error}. "
+                                        f"Still showing {state.current_name()}; pick another model.")
+        return
+    state.set_model(name)
+
+
+def render() -> bool:
+    """Draw the sidebar; False when the current model cannot be used (the page should stop)."""
+    st.session_state[MODEL_PICKER_KEY] = state.current_name()
+    with st.sidebar:
+        st.selectbox("Model", _model_options(), key=MODEL_PICKER_KEY, format_func=_model_label,
+                     on_change=_on_model_pick,
+                     help="Samples (digits-*) ship trained weights and are scored on the digits test split. "
+                          "torchvision architectures are built with random weights (nothing is downloaded): "
+                          "only fidelity to the float model means something. Large ones take a while to build.")
+        try:
+            bundle, engine, data = state.current_bundle(), state.current_engine(), state.current_data()
+        except Exception as error:  # noqa: BLE001 - never a traceback: say what to do
+            st.error(f"Could not load {state.current_name()}: {error}. Pick another model.")
+            return False
+        st.caption(bundle.description)
+        left, right = st.columns(2)
+        if data.labeled:
+            float_accuracy = metrics.accuracy(engine.logits(None, data), data.y)
+            left.metric("Float accuracy", percent(float_accuracy),
+                        help=f"top-1 on {data.description}")
+        else:
+            left.metric("Float accuracy", "n/a", help="no labels: fidelity only")
+        right.metric("Float size", human_bytes(engine.float_size_bytes),
+                     help=f"{bytes_text(engine.float_size_bytes)}: every parameter and buffer at its dtype's "
+                          "size (the state_dict)")
+        n_weights = sum(layer.n_weights for layer in engine.layers)
+        roles = ", ".join(f"{count} {role}" for role, count in analysis.role_counts(engine).items())
+        st.markdown(f"**{analysis.parameter_count(bundle.model):,}** parameters  \n"
+                    f"**{len(engine.layers)}** compressible layers ({roles}), {n_weights:,} weights")
+        if data.labeled:
+            st.caption(f"Data: {data.description}.")
+        else:
+            st.caption(f"Fidelity only: {bundle.note}. Data: {data.description}.")
+    return True

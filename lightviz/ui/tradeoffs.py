@@ -1,0 +1,129 @@
+"""Trade-offs' sections: the sweep form, accuracy against size, error against bits, CSV export."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from lightviz import analysis, plots, sweep
+from lightviz.specs import GRANULARITIES, PRUNE_METHODS, SCHEMES, Plan
+from lightviz.sweep import plan_label
+from lightviz.ui import state
+
+MAX_CONFIGS = 200
+SPARSITY_OPTIONS = [0.0, 0.25, 0.5, 0.75, 0.9]
+DEFAULTS = {"bits": [2, 3, 4, 8], "schemes": ["symmetric", "asymmetric"], "granularities": ["tensor", "channel"],
+            "sparsities": [0.0, 0.5], "prune_method": "unstructured"}
+CHART_KEY = "tradeoff_chart"
+
+
+def _settings() -> dict:
+    return st.session_state.setdefault("sweep_settings", dict(DEFAULTS))
+
+
+def sweep_form() -> dict | None:
+    """The sweep's lists; returns them when Run was pressed, else None."""
+    last = _settings()
+    with st.form("sweep_form", border=True):
+        bits, schemes, grans, sparsities, method = st.columns([3, 2, 2, 2.4, 1.6])
+        chosen = {
+            "bits": bits.multiselect("Bits", list(range(1, 17)), default=last["bits"], key="sweep_bits"),
+            "schemes": schemes.multiselect("Scheme", SCHEMES, default=last["schemes"], key="sweep_schemes"),
+            "granularities": grans.multiselect("Granularity", GRANULARITIES, default=last["granularities"],
+                                               key="sweep_granularities"),
+            "sparsities": sparsities.multiselect("Sparsity", SPARSITY_OPTIONS, default=last["sparsities"],
+                                                 format_func=lambda s: f"{s:.0%}", key="sweep_sparsities"),
+            "prune_method": method.selectbox("Pruning", PRUNE_METHODS,
+                                             index=PRUNE_METHODS.index(last["prune_method"]), key="sweep_prune"),
+        }
+        n = len(chosen["bits"]) * len(chosen["schemes"]) * len(chosen["granularities"]) * len(chosen["sparsities"])
+        st.caption("Every combination is one uniform plan on top of the current plan's range method, group size "
+                   "and BatchNorm folding. Sweep results stay until you run another sweep for this model.")
+        pressed = st.form_submit_button("Run sweep", type="primary")
+    if not pressed:
+        return None
+    if n == 0:
+        st.error("Pick at least one value in each list (bits, scheme, granularity, sparsity), then run again.")
+        return None
+    if n > MAX_CONFIGS:
+        st.error(f"That is {n} configurations; pick at most {MAX_CONFIGS} (fewer values in a list).")
+        return None
+    st.session_state.sweep_settings = chosen
+    return chosen
+
+
+def run(chosen: dict) -> None:
+    """Evaluate every configuration with a progress bar; keep the results in the session."""
+    engine, data, base = state.current_engine(), state.current_data(), state.current_plan()
+    plans = sweep.sweep_configs(sorted(chosen["bits"]), chosen["schemes"], chosen["granularities"],
+                                sorted(chosen["sparsities"]), chosen["prune_method"], base=base)
+    bar = st.progress(0.0, text=f"0 of {len(plans)} configurations")
+    results = sweep.run_sweep(engine, data, plans,
+                              progress=lambda i, n: bar.progress(i / n, text=f"{i} of {n} configurations"))
+    curves = analysis.sqnr_vs_bits(engine, base, chosen["bits"])
+    bar.empty()
+    quant = base.default.quant
+    st.session_state.setdefault("sweeps", {})[state.current_name()] = {
+        "results": results, "curves": curves,
+        "curve_settings": f"{quant.scheme}, per {quant.granularity}, {quant.range_method} range, no pruning"}
+
+
+def current_sweep() -> dict | None:
+    return st.session_state.get("sweeps", {}).get(state.current_name())
+
+
+def _on_point_select() -> None:
+    points = (st.session_state.get(CHART_KEY) or {}).get("selection", {}).get("points", [])
+    sources = st.session_state.get("tradeoff_sources", {})
+    for point in points:
+        data = point.get("customdata")
+        if isinstance(data, (list, tuple)) and len(data) == 2 and data[0] in sources:
+            row = sources[data[0]].loc[int(data[1])]
+            plan = Plan.from_json(row["plan"])
+            state.set_plan(plan)
+            st.session_state.made_current = plan_label(plan)
+            return
+
+
+def tradeoff_chart() -> None:
+    """Accuracy (agreement without labels) against size: sweep, frontier, float, current, history."""
+    engine, data, plan = state.current_engine(), state.current_data(), state.current_plan()
+    y = "accuracy" if data.labeled else "agreement"
+    evaluation = state.current_evaluation(plan)
+    found = current_sweep()
+    results = found["results"] if found else None
+    history = pd.DataFrame(st.session_state.history)
+    if len(history):
+        history = history[history["model"] == state.current_name()].reset_index(drop=True)
+    st.session_state.tradeoff_sources = {"sweep": results if results is not None else pd.DataFrame(),
+                                         "history": history}
+    float_y = evaluation.float_accuracy if data.labeled else 1.0
+    current_y = evaluation.accuracy if data.labeled else evaluation.agreement
+    fig = plots.tradeoff_figure(
+        results, y, sweep.pareto_front(results, y=y) if results is not None and len(results) else None,
+        (engine.float_size_bytes, float_y), (evaluation.size_bytes, current_y, plan_label(plan)),
+        history if len(history) else None)
+    st.plotly_chart(fig, key=CHART_KEY, on_select=_on_point_select, selection_mode="points")
+    if st.session_state.get("made_current"):
+        done, link = st.columns([3, 1], vertical_alignment="center")
+        done.success(f"Current plan is now: {st.session_state.pop('made_current')}")
+        link.page_link("pages/explore.py", label="See it in Explore", icon=":material/arrow_forward:")
+    if not data.labeled:
+        st.caption("No labels for this model's inputs: the y axis is agreement with the float model.")
+    if results is None:
+        st.info("Run a sweep to fill the chart; the float model, the current plan and what you tried in "
+                "Explore are shown already.")
+
+
+def results_section() -> None:
+    """Error against bits per layer, the sweep as a table, and its CSV."""
+    found = current_sweep()
+    if not found:
+        return
+    st.plotly_chart(plots.sqnr_bits_figure(found["curves"], found["curve_settings"]), key="sqnr_bits_chart")
+    results = found["results"]
+    with st.expander(f"Sweep results ({len(results)} configurations)"):
+        st.dataframe(results.drop(columns=["plan"]), hide_index=True, width="stretch")
+    st.download_button("Download sweep as CSV", results.to_csv(index=False).encode(),
+                       file_name=f"lightviz-sweep-{state.current_name()}.csv", mime="text/csv",
+                       icon=":material/download:")

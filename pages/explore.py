@@ -1,0 +1,28 @@
+"""Explore: set the plan globally or per layer, and see what it does to the weights and the model."""
+
+import streamlit as st
+
+from lightviz.ui import controls, explore, state
+
+st.title("Explore")
+controls.global_controls()
+metrics_box = st.container()
+engine, data, bundle = state.current_engine(), state.current_data(), state.current_bundle()
+
+st.subheader("Layers")
+explore.layer_editor(engine)
+plan = state.current_plan()
+results = state.attempt(lambda: (state.current_evaluation(plan), state.current_layer_table(plan)),
+                        "This plan could not be evaluated", "change the setting you just made, or reset overrides")
+if results is None:
+    st.stop()
+evaluation, table = results
+state.record_evaluation(plan)
+with metrics_box:
+    controls.metrics_row(evaluation)
+
+explore.layer_charts(table)
+st.subheader("Weights of one layer")
+explore.histogram_section(engine, plan, table)
+st.subheader("What changed")
+explore.flips_section(engine, plan, data, bundle.class_names)

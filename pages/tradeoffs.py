@@ -1,0 +1,12 @@
+"""Trade-offs: accuracy against size for a sweep of plans, the Pareto frontier, and what you tried."""
+
+import streamlit as st
+
+from lightviz.ui import state, tradeoffs
+
+st.title("Trade-offs")
+chosen = tradeoffs.sweep_form()
+if chosen is not None:
+    state.attempt(lambda: tradeoffs.run(chosen), "The sweep could not finish", "pick fewer or other values")
+tradeoffs.tradeoff_chart()
+tradeoffs.results_section()

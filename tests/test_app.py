@@ -1,0 +1,161 @@
+"""AppTest drives the Explore and Trade-offs pages; expected numbers come from the library."""
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from lightviz import data as datasets
+from lightviz import zoo
+from lightviz.engine import Engine, uniform_plan
+from lightviz.specs import LayerConfig, Plan, QuantSpec, plan_to_token
+from lightviz.ui.format import bytes_text, percent
+
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """name -> (engine, eval data), built independently of the app's cached copies."""
+    made = {}
+
+    def get(name):
+        if name not in made:
+            bundle = zoo.load_model(name)
+            made[name] = (Engine(bundle.model), datasets.eval_data_for(bundle))
+        return made[name]
+
+    return get
+
+
+def _app(**query) -> AppTest:
+    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
+    for key, value in query.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def _metrics(at: AppTest) -> dict[str, str]:
+    return {metric.label: metric.value for metric in at.metric}
+
+
+def _expect(at: AppTest, reference, name: str, plan: Plan) -> None:
+    engine, data = reference(name)
+    evaluation = engine.evaluate(plan, data)
+    shown = _metrics(at)
+    assert shown["Accuracy"] == percent(evaluation.accuracy)
+    assert shown["Agreement with float"] == percent(evaluation.agreement)
+    assert shown["Size"] == bytes_text(evaluation.size_bytes)
+    assert shown["Bits per weight"] == f"{evaluation.avg_bits_per_weight:.2f}"
+
+
+def _clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_explore_default_shows_the_engines_metrics(reference):
+    at = _app()
+    _clean(at)
+    assert at.session_state["plan"] == Plan()
+    _expect(at, reference, "digits-cnn", Plan())
+    assert _metrics(at)["Float accuracy"] == percent(reference("digits-cnn")[0].evaluate(Plan(), reference(
+        "digits-cnn")[1]).float_accuracy)
+    assert len(at.get("plotly_chart")) >= 3  # SQNR, size, histogram
+
+
+def test_explore_bits_8_to_2_changes_accuracy_and_size_as_the_engine_says(reference):
+    at = _app()
+    before = _metrics(at)
+    at.select_slider(key="bits").set_value(2).run()
+    _clean(at)
+    plan = at.session_state["plan"]
+    assert plan == uniform_plan(bits=2)
+    _expect(at, reference, "digits-cnn", plan)
+    after = _metrics(at)
+    assert after["Size"] != before["Size"] and after["Accuracy"] != before["Accuracy"]
+    assert at.query_params["plan"] == plan_to_token(plan)
+
+
+def test_explore_layer_override_changes_only_that_layer_and_reset_undoes_it(reference):
+    at = _app()
+    names = [layer.name for layer in reference("digits-cnn")[0].layers]
+    at.session_state["layer_editor"] = {"edited_rows": {0: {"bits": 4}}, "added_rows": [], "deleted_rows": []}
+    at.run()
+    _clean(at)
+    plan = at.session_state["plan"]
+    assert plan == Plan().with_override(names[0], LayerConfig(quant=QuantSpec(bits=4)))
+    assert [plan.config_for(name).quant.bits for name in names] == [4, 8, 8, 8]
+    _expect(at, reference, "digits-cnn", plan)
+    table = at.dataframe[0].value if at.dataframe else None  # the editor renders as a data frame
+    if table is not None:
+        assert table["bits"].tolist() == ["4", "8", "8", "8"]
+    at.run()  # a rerun keeps the override (edits are absorbed once)
+    assert at.session_state["plan"] == plan
+    next(b for b in at.button if b.label == "Reset overrides").click().run()
+    _clean(at)
+    assert at.session_state["plan"] == Plan()
+    _expect(at, reference, "digits-cnn", Plan())
+
+
+def test_explore_switching_model_evaluates_the_new_model(reference):
+    at = _app()
+    at.select_slider(key="bits").set_value(4).run()
+    at.selectbox(key="model_picker").set_value("digits-mlp").run()
+    _clean(at)
+    assert at.session_state["model_name"] == "digits-mlp"
+    _expect(at, reference, "digits-mlp", uniform_plan(bits=4))
+    assert [row for row in at.session_state["history"] if row["model"] == "digits-mlp"]
+
+
+def test_explore_shared_link_restores_model_and_plan(reference):
+    plan = uniform_plan(bits=3, scheme="asymmetric", granularity="group", group_size=16, sparsity=0.25)
+    plan = plan.with_override("fc3", LayerConfig(keep_float=True))
+    at = _app(model="digits-mlp", plan=plan_to_token(plan))
+    _clean(at)
+    assert at.session_state["plan"] == plan
+    assert at.select_slider(key="bits").value == 3 and at.number_input(key="group_size").value == 16
+    _expect(at, reference, "digits-mlp", plan)
+
+
+def test_explore_bad_link_and_bad_value_explain_and_keep_running(reference):
+    at = _app(plan="not-a-plan")
+    assert not at.exception
+    assert "could not be used" in at.warning[0].value
+    at.selectbox(key="range_method").set_value("percentile").run()
+    at.number_input(key="percentile").set_value(50.0).run()  # the spec needs (50, 100]
+    assert not at.exception
+    assert "percentile must be" in at.error[0].value
+    assert at.session_state["plan"].default.quant.percentile == 99.99
+    _expect(at, reference, "digits-cnn", at.session_state["plan"])
+
+
+def test_tradeoffs_sweep_draws_every_point_and_offers_csv(reference):
+    at = _app()
+    at.select_slider(key="bits").set_value(6).run()  # goes into the history
+    at.switch_page("pages/tradeoffs.py").run()
+    _clean(at)
+    at.multiselect(key="sweep_bits").set_value([2, 8])
+    at.multiselect(key="sweep_schemes").set_value(["symmetric"])
+    at.multiselect(key="sweep_granularities").set_value(["tensor", "channel"])
+    at.multiselect(key="sweep_sparsities").set_value([0.0])
+    next(b for b in at.button if b.label == "Run sweep").click().run()
+    _clean(at)
+    engine, data = reference("digits-cnn")
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    traces = {trace["name"]: trace for trace in spec["data"]}
+    points = sorted(zip(traces["sweep symm/channel"]["x"] + traces["sweep symm/tensor"]["x"],
+                        traces["sweep symm/channel"]["y"] + traces["sweep symm/tensor"]["y"]))
+    expected = []
+    for bits in (2, 8):
+        for granularity in ("tensor", "channel"):
+            evaluation = engine.evaluate(uniform_plan(bits=bits, granularity=granularity), data)
+            expected.append((evaluation.size_bytes, evaluation.accuracy * 100))
+    assert points == pytest.approx(sorted(expected))
+    assert "Pareto frontier" in traces and "float model" in traces and "current plan" in traces
+    history = traces["tried this session"]
+    assert engine.evaluate(uniform_plan(bits=6), data).size_bytes in history["x"]
+    assert len(at.get("download_button")) == 1
+    assert "sqnr" in json.dumps(json.loads(at.get("plotly_chart")[1].proto.spec)["layout"]["yaxis"]).lower()
+    at.run()  # results are kept, not recomputed
+    assert len(json.loads(at.get("plotly_chart")[0].proto.spec)["data"]) == len(spec["data"])
