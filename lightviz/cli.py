@@ -4,6 +4,10 @@ Bad input exits with code 2 and one line on stderr, never a traceback.
 
     python -m lightviz evaluate --model digits-cnn --bits 4 --granularity tensor --json
     python -m lightviz sweep --model digits-cnn --bits 2,4,8 --scheme symmetric,asymmetric --out r.csv
+    python -m lightviz evaluate --model weights.safetensors --arch resnet18 --data images.zip --json
+
+A model file is loaded as data, never as code (see lightviz.loading); formats that run code
+(pickled modules, TorchScript, .pt2) need --trust-code.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -33,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         return args.run(args)
-    except (UsageError, ValueError, FileNotFoundError) as error:
+    except (UsageError, ValueError, OSError) as error:  # OSError: a file that is missing or unreadable
         print(f"lightviz: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -68,6 +73,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     table = engine.layer_table(plan)
     report = {
         "model": bundle.name, "data": data.description, "note": bundle.note,
+        "input_shape": list(bundle.input_shape), "num_classes": bundle.num_classes,
         **evaluation.to_dict(),
         "layers": [
             {"name": row.name, "type": row.type, "bits": None if _isnan(row.bits) else int(row.bits),
@@ -143,11 +149,56 @@ def plan_from_args(args: argparse.Namespace, with_default_flags: bool = True) ->
 
 
 def _load(args: argparse.Namespace):
+    """(bundle, data) the flags name: a model by name or file, data from --data or the default."""
     from lightviz import data as datasets
+    from lightviz import userdata
+
+    bundle = _load_bundle(args)
+    max_samples = _positive(args.max_samples, "max-samples")
+    if args.data:
+        data = userdata.load_user_data(
+            args.data, None, bundle, image_size=_ints(args.image_size, "image-size"),
+            mean=_floats(args.mean, "mean"), std=_floats(args.std, "std"), max_samples=max_samples)
+    else:
+        if args.image_size or args.mean or args.std:
+            raise UsageError("--image-size, --mean and --std apply to an image folder given with --data")
+        data = datasets.subset(datasets.eval_data_for(bundle), max_samples)
+        userdata.check_data(bundle, data)
+    return bundle, data
+
+
+def _load_bundle(args: argparse.Namespace):
+    from lightviz import loading, zoo
+
+    model = args.model
+    input_shape = _ints(args.input_shape, "input-shape")
+    if input_shape is not None and isinstance(input_shape, int):
+        input_shape = (input_shape,)
+    if not _is_path(model):
+        if args.arch:
+            raise UsageError(f"--arch goes with a model file (--model path/to/weights.pth --arch {args.arch}); "
+                             f"{model!r} is a model name")
+        if args.trust_code or input_shape:
+            raise UsageError("--trust-code and --input-shape go with a model file given to --model")
+        return loading.load_pretrained(model) if args.pretrained else zoo.load_model(model)
+    if args.pretrained:
+        raise UsageError("--pretrained takes a torchvision architecture name (--model resnet18 --pretrained), "
+                         "not a file")
+    return loading.load_user_model(model, arch=args.arch, trust_code=args.trust_code, input_shape=input_shape)
+
+
+def _is_path(model: str) -> bool:
+    """A model argument is a file unless it is a known name without a path separator; an
+    unknown bare name stays a name, so its error lists the names that exist."""
     from lightviz import zoo
 
-    bundle = zoo.load_model(args.model)
-    return bundle, datasets.eval_data_for(bundle)
+    from lightviz.loading import MODEL_SUFFIXES
+
+    if "/" in model or os.sep in model:
+        return True
+    if model in zoo.list_architectures():
+        return False
+    return Path(model).exists() or Path(model).suffix.lower() in MODEL_SUFFIXES
 
 
 # --- parsing -----------------------------------------------------------------------------
@@ -176,7 +227,22 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="a sample name (see `models`) or torchvision architecture")
+    parser.add_argument("--model", required=True,
+                        help="a sample name (see `models`), a torchvision architecture, or a model file "
+                             "(.safetensors, .pt, .pth state_dict; with --arch)")
+    parser.add_argument("--arch", help="architecture of a state_dict file: a sample name or torchvision architecture")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="torchvision pretrained weights for --model NAME, from the local torch cache only")
+    parser.add_argument("--trust-code", action="store_true",
+                        help="allow model files that run code when loaded (pickled modules, TorchScript, .pt2); "
+                             "only for files you trust")
+    parser.add_argument("--input-shape", help="shape of one input without batch, e.g. 3,32,32 "
+                                              "(default: the architecture's)")
+    parser.add_argument("--data", help="evaluation data: an .npz with x (and y), or a folder or .zip of class folders")
+    parser.add_argument("--image-size", help="resize images to this: N or H,W (default: the model's input size)")
+    parser.add_argument("--mean", help="per-channel mean to subtract from images in [0, 1], e.g. 0.485,0.456,0.406")
+    parser.add_argument("--std", help="per-channel std to divide images by, e.g. 0.229,0.224,0.225")
+    parser.add_argument("--max-samples", type=int, help="evaluate on a seeded random subset of this many samples")
 
 
 def _plan_flags(parser: argparse.ArgumentParser, sweepable: bool) -> None:
@@ -216,6 +282,31 @@ def _parse_float(text: str, name: str) -> float:
     if name == "sparsity":
         PruneSpec(sparsity=value)
     return value
+
+
+def _positive(value: int | None, name: str) -> int | None:
+    if value is not None and value < 1:
+        raise UsageError(f"--{name} must be a positive integer; got {value}")
+    return value
+
+
+def _ints(text: str | None, name: str) -> int | tuple[int, ...] | None:
+    """'32' -> 32, '3,32,32' -> (3, 32, 32)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(item) for item in _split(text, name))
+    except ValueError:
+        raise UsageError(f"--{name} must be positive integers separated by commas; got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise UsageError(f"--{name} must be positive integers separated by commas; got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def _floats(text: str | None, name: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    return tuple(_parse_float(item, name) for item in _split(text, name))
 
 
 def _split(text: str, name: str, allowed: tuple[str, ...] | None = None) -> list[str]:

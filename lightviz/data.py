@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["EvalData", "digits_split", "generated_inputs", "DIGITS_INPUT_SHAPE", "DIGITS_CLASSES"]
+__all__ = ["EvalData", "digits_split", "generated_inputs", "subset", "DIGITS_INPUT_SHAPE", "DIGITS_CLASSES"]
 
 # Digits are 8x8 grey images with pixel counts 0..16; the models see (N, 1, 8, 8) in [0, 1].
 DIGITS_INPUT_SHAPE: tuple[int, ...] = (1, 8, 8)
@@ -36,6 +36,8 @@ class EvalData:
         y: integer class labels, shape (N,), int64; None for unlabeled data.
         name: short identifier, e.g. "digits-test".
         description: one human-readable sentence on where the data comes from.
+        class_names: the dataset's own label names (e.g. image-folder names), index = label;
+            None when the labels are the model's classes or there are no labels.
 
     >>> d = generated_inputs((1, 8, 8), n=4)
     >>> len(d), d.labeled
@@ -46,6 +48,7 @@ class EvalData:
     y: torch.Tensor | None
     name: str
     description: str
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         _validate_eval_data(self.x, self.y, self.name)
@@ -174,6 +177,31 @@ def generated_inputs(input_shape: tuple[int, ...], n: int = 32, seed: int = 0) -
             f"{n} generated standard-normal inputs of shape {shape} (seed {seed}), no labels: "
             "only fidelity to the float model (agreement, KL) is measurable"
         ),
+    )
+
+
+def subset(data: EvalData, n: int | None, seed: int = 0) -> EvalData:
+    """At most `n` samples of `data`, drawn without replacement by a seeded generator and
+    kept in their original order; `data` itself when it is no larger (or n is None).
+
+    >>> d = subset(generated_inputs((2,), n=10), 3)
+    >>> len(d), "subset of 3 of 10" in d.description
+    (3, True)
+    """
+    if n is None:
+        return data
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"max_samples must be a positive integer or None (all); got {n!r}")
+    if n >= len(data):
+        return data
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(data), generator=generator)[:n].sort().values
+    return EvalData(
+        x=data.x[index].contiguous(),
+        y=None if data.y is None else data.y[index].contiguous(),
+        name=data.name,
+        description=f"{data.description} [random subset of {n} of {len(data)} samples, seed {seed}]",
+        class_names=data.class_names,
     )
 
 

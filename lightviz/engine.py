@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from lightviz import metrics
+from lightviz.activations import CalibrationCache, InputQParams, calibration_inputs, quantize_inputs_
 from lightviz.data import EvalData
 from lightviz.layers import LayerInfo, find_layers, folded_weights
 from lightviz.prune import global_prune_counts, keep_largest, prune_mask
@@ -95,6 +96,7 @@ class Engine:
         self._folded: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._logits: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._lock = threading.RLock()  # a Streamlit server shares one engine across sessions
+        self._calibration = CalibrationCache()  # activation ranges (lightviz/activations.py)
         self.float_size_bytes = state_bytes(model.state_dict())
         self.stats = {"hits": 0, "misses": 0}
 
@@ -179,8 +181,15 @@ class Engine:
 
     # --- whole model -------------------------------------------------------------------
 
-    def compress(self, plan: Plan) -> nn.Module:
-        """A new model with the plan applied (BatchNorm folded into Identity when asked)."""
+    def compress(self, plan: Plan, calibration: torch.Tensor | EvalData | None = None) -> nn.Module:
+        """A new model with the plan applied (BatchNorm folded into Identity when asked).
+
+        Args:
+            plan: the recipe; when it quantizes activations, each layer's input is
+                fake-quantized with ranges calibrated on `calibration` (activations.py).
+            calibration: inputs (N, ...) for activation calibration; labels are never used.
+                `logits` and `evaluate` pick them for you (activations.calibration_inputs).
+        """
         results = self.compress_layers(plan)
         model = copy.deepcopy(self.model)
         modules = dict(model.named_modules())
@@ -190,7 +199,17 @@ class Engine:
             if plan.fold_bn and result.layer.bn is not None:
                 module.bias = nn.Parameter(self.reference_weight(name, True)[1].clone(), requires_grad=False)
                 _set_module(model, result.layer.bn, nn.Identity())
+        if plan.activations is not None:
+            quantize_inputs_(model, self.activation_qparams(plan, calibration), plan.activations)
         return model.eval()
+
+    def activation_qparams(self, plan: Plan, calibration: torch.Tensor | EvalData | None) -> dict[str, InputQParams]:
+        """Per-layer input clip ranges and qparams of `plan.activations`, calibrated (cached)."""
+        if calibration is None:
+            raise ValueError("the plan quantizes activations: give calibration inputs, e.g. "
+                             "engine.compress(plan, calibration=x); Engine.evaluate picks them itself")
+        inputs = calibration.x if isinstance(calibration, EvalData) else calibration
+        return self._calibration.qparams(self, plan, inputs)
 
     def size_bytes(self, plan: Plan, results: dict[str, LayerResult] | None = None) -> int:
         """Bytes of the compressed model: compressed layers plus everything else at its dtype."""
@@ -205,13 +224,21 @@ class Engine:
         return rest + sum(result.size.total_bytes for result in results.values())
 
     def logits(self, plan: Plan | None, data: EvalData) -> torch.Tensor:
-        """Logits of the compressed model (or the float one for plan=None) on data.x; cached."""
+        """Logits of the compressed model (or the float one for plan=None) on data.x; cached.
+
+        Activation ranges, when the plan quantizes activations, are calibrated on
+        `activations.calibration_inputs(data)`: the training split for the digits test split,
+        else the first batches of data.x.
+        """
         key = (plan, id(data))
         with self._lock:
             if key in self._logits:
                 self._logits.move_to_end(key)
                 return self._logits[key]
-        model = self.model if plan is None else self.compress(plan)
+        if plan is None:
+            model = self.model
+        else:
+            model = self.compress(plan, calibration_inputs(data) if plan.activations is not None else None)
         out = run_model(model, data.x)
         with self._lock:
             self._logits[key] = out

@@ -21,6 +21,7 @@ computed with the same float32 operations as the kernels.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, replace
@@ -128,8 +129,9 @@ def covered_range(lo: float, hi: float, spec: QuantSpec) -> tuple[float, float]:
 class QuantSteps:
     """One tensor quantized per tensor, every intermediate number kept.
 
-    `table` columns: `w` (input), `w_over_s` (w * (1/s), before rounding), `q` (integer code),
-    `clamped` (the rounded code fell outside [qmin, qmax]), `w_hat` (s * (q - z)),
+    `table` columns: `w` (input), `w_over_s` (w * (1/s), before rounding), `rounded`
+    (round(w * (1/s)) + z, before clamping), `q` (integer code), `clamped` (`rounded` fell
+    outside [qmin, qmax]), `w_hat` (s * (q - z)),
     `error` (w_hat - w), `abs_error`.
     """
 
@@ -160,6 +162,24 @@ class QuantSteps:
         return self.max_error <= self.half_step * (1 + 1e-5)
 
     @property
+    def note(self) -> str | None:
+        """Why a value inside the min/max range was clamped, when one was (asymmetric only).
+
+        z is rounded, so the grid can shift by up to s/2 and cover [s(qmin - z), s(qmax - z)]
+        instead of [w_min, w_max]: an end value then rounds one code past the end. Its error
+        stays within s/2.
+        """
+        if self.binary or not bool(self.table["clamped"].any()):
+            return None
+        levels = grid_levels(self)
+        z_raw = float(-torch.tensor(self.lo, dtype=torch.float32) / torch.tensor(self.scale, dtype=torch.float32))
+        clamped = ", ".join(_fmt(w) for w in self.table.loc[self.table["clamped"], "w"])
+        return (f"Why is w = {clamped} clamped? The zero-point is rounded: −w_min/s = {z_raw:.8g} in float32 "
+                f"becomes z = {self.zero_point}, which shifts the grid to [{_fmt(levels[0])}, {_fmt(levels[-1])}]. "
+                f"A value at the end of the range then rounds one code past the last one and is clamped; "
+                f"its error stays within s/2.")
+
+    @property
     def example(self) -> int:
         """Row worth walking through: the largest |error| (ties: the first)."""
         return int(self.table["abs_error"].to_numpy().argmax())
@@ -173,7 +193,8 @@ class QuantSteps:
         if self.binary:
             return [
                 ("1. Range: 1 bit symmetric is binarization (XNOR-Net)",
-                 rf"\alpha = \operatorname{{mean}}|w| = {_tex(self.scale)}, \quad q \in \{{-1, +1\}}"),
+                 rf"\alpha = \operatorname{{mean}}|w| = {_tex(self.scale)}, \quad q \in \{{-1, +1\}}"
+                 r" \text{ (and } \operatorname{sign}(0) = 0\text{)}"),
                 ("2. Scale", rf"s = \alpha = {s}"),
                 ("3. Zero-point", r"z = 0"),
                 ("4. Codes", rf"q = \operatorname{{sign}}(w), \quad q({w}) = {q}"),
@@ -183,29 +204,39 @@ class QuantSteps:
             ]
         if self.spec.scheme == "symmetric":
             amax = max(-self.lo, self.hi)
-            range_tex = (rf"\text{{amax}} = \max|w| = {_tex(amax)}, \quad q \in [-(2^{{{b}-1}}-1),\ 2^{{{b}-1}}-1]"
-                         rf" = [{self.qmin}, {self.qmax}]")
-            scale_tex = rf"s = \max\!\left(\frac{{\text{{amax}}}}{{2^{{{b}-1}}-1}}, \epsilon\right) = \frac{{{_tex(amax)}}}{{{self.qmax}}} = {s}"
+            range_tex = _lines(rf"\text{{amax}} = \max|w| = {_tex(amax)}",
+                               rf"q \in [-(2^{{{b}-1}}-1),\ 2^{{{b}-1}}-1] = [{self.qmin}, {self.qmax}]")
+            scale_tex = (rf"s = \max\!\left(\frac{{\text{{amax}}}}{{2^{{{b}-1}}-1}}, \epsilon\right)"
+                         rf" = \frac{{{_tex(amax)}}}{{{self.qmax}}} = {s}")
             zero_tex = r"z = 0 \quad \text{(zero is exact)}"
         else:
-            range_tex = (rf"w_{{\min}} = \min(w, 0) = {_tex(self.lo)},\ w_{{\max}} = \max(w, 0) = {_tex(self.hi)},"
-                         rf"\quad q \in [0, 2^{{{b}}}-1] = [0, {self.qmax}]")
+            range_tex = _lines(rf"w_{{\min}} = \min(w, 0) = {_tex(self.lo)}, \quad "
+                               rf"w_{{\max}} = \max(w, 0) = {_tex(self.hi)}",
+                               rf"q \in [0,\ 2^{{{b}}}-1] = [0, {self.qmax}]")
             scale_tex = (rf"s = \max\!\left(\frac{{w_{{\max}} - w_{{\min}}}}{{2^{{{b}}}-1}}, \epsilon\right)"
                          rf" = \frac{{{_tex(self.hi - self.lo)}}}{{{self.qmax}}} = {s}")
-            zero_tex = (rf"z = \operatorname{{clamp}}\!\left(-\operatorname{{round}}\!\left(\frac{{w_{{\min}}}}{{s}}\right),"
+            zero_tex = (r"z = \operatorname{clamp}\!\left(-\operatorname{round}\!\left(\frac{w_{\min}}{s}\right),"
                         rf" 0, {self.qmax}\right) = {z}")
-        rounded = _tex(row["w_over_s"])
+        example = rf"q({w}) = \operatorname{{round}}({_tex(row['w_over_s'])}) + {z} = {int(row['rounded'])}"
+        if row["clamped"]:
+            example += rf" \;\to\; \text{{clamped to }} {q}"
         bound = r"\le" if self.within_half_step else r">"  # clipped ranges can exceed s/2
         return [
             ("1. Range (zero always inside)", range_tex),
             ("2. Scale", scale_tex),
             ("3. Zero-point", zero_tex),
             ("4. Integer codes (round half to even)",
-             rf"q = \operatorname{{clamp}}(\operatorname{{round}}(w \cdot \tfrac{{1}}{{s}}) + z,\ {self.qmin},\ {self.qmax}),"
-             rf"\quad q({w}) = \operatorname{{round}}({rounded}) + {z} = {q}"),
+             _lines(r"q = \operatorname{clamp}(\operatorname{round}(w \cdot \tfrac{1}{s}) + z,"
+                    rf"\ {self.qmin},\ {self.qmax})", example)),
             ("5. Dequantize", rf"\hat w = s\,(q - z) = {s} \times ({q} - {z}) = {w_hat}"),
-            ("6. Error", rf"\max|w - \hat w| = {_tex(self.max_error)} {bound} \frac{{s}}{{2}} = {_tex(self.half_step)}"),
+            ("6. Error",
+             rf"\max|w - \hat w| = {_tex(self.max_error)} {bound} \frac{{s}}{{2}} = {_tex(self.half_step)}"),
         ]
+
+
+def _lines(*lines: str) -> str:
+    """Several centered lines of display math (narrow columns: one idea per line)."""
+    return r"\begin{gathered}" + r" \\ ".join(lines) + r"\end{gathered}"
 
 
 def quant_steps(weight: torch.Tensor, spec: QuantSpec) -> QuantSteps:
@@ -235,6 +266,7 @@ def quant_steps(weight: torch.Tensor, spec: QuantSpec) -> QuantSteps:
     table = pd.DataFrame({
         "w": flat.double().numpy(),
         "w_over_s": w_over_s.double().numpy(),
+        "rounded": unclamped.numpy().astype(np.int64),
         "q": codes.numpy().astype(np.int64),
         "clamped": ((unclamped < qmin) | (unclamped > qmax)).numpy(),
         "w_hat": w_hat.double().numpy(),
@@ -279,8 +311,8 @@ class LayerSteps:
     levels: np.ndarray  # the per-tensor grid, ascending
     channels: pd.DataFrame
     summary: pd.DataFrame
-    counts: np.ndarray  # histogram of the weight, (HIST_BINS,)
-    edges: np.ndarray  # (HIST_BINS + 1,)
+    counts: np.ndarray  # histogram of the weight, (bins,)
+    edges: np.ndarray  # (bins + 1,)
     n_weights: int
     clipped_fraction: float  # weights outside [lo, hi] (they saturate)
 
@@ -329,14 +361,18 @@ def layer_steps(weight: torch.Tensor, bits: int, scheme: str, range_method: str 
                       clipped_fraction=0.0 if is_binary(tensor_spec) else float(outside))
 
 
-def histogram(weight: torch.Tensor, bins: int = HIST_BINS) -> tuple[np.ndarray, np.ndarray]:
+def histogram(weight: torch.Tensor, bins: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(counts, edges) of the weight's values: pre-binned, never raw points.
+
+    `bins=None` picks 2 * sqrt(n) bins, from 10 to HIST_BINS: a 144-weight conv gets 24.
 
     >>> counts, edges = histogram(torch.tensor([0.0, 1.0, 1.0]), bins=2)
     >>> counts.tolist(), edges.tolist()
     ([1, 2], [0.0, 0.5, 1.0])
     """
     values = weight.detach().reshape(-1).double().numpy()
+    if bins is None:
+        bins = int(np.clip(2 * np.sqrt(values.size), 10, HIST_BINS))
     if values.size == 0:
         return np.zeros(bins, dtype=np.int64), np.linspace(-1.0, 1.0, bins + 1)
     lo, hi = float(values.min()), float(values.max())
@@ -403,8 +439,14 @@ def sample_weights(weight: torch.Tensor, limit: int | None = SWEEP_SAMPLE, seed:
     flat = weight.detach().reshape(-1).float()
     if limit is None or flat.numel() <= limit:
         return flat
+    return flat[_sample_index(flat.numel(), limit, seed)]
+
+
+@functools.lru_cache(maxsize=8)
+def _sample_index(n: int, limit: int, seed: int) -> torch.Tensor:
+    """Which `limit` of n positions a sample takes; cached: a slider move reuses it (no new randperm)."""
     generator = torch.Generator().manual_seed(seed)
-    return flat[torch.randperm(flat.numel(), generator=generator)[:limit]]
+    return torch.randperm(n, generator=generator)[:limit]
 
 
 def clip_sweep(weight: torch.Tensor, bits: int, scheme: str,
@@ -491,9 +533,9 @@ def wrong_range(weight: torch.Tensor, bits: int) -> dict:
     toy_spec(bits, "symmetric")
     w = weight.detach().reshape(-1).double()
     wmin, wmax = float(w.min()), float(w.max())
-    inside = ((w >= wmin / 2**bits) & (w <= wmax / 2**bits)).double().mean()
+    inside = int(((w >= wmin / 2**bits) & (w <= wmax / 2**bits)).sum())
     return {"k": bits, "min": wmin, "max": wmax, "wrong_min": wmin / 2**bits, "wrong_max": wmax / 2**bits,
-            "inside_fraction": float(inside)}
+            "inside": inside, "inside_fraction": inside / w.numel()}
 
 
 def wrong_formula_table(weight: torch.Tensor, bits: int) -> pd.DataFrame:
@@ -511,7 +553,7 @@ def wrong_formula_table(weight: torch.Tensor, bits: int) -> pd.DataFrame:
     correct = toy_steps(weight, bits, "symmetric")
     w = weight.detach().reshape(-1).double()
     wrong = torch.round(w * 2**bits)  # the popular formula, exactly as written
-    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    lo, hi = signed_range(bits)
     stored = wrong.clamp(lo, hi)
     return pd.DataFrame({
         "w": w.numpy(),

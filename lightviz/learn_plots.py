@@ -111,8 +111,9 @@ def layer_histogram(steps: LayerSteps, layer: str) -> go.Figure:
                 fig.add_vrect(x0=a, x1=b, fillcolor=CLIP_COLOR, line_width=0, layer="below")
         for x in (steps.lo, steps.hi):
             fig.add_vline(x=x, line=dict(color=CLIP_LINE, width=1.5, dash="dash"))
-        fig.add_annotation(x=steps.hi, y=1, yref="paper", xanchor="left", yanchor="bottom", showarrow=False,
-                           text=f"clip range [{_fmt(steps.lo)}, {_fmt(steps.hi)}]", font=dict(color=CLIP_LINE))
+        fig.add_annotation(x=(steps.lo + steps.hi) / 2, y=1, yref="paper", yanchor="bottom", showarrow=False,
+                           text=f"clip range [{_fmt(steps.lo)}, {_fmt(steps.hi)}] (dashed); outside saturates",
+                           font=dict(color=CLIP_LINE))
     fig.update_xaxes(title_text="weight value w", range=[min(x0, steps.lo) - 0.03 * span,
                                                         max(x1, steps.hi) + 0.03 * span])
     fig.update_yaxes(title_text="weights per bin (count)", range=[0, top])
@@ -136,17 +137,21 @@ def clip_chart(sweep: pd.DataFrame, methods: pd.DataFrame, current: dict, ratio:
     fig.add_scatter(x=[ratio], y=[current["mse"]], mode="markers", name=f"slider: ratio {ratio:.2f}",
                     marker=dict(size=13, color="rgba(0,0,0,0)", line=dict(color=TOTAL_COLOR, width=3)),
                     hovertemplate=f"ratio {ratio:.2f}: total MSE {current['mse']:.3g}<extra></extra>")
-    for row in methods.itertuples():
+    ordered = methods.sort_values("ratio", kind="stable")
+    positions = ["top center" if i % 2 == 0 else "bottom center" for i in range(len(ordered))]  # labels apart
+    for row, position in zip(ordered.itertuples(), positions):
         fig.add_scatter(x=[row.ratio], y=[row.mse], mode="markers+text", name=f"{row.method}: ratio {row.ratio:.2f}",
-                        text=[row.method], textposition="top center", cliponaxis=False,
+                        text=[row.method], textposition=position, cliponaxis=False,
                         marker=dict(size=11, symbol="diamond", color=METHOD_COLORS.get(row.method, W_COLOR),
                                     line=dict(color="white", width=1)),
                         textfont=dict(color=METHOD_COLORS.get(row.method, W_COLOR)),
                         hovertemplate=f"{row.method}: range [{row.lo:.4g}, {row.hi:.4g}], "
                                       f"ratio {row.ratio:.3f}, MSE {row.mse:.3g}<extra></extra>")
     fig.update_xaxes(title_text="clip ratio (clip range ÷ full min/max range)", range=[0, 1.03])
-    fig.update_yaxes(title_text="mean squared error (weight units², log)", type="log")
-    return _layout(fig, "Clipping against rounding: shrink the range, the step gets finer", height=440)
+    fig.update_yaxes(title_text="mean squared error (weight units², log)", type="log", exponentformat="power")
+    _layout(fig, "Clipping against rounding: shrink the range, the step gets finer", height=500)
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0))
+    return fig
 
 
 def mistakes_chart(table: pd.DataFrame, bits: int) -> go.Figure:

@@ -28,10 +28,13 @@ SERIES_COLORS = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2
                  "#FF9DA6", "#BAB0AC"]
 
 
-def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 360) -> go.Figure:
-    fig.update_layout(title=dict(text=title, x=0, xanchor="left"), height=height,
-                      margin=dict(l=10, r=10, t=50, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
+def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 360, legend_rows: int = 1) -> go.Figure:
+    """Title on top, then a horizontal legend above the plot (room for `legend_rows` rows)."""
+    top = 48 + 22 * legend_rows
+    fig.update_layout(title=dict(text=title, x=0, xanchor="left", y=1, yref="container", yanchor="top",
+                                 pad=dict(t=12)),
+                      height=height + top, margin=dict(l=10, r=10, t=top, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
     fig.update_xaxes(title_text=x)
     fig.update_yaxes(title_text=y)
     return fig
@@ -41,13 +44,13 @@ def weight_histogram_figure(hist: WeightHistogram, layer: str, spec_label: str) 
     """Float and compressed weights overlaid as bars, grid levels as lines, the grid's span shaded."""
     fig = go.Figure()
     centers, width = hist.centers, hist.width
-    fig.add_bar(x=centers, y=hist.float_counts, width=width, name=f"float ({hist.n_weights:,} weights)",
-                marker=dict(color=FLOAT_COLOR, line_width=0), opacity=0.55,
-                hovertemplate="float<br>%{x:.4g}: %{y} weights<extra></extra>")
     kept = hist.n_weights - hist.pruned
     fig.add_bar(x=centers, y=hist.compressed_counts, width=width, name=f"{spec_label} ({kept:,} kept)",
-                marker=dict(color=COMPRESSED_COLOR, line_width=0), opacity=0.75,
+                marker=dict(color=COMPRESSED_COLOR, line_width=0), opacity=0.8,
                 hovertemplate="compressed<br>%{x:.4g}: %{y} weights<extra></extra>")
+    fig.add_bar(x=centers, y=hist.float_counts, width=width, name=f"float ({hist.n_weights:,} weights)",
+                marker=dict(color="rgba(0,0,0,0)", line=dict(color=FLOAT_COLOR, width=1.5)),
+                hovertemplate="float<br>%{x:.4g}: %{y} weights<extra></extra>")
     top = max(int(hist.float_counts.max(initial=0)), int(hist.compressed_counts.max(initial=0)), 1) * 1.15
     if hist.pruned:
         fig.add_bar(x=[0.0], y=[min(hist.pruned, top)], width=width, name=f"pruned to 0 ({hist.pruned:,})",
@@ -67,11 +70,12 @@ def weight_histogram_figure(hist: WeightHistogram, layer: str, spec_label: str) 
                         name=f"quantization levels ({len(hist.levels)})", hoverinfo="skip")
     fig.update_layout(barmode="overlay", bargap=0)
     fig.update_yaxes(range=[0, top])
-    return _layout(fig, f"{layer} · {hist.scope}", "weight value", "count (weights per bin)", height=380)
+    return _layout(fig, f"{layer} · {hist.scope}", "weight value", "count (weights per bin)", height=340,
+                   legend_rows=2)
 
 
 def _bar_opacity(names: list[str], selected: str | None) -> list[float]:
-    return [1.0 if selected in (None, name) else 0.45 for name in names]
+    return [1.0 if selected in (None, name) else 0.55 for name in names]
 
 
 def layer_sqnr_figure(table: pd.DataFrame, selected: str | None = None) -> go.Figure:
@@ -101,11 +105,12 @@ def layer_size_figure(table: pd.DataFrame, selected: str | None = None) -> go.Fi
                     marker=dict(color=color, opacity=_bar_opacity(names, selected)),
                     hovertemplate=f"%{{x}}<br>{part}: %{{y:,.0f}} bytes<extra></extra>")
     fig.add_scatter(x=names, y=table["float_size_bytes"], mode="markers", name="float32 size", customdata=names,
-                    marker=dict(symbol="line-ew", size=24, line=dict(width=3, color=PRUNED_COLOR)),
+                    marker=dict(symbol="line-ew", size=max(6, min(24, 240 // max(len(names), 1))),
+                                line=dict(width=3, color=PRUNED_COLOR)),
                     hovertemplate="%{x}<br>float32: %{y:,.0f} bytes<extra></extra>")
-    fig.update_layout(barmode="stack")
+    fig.update_layout(barmode="stack", legend_traceorder="normal")
     fig.update_xaxes(type="category")
-    return _layout(fig, "Storage per layer by part · click a bar", "layer", "size (bytes)")
+    return _layout(fig, "Storage per layer by part · click a bar", "layer", "size (bytes)", legend_rows=2)
 
 
 def tradeoff_figure(sweep: pd.DataFrame | None, y: str, front: pd.DataFrame | None,
@@ -141,9 +146,36 @@ def tradeoff_figure(sweep: pd.DataFrame | None, y: str, front: pd.DataFrame | No
                         text=[current[2]], marker=dict(size=18, symbol="star", color=CURRENT_COLOR,
                                                        line=dict(width=1, color="white")),
                         hovertemplate=hover)
-    fig.update_xaxes(type="log")
+    sizes = [float_point[0]] + ([current[0]] if current else [])
+    for frame in (sweep, history):
+        if frame is not None and len(frame):
+            sizes += frame["size_bytes"].tolist()
+    ticks = log_ticks(min(sizes), max(sizes))
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[_short(t) for t in ticks])
     return _layout(fig, f"{y_title.split(' (')[0].capitalize()} against size · click a point to make it current",
-                   "model size (bytes, log scale)", y_title, height=480)
+                   "model size (bytes, log scale)", y_title, height=440, legend_rows=2)
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 ticks covering [lo, hi] for a log axis.
+
+    >>> log_ticks(6000, 97000)
+    [5000.0, 10000.0, 20000.0, 50000.0, 100000.0]
+    """
+    lo, hi = max(lo, 1.0), max(hi, 1.0)
+    ticks = [m * 10.0 ** e for e in range(int(math.floor(math.log10(lo))) - 1, int(math.ceil(math.log10(hi))) + 1)
+             for m in (1, 2, 5)]
+    below = [t for t in ticks if t <= lo]
+    above = [t for t in ticks if t >= hi]
+    return [t for t in ticks if (below[-1] if below else ticks[0]) <= t <= (above[0] if above else ticks[-1])]
+
+
+def _short(value: float) -> str:
+    """10000 -> '10k', 2500000 -> '2.5M'."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:g}{unit}"
+    return f"{value:g}"
 
 
 def sqnr_bits_figure(curves: pd.DataFrame, subtitle: str) -> go.Figure:
@@ -155,7 +187,7 @@ def sqnr_bits_figure(curves: pd.DataFrame, subtitle: str) -> go.Figure:
                         hovertemplate=f"{layer}<br>%{{x}} bits: %{{y:.1f}} dB<extra></extra>")
     fig.update_xaxes(dtick=1)
     return _layout(fig, f"Weight error against bits, per layer · {subtitle}", "bits per weight", "SQNR (dB)",
-                   height=420)
+                   height=380, legend_rows=2)
 
 
 def mosaic(images: np.ndarray, cols: int, pad_x: int = 1, pad_y: int = 1) -> np.ndarray:

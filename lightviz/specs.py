@@ -137,6 +137,51 @@ class PruneSpec:
 
 
 @dataclass(frozen=True)
+class ActivationSpec:
+    """How to quantize the input of every compressible layer: per tensor, calibrated.
+
+    The clip range of each layer's input is fixed once, from the float model run on the first
+    `calib_batches` batches of `batch_size` calibration inputs (lightviz/activations.py), with
+    the same range methods as weights. Asymmetric by default: inputs after a ReLU are >= 0 and
+    an affine grid spends no code on negatives (torch.ao's quint8 activations).
+
+    >>> ActivationSpec(bits=8).quant.label
+    'int8 asym/tensor'
+    """
+
+    bits: int = 8
+    scheme: str = "asymmetric"
+    range_method: str = "minmax"
+    percentile: float = 99.99
+    calib_batches: int = 4
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if not (_is_int(self.bits) and 1 <= self.bits <= 16):
+            raise ValueError(f"activation bits must be an integer from 1 to 16; got {self.bits!r} "
+                             "(keep activations float with Plan(activations=None))")
+        if self.bits == 1 and self.scheme == "symmetric":
+            raise ValueError("activation bits=1 with scheme 'symmetric' (binarization) is not supported; "
+                             "use scheme 'asymmetric' or 2 bits or more")
+        for name in ("calib_batches", "batch_size"):
+            value = getattr(self, name)
+            if not (_is_int(value) and 1 <= value <= 100_000):
+                raise ValueError(f"{name} must be an integer from 1 to 100000; got {value!r}")
+        _ = self.quant  # validates scheme, range_method and percentile with QuantSpec's messages
+        object.__setattr__(self, "percentile", float(self.percentile))
+
+    @property
+    def quant(self) -> QuantSpec:
+        """The per-tensor QuantSpec the calibrated ranges feed."""
+        return QuantSpec(bits=self.bits, scheme=self.scheme, granularity="tensor",
+                         range_method=self.range_method, percentile=self.percentile)
+
+    @property
+    def calib_samples(self) -> int:
+        return self.calib_batches * self.batch_size
+
+
+@dataclass(frozen=True)
 class LayerConfig:
     """Everything one layer gets: quantization, pruning, or kept float (neither)."""
 
@@ -176,14 +221,21 @@ class Plan:
             them, at the default sparsity (torch.nn.utils.prune.global_unstructured).
         fold_bn: fold BatchNorm into the preceding conv/linear before compressing, as
             deployed int8 models do.
+        activations: quantize the input of every compressible layer (None: keep them float).
+            Absent from the JSON when None, so plans saved before it existed load unchanged.
     """
 
     default: LayerConfig = field(default_factory=LayerConfig)
     overrides: tuple[tuple[str, LayerConfig], ...] = ()
     global_prune: bool = False
     fold_bn: bool = True
+    activations: ActivationSpec | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.activations, Mapping):
+            object.__setattr__(self, "activations", ActivationSpec(**self.activations))
+        if self.activations is not None and not isinstance(self.activations, ActivationSpec):
+            raise ValueError(f"activations must be an ActivationSpec or None; got {type(self.activations).__name__}")
         if isinstance(self.default, Mapping):
             object.__setattr__(self, "default", LayerConfig(**self.default))
         if not isinstance(self.default, LayerConfig):
@@ -217,12 +269,15 @@ class Plan:
         return replace(self, default=config)
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "default": asdict(self.default),
             "overrides": {name: asdict(config) for name, config in self.overrides},
             "global_prune": self.global_prune,
             "fold_bn": self.fold_bn,
         }
+        if self.activations is not None:  # absent when float: older plans and links stay identical
+            data["activations"] = asdict(self.activations)
+        return data
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)

@@ -33,6 +33,11 @@ __all__ = [
     "ModelBundle",
     "list_models",
     "list_torchvision_models",
+    "list_architectures",
+    "default_num_classes",
+    "architecture_input_shape",
+    "build_architecture",
+    "architecture_class_names",
     "load_model",
     "build_sample",
     "sample_weights_path",
@@ -204,6 +209,9 @@ SAMPLE_MODELS: dict[str, SampleModel] = {
 # --------------------------------------------------------------------------- loading
 
 
+BUNDLE_KINDS = ("sample", "torchvision", "user")
+
+
 @dataclass(frozen=True, eq=False)
 class ModelBundle:
     """A loaded float model with what the app needs to evaluate and describe it.
@@ -218,7 +226,8 @@ class ModelBundle:
         num_classes: number of output logits.
         class_names: one label per class.
         dataset: "digits" for samples (evaluate on `digits_split()[1]`), None otherwise.
-        kind: "sample" or "torchvision".
+        kind: "sample", "torchvision" (built-in weights or random init) or "user" (weights
+            from a user's file, see `lightviz.loading`).
         description: one line on the architecture.
         note: a caveat to show next to results (empty when none).
     """
@@ -234,8 +243,8 @@ class ModelBundle:
     note: str = ""
 
     def __post_init__(self) -> None:
-        if self.kind not in ("sample", "torchvision"):
-            raise ValueError(f"kind must be 'sample' or 'torchvision'; got {self.kind!r}")
+        if self.kind not in BUNDLE_KINDS:
+            raise ValueError(f"kind must be one of {BUNDLE_KINDS}; got {self.kind!r}")
         if len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"class_names must have num_classes={self.num_classes} entries; got {len(self.class_names)}"
@@ -364,22 +373,90 @@ def _imagenet_class_names(name: str, num_classes: int) -> tuple[str, ...]:
     return tuple(f"class {i}" for i in range(num_classes))
 
 
-def _load_torchvision(name: str) -> ModelBundle:
-    """A torchvision classifier with random weights, seeded so every load is identical."""
+def list_architectures() -> list[str]:
+    """Every architecture a user's weights can be loaded into: the samples, then torchvision's.
+
+    >>> list_architectures()[:2]
+    ['digits-mlp', 'digits-cnn']
+    """
+    return list_models() + list_torchvision_models()
+
+
+def _check_architecture(name: object) -> None:
+    if not isinstance(name, str) or (name not in SAMPLE_MODELS and name not in _torchvision_names()):
+        raise ValueError(
+            f"unknown architecture {name!r}: arch must be a sample model {list_models()} "
+            "or a torchvision classification architecture (e.g. 'resnet18'; see list_torchvision_models())"
+        )
+
+
+def architecture_input_shape(name: str) -> tuple[int, ...]:
+    """Shape of one input (without batch) the architecture is built for.
+
+    >>> architecture_input_shape("digits-cnn"), architecture_input_shape("resnet18")
+    ((1, 8, 8), (3, 224, 224))
+    """
+    _check_architecture(name)
+    if name in SAMPLE_MODELS:
+        return DIGITS_INPUT_SHAPE
+    size = _TORCHVISION_INPUT_SIZE.get(name, 224)
+    return (3, size, size)
+
+
+def default_num_classes(name: str) -> int:
+    """Classes an architecture has unless told otherwise: 10 digits, 1000 ImageNet classes."""
+    _check_architecture(name)
+    return _NUM_DIGITS if name in SAMPLE_MODELS else 1000
+
+
+def architecture_class_names(name: str, num_classes: int) -> tuple[str, ...]:
+    """Class labels for an architecture with `num_classes` outputs: the digits or ImageNet
+    names where the count matches its own dataset's, "class i" otherwise.
+
+    >>> architecture_class_names("digits-cnn", 3)
+    ('class 0', 'class 1', 'class 2')
+    """
+    _check_architecture(name)
+    if name in SAMPLE_MODELS and num_classes == _NUM_DIGITS:
+        return DIGITS_CLASSES
+    if name not in SAMPLE_MODELS:
+        return _imagenet_class_names(name, num_classes)
+    return tuple(f"class {i}" for i in range(num_classes))
+
+
+def build_architecture(name: str, num_classes: int | None = None, **kwargs: object) -> nn.Module:
+    """A fresh architecture by name (random init, train mode), with `num_classes` outputs.
+
+    Build it under `with torch.device("meta"):` to inspect shapes without allocating.
+
+    >>> build_architecture("digits-mlp", num_classes=3)(torch.zeros(1, 1, 8, 8)).shape
+    torch.Size([1, 3])
+    """
+    _check_architecture(name)
+    num_classes = default_num_classes(name) if num_classes is None else num_classes
+    if name in SAMPLE_MODELS:
+        return SAMPLE_MODELS[name].cls(num_classes=num_classes)
     import torchvision
 
+    options = {**_TORCHVISION_KWARGS.get(name, {}), **kwargs}
+    return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **options)
+
+
+def _load_torchvision(name: str) -> ModelBundle:
+    """A torchvision classifier with random weights, seeded so every load is identical."""
     # Same random weights on every load, so results are reproducible; fork_rng leaves the
     # caller's global RNG state as it was.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = torchvision.models.get_model(name, weights=None, **_TORCHVISION_KWARGS.get(name, {}))
+        model = build_architecture(name)
     model = model.float().eval()
-    size = _TORCHVISION_INPUT_SIZE.get(name, 224)
+    input_shape = architecture_input_shape(name)
+    size = input_shape[-1]
     num_classes = 1000
     return ModelBundle(
         name=name,
         model=model,
-        input_shape=(3, size, size),
+        input_shape=input_shape,
         num_classes=num_classes,
         class_names=_imagenet_class_names(name, num_classes),
         dataset=None,

@@ -40,7 +40,7 @@ def global_controls() -> None:
         group.number_input("Group size", min_value=1, step=1, key="group_size", on_change=state.on_widget_change,
                            help=HELP["group_size"])
 
-    range_col, pct_col, prune_col, sparsity_col, flags = st.columns([2.4, 1.1, 2.4, 2.4, 1.7])
+    range_col, pct_col, prune_col, sparsity_col, flags = st.columns([2.2, 1.2, 2.2, 2.4, 2.0])
     range_col.selectbox("Range method", RANGE_METHODS, key="range_method", on_change=state.on_widget_change)
     range_col.caption(RANGE_METHOD_HELP[ss.range_method])
     if ss.range_method == "percentile":

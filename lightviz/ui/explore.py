@@ -113,8 +113,8 @@ def histogram_section(engine: Engine, plan: Plan, table: pd.DataFrame) -> None:
     chart.caption(". ".join(notes) + ("." if notes else ""))
     row = table.set_index("name").loc[name]
     details.markdown(
-        f"**{name}** · {row['type']} · {row['shape']}\n\n"
-        f"| | |\n|---|---|\n| setting | {label} |\n| storage | {row['format']} |\n"
+        f"| **{name}** | {row['type']} {row['shape'].replace('x', '×')} |\n|---|---|\n"
+        f"| setting | {label} |\n| storage | {row['format']} |\n"
         f"| size | {bytes_text(row['size_bytes'])} (float {bytes_text(row['float_size_bytes'])}) |\n"
         f"| bits / weight | {row['bits_per_weight']:.2f} |\n| SQNR | {_db(row['sqnr_db'])} |\n"
         f"| MSE | {row['mse']:.3g} |\n| max abs error | {row['max_abs_error']:.3g} |\n"

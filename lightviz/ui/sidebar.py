@@ -47,20 +47,17 @@ def render() -> bool:
             st.error(f"Could not load {state.current_name()}: {error}. Pick another model.")
             return False
         st.caption(bundle.description)
-        left, right = st.columns(2)
         if data.labeled:
-            float_accuracy = metrics.accuracy(engine.logits(None, data), data.y)
-            left.metric("Float accuracy", percent(float_accuracy),
-                        help=f"top-1 on {data.description}")
+            accuracy = percent(metrics.accuracy(engine.logits(None, data), data.y))
         else:
-            left.metric("Float accuracy", "n/a", help="no labels: fidelity only")
-        right.metric("Float size", human_bytes(engine.float_size_bytes),
-                     help=f"{bytes_text(engine.float_size_bytes)}: every parameter and buffer at its dtype's "
-                          "size (the state_dict)")
+            accuracy = "n/a (no labels: fidelity only)"
         n_weights = sum(layer.n_weights for layer in engine.layers)
         roles = ", ".join(f"{count} {role}" for role, count in analysis.role_counts(engine).items())
-        st.markdown(f"**{analysis.parameter_count(bundle.model):,}** parameters  \n"
-                    f"**{len(engine.layers)}** compressible layers ({roles}), {n_weights:,} weights")
+        st.markdown(f"Float accuracy **{accuracy}**  \n"
+                    f"Float size **{human_bytes(engine.float_size_bytes)}** ({bytes_text(engine.float_size_bytes)})  \n"
+                    f"**{analysis.parameter_count(bundle.model):,}** parameters  \n"
+                    f"**{len(engine.layers)}** compressible layers ({roles}), {n_weights:,} weights",
+                    help="Float size: every parameter and buffer at its dtype's size (the state_dict).")
         if data.labeled:
             st.caption(f"Data: {data.description}.")
         else:

@@ -25,14 +25,17 @@ def sweep_form() -> dict | None:
     """The sweep's lists; returns them when Run was pressed, else None."""
     last = _settings()
     with st.form("sweep_form", border=True):
-        bits, schemes, grans, sparsities, method = st.columns([3, 2, 2, 2.4, 1.6])
-        chosen = {
-            "bits": bits.multiselect("Bits", list(range(1, 17)), default=last["bits"], key="sweep_bits"),
-            "schemes": schemes.multiselect("Scheme", SCHEMES, default=last["schemes"], key="sweep_schemes"),
-            "granularities": grans.multiselect("Granularity", GRANULARITIES, default=last["granularities"],
-                                               key="sweep_granularities"),
-            "sparsities": sparsities.multiselect("Sparsity", SPARSITY_OPTIONS, default=last["sparsities"],
-                                                 format_func=lambda s: f"{s:.0%}", key="sweep_sparsities"),
+        chosen = {"bits": st.pills("Bits", list(range(1, 17)), selection_mode="multi", default=last["bits"],
+                                   key="sweep_bits")}
+        schemes, grans, sparsities, method = st.columns([1.2, 1.4, 1.8, 1])
+        chosen |= {
+            "schemes": schemes.pills("Scheme", SCHEMES, selection_mode="multi", default=last["schemes"],
+                                     key="sweep_schemes"),
+            "granularities": grans.pills("Granularity", GRANULARITIES, selection_mode="multi",
+                                         default=last["granularities"], key="sweep_granularities"),
+            "sparsities": sparsities.pills("Sparsity", SPARSITY_OPTIONS, selection_mode="multi",
+                                           default=last["sparsities"], format_func=lambda s: f"{s:.0%}",
+                                           key="sweep_sparsities"),
             "prune_method": method.selectbox("Pruning", PRUNE_METHODS,
                                              index=PRUNE_METHODS.index(last["prune_method"]), key="sweep_prune"),
         }
