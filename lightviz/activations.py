@@ -21,7 +21,7 @@ generated inputs) the first batches of the evaluation inputs themselves. Labels 
 >>> wa_label(Plan(default=LayerConfig(quant=QuantSpec(bits=4)), activations=ActivationSpec(bits=8)))
 'W4A8'
 >>> wa_label(Plan())
-'W8Afloat'
+'W8A32'
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from lightviz.specs import ActivationSpec, LayerConfig, Plan, QuantSpec
 MAX_SAMPLE_VALUES = 2**16  # input values kept per layer for percentile / mse / entropy (speed)
 SAMPLE_SEED = 0
 CACHE_ENTRIES = 8
+FLOAT_BITS = 32  # how W/A labels write float32
 
 
 @dataclass(frozen=True, eq=False)
@@ -265,23 +266,25 @@ def _trim(cache: OrderedDict, limit: int) -> None:
 
 
 def weight_bits_label(plan: Plan, names: list[str] | None = None) -> str:
-    """'8', 'float', or the range '3-8' when layers differ (names: all layers, else overrides)."""
+    """'8', '32' (float32), or the range '3-8' when layers differ (names: all layers, else overrides)."""
     configs = [plan.default] + [config for _, config in plan.overrides] if names is None else \
         [plan.config_for(name) for name in names]
     bits = {config.effective_quant.bits for config in configs}
     if len(bits) == 1:
         only = bits.pop()
-        return "float" if only is None else str(only)
-    ints = sorted(b for b in bits if b is not None)
-    return f"{ints[0]}-{'float' if None in bits else ints[-1]}"
+        return str(FLOAT_BITS if only is None else only)
+    ints = sorted(FLOAT_BITS if b is None else b for b in bits)
+    return f"{ints[0]}-{ints[-1]}"
 
 
 def wa_label(plan: Plan, names: list[str] | None = None) -> str:
-    """W/A notation of a plan: 'W8A8', 'W4A8', 'W4Afloat' (float activations), 'W3-8A8' (mixed).
+    """W/A notation of a plan: 'W8A8', 'W4A8', 'W4A32' (float32 activations), 'W3-8A8' (mixed).
+
+    32 means float32, as in the common W4A16 for float16 activations.
 
     Args:
         plan: the plan.
         names: the model's layer names; with them a default no layer uses is ignored.
     """
-    act = "float" if plan.activations is None else str(plan.activations.bits)
+    act = FLOAT_BITS if plan.activations is None else plan.activations.bits
     return f"W{weight_bits_label(plan, names)}A{act}"

@@ -4,7 +4,7 @@ Every number a chart draws comes from here (or straight from the engine), so it 
 with plain pytest: weight histograms with the quantization grid of one block, the samples whose
 prediction flips, a layer summary, storage by part, and per-layer error against bits.
 
->>> from lightviz.engine import Engine
+>>> from lightviz.engine import Engine, uniform_plan
 >>> engine = Engine(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
 >>> hist = weight_histogram(engine.compress_layer(uniform_plan(bits=2, granularity="tensor"), "1"))
 >>> len(hist.levels), hist.scope
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from lightviz import metrics
-from lightviz.engine import Engine, LayerResult, uniform_plan  # noqa: F401 - uniform_plan for the doctest
+from lightviz.engine import Engine, LayerResult
 from lightviz.quant import code_range
 from lightviz.specs import Plan, PruneSpec, QuantSpec
 
@@ -114,6 +114,8 @@ def weight_histogram(result: LayerResult, channel: int | None = None, group: int
     weight, weight_hat = result.weight, result.weight_hat
     mask = torch.ones_like(weight, dtype=torch.bool) if result.mask is None else result.mask
     scope, block = "whole layer", None
+    if group is None and groups == 1:
+        group = 0  # one group per channel: the channel's block
     if channel is not None:
         if not 0 <= channel < channels:
             raise ValueError(f"channel must be from 0 to {channels - 1}; got {channel}")
@@ -125,7 +127,8 @@ def weight_histogram(result: LayerResult, channel: int | None = None, group: int
             if not 0 <= group < groups:
                 raise ValueError(f"group must be from 0 to {groups - 1}; got {group}")
             rows = [t[group * length:(group + 1) * length] for t in rows]
-            scope, block = f"channel {channel}, group {group}", _group_block(result, channel, group)
+            block = _group_block(result, channel, group)
+            scope = f"channel {channel}" + (f", group {group}" if groups > 1 else "")
         weight, weight_hat, mask = rows
     if quant.bits is not None and quant.granularity == "tensor":
         block = 0

@@ -1,4 +1,4 @@
-"""Command line: `python -m lightviz models | evaluate | sweep`.
+"""Command line: `python -m lightviz models | evaluate | sweep | sensitivity | allocate | finetune`.
 
 Bad input exits with code 2 and one line on stderr, never a traceback.
 
@@ -64,10 +64,11 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from lightviz import cli_analysis
     from lightviz.engine import Engine
 
     bundle, data = _load(args)
-    plan = plan_from_args(args)
+    plan = cli_analysis.apply_activation_flags(plan_from_args(args), args)
     engine = Engine(bundle.model)
     evaluation = engine.evaluate(plan, data)
     table = engine.layer_table(plan)
@@ -84,6 +85,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         ],
         "plan": plan.to_dict(),
     }
+    report.update(cli_analysis.evaluate_extras(engine, plan, data))  # "wa", activation ranges
     if args.json:
         print(json.dumps(report, allow_nan=False))
     else:
@@ -205,6 +207,8 @@ def _is_path(model: str) -> bool:
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from lightviz import cli_analysis, cli_finetune
+
     parser = _Parser(prog="python -m lightviz", description="Explore quantization and pruning.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -215,6 +219,7 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="compress a model under one plan and report")
     _model_flags(evaluate)
     _plan_flags(evaluate, sweepable=False)
+    cli_analysis.add_activation_flags(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(run=_evaluate)
 
@@ -223,6 +228,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _plan_flags(sweep, sweepable=True)
     sweep.add_argument("--out", required=True, help="CSV file to write")
     sweep.set_defaults(run=_sweep)
+    cli_analysis.register_cli(commands)  # sensitivity, allocate
+    cli_finetune.register(commands)  # finetune
     return parser
 
 
@@ -322,6 +329,7 @@ def _split(text: str, name: str, allowed: tuple[str, ...] | None = None) -> list
 def _print_summary(report: dict) -> None:
     acc = report["accuracy"]
     print(f"model {report['model']}: {report['data']}")
+    print(f"weights/activations {report['wa']}") if report.get("wa") else None
     if acc is not None:
         print(f"accuracy {acc:.2%} (float {report['float_accuracy']:.2%})")
     print(f"agreement with float {report['agreement']:.2%}, KL {report['kl']:.4g}")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from lightviz import metrics
-from lightviz.activations import CalibrationCache, InputQParams, calibration_inputs, quantize_inputs_
+from lightviz.activations import CalibrationCache, InputQParams, InputStats, calibration_inputs, quantize_inputs_
 from lightviz.data import EvalData
 from lightviz.layers import LayerInfo, find_layers, folded_weights
 from lightviz.prune import global_prune_counts, keep_largest, prune_mask
@@ -210,6 +210,11 @@ class Engine:
                              "engine.compress(plan, calibration=x); Engine.evaluate picks them itself")
         inputs = calibration.x if isinstance(calibration, EvalData) else calibration
         return self._calibration.qparams(self, plan, inputs)
+
+    def activation_stats(self, plan: Plan, calibration: torch.Tensor | EvalData) -> dict[str, InputStats]:
+        """What calibration recorded at each layer's input (min, max, a sample of values); cached."""
+        inputs = calibration.x if isinstance(calibration, EvalData) else calibration
+        return self._calibration.stats(self, plan, inputs)
 
     def size_bytes(self, plan: Plan, results: dict[str, LayerResult] | None = None) -> int:
         """Bytes of the compressed model: compressed layers plus everything else at its dtype."""

@@ -19,7 +19,12 @@ the final evaluation (`result.weights_hat`), and the engine's accuracy of the re
 last epoch's test accuracy. The model trains in eval mode: a folded model has no BatchNorm
 left, and BatchNorms that were not folded keep their running statistics (eval-stable).
 
-Activation quantization is not part of `Plan` yet, so only weights are fake-quantized.
+When the plan quantizes activations (`plan.activations`), every compressed layer's input is
+fake-quantized too, per tensor, with ranges calibrated as the engine calibrates them: on the
+current *latent float* model, with `activations.calibration_inputs(test)` (the digits training
+split for the digits test split). They are recalibrated at the start of every epoch and once
+more before the final evaluation, so the engine, calibrating the returned model, finds the
+same ranges. Gradients pass the input rounding inside the clip range and stop outside it.
 
 >>> from lightviz.engine import uniform_plan
 >>> from lightviz.data import digits_split
@@ -41,12 +46,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from lightviz.activations import InputFakeQuant, InputQParams, calibration_inputs
 from lightviz.data import EvalData
 from lightviz.engine import EVAL_BATCH, Engine, LayerResult
-from lightviz.quant import choose_qparams, fake_quantize
-from lightviz.specs import Plan
-from lightviz.training import (Progress, TrainConfig, accuracy_of, check_training_data, fit,
-                               frozen_logits)
+from lightviz.metrics import accuracy
+from lightviz.quant import choose_qparams, code_range, fake_quantize
+from lightviz.specs import ActivationSpec, Plan
+from lightviz.training import Progress, TrainConfig, check_training_data, fit, frozen_logits
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,18 +141,22 @@ def finetune(model: nn.Module, plan: Plan, train: EvalData, test: EvalData, *, e
         torch.manual_seed(seed)
         student, layers = deployed_copy(engine, plan, results)
         teacher_logits = None if teacher is None else frozen_logits(teacher, train.x)
+        inputs = InputQuantizer(student, plan, calibration_inputs(test), [r.layer.name for r in layers])
 
         def evaluate() -> float:
+            inputs.calibrate()  # for this evaluation and the next epoch
             with torch.inference_mode():
                 weights = fake_weights(student, layers, straight_through=False)
                 logits = torch.cat([functional_call(student, weights, (test.x[i:i + EVAL_BATCH],))
                                     for i in range(0, len(test), EVAL_BATCH)])
-            return accuracy_of(logits, test.y)
+            return accuracy(logits, test.y)
 
-        history, stopped = fit(
-            lambda x: functional_call(student, fake_weights(student, layers), (x,)),
-            [p for p in student.parameters() if p.requires_grad], train, evaluate, config,
-            teacher_logits=teacher_logits, after_step=lambda: apply_masks_(student, layers), progress=progress)
+        with inputs:
+            history, stopped = fit(
+                lambda x: functional_call(student, fake_weights(student, layers), (x,)),
+                [p for p in student.parameters() if p.requires_grad], train, evaluate, config,
+                teacher_logits=teacher_logits, after_step=lambda: apply_masks_(student, layers),
+                progress=progress)
     student.requires_grad_(False)
     with torch.no_grad():
         weights_hat = {name[:-len(".weight")]: w.clone()
@@ -212,3 +222,61 @@ def apply_masks_(model: nn.Module, layers: list[LayerResult]) -> None:
     for layer in layers:
         if layer.mask is not None:
             model.get_submodule(layer.layer.name).weight.masked_fill_(~layer.mask, 0.0)
+
+
+# --- activations -------------------------------------------------------------------------------
+
+
+class InputQuantizer:
+    """Fake-quantizes the inputs of the named layers of `model` while in a `with` block.
+
+    Forward pre-hooks go on `model` (fine-tuning's private copy) for the block only. Ranges
+    come from `calibrate()`: the engine's own calibration of the current float model (run
+    with the hooks off). With gradients enabled the rounding is straight-through inside the
+    clip range (zero gradient outside); without, the input gets the engine's exact
+    InputFakeQuant. A plan with float activations makes this a no-op.
+    """
+
+    def __init__(self, model: nn.Module, plan: Plan, calibration: torch.Tensor, names: list[str]) -> None:
+        self.model, self.plan, self.calibration, self.names = model, plan, calibration, names
+        self.spec: ActivationSpec | None = plan.activations
+        self.qparams: dict[str, InputQParams] = {}
+        self._handles: list = []
+
+    def calibrate(self) -> None:
+        """Ranges from the current latent float model, as Engine(model) calibrates them."""
+        if self.spec is None:
+            return
+        active = bool(self._handles)
+        self.__exit__()  # calibration must see float inputs
+        self.qparams = Engine(self.model).activation_qparams(self.plan, self.calibration)
+        if active:
+            self.__enter__()
+
+    def __enter__(self) -> InputQuantizer:
+        if self.spec is not None and not self._handles:
+            if not self.qparams:
+                self.calibrate()
+            modules = dict(self.model.named_modules())
+            self._handles = [modules[name].register_forward_pre_hook(self._hook(name)) for name in self.names]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _hook(self, name: str):
+        def quantize_input(module: nn.Module, args: tuple) -> tuple | None:
+            item = self.qparams.get(name)
+            x = args[0] if args else None
+            if item is None or not isinstance(x, torch.Tensor) or not x.is_floating_point():
+                return None
+            if not torch.is_grad_enabled():
+                return InputFakeQuant(self.spec.quant, item.qparams)(module, args)
+            exact = InputFakeQuant(self.spec.quant, item.qparams)(module, (x.detach(), *args[1:]))
+            qmin, qmax = code_range(self.spec.quant)
+            lo, hi = item.scale * (qmin - item.zero_point), item.scale * (qmax - item.zero_point)
+            clipped = x.clamp(lo, hi)  # gradient 1 inside the representable range, 0 outside
+            return (clipped + (exact[0] - clipped).detach(), *args[1:])
+        return quantize_input

@@ -1,18 +1,10 @@
-"""Load a user's model file safely: weights are data, never code.
+"""Load a user's model file as a ModelBundle: weights are data, never code.
 
-| file                                        | loaded with                      | runs code from the file |
-|---------------------------------------------|----------------------------------|-------------------------|
-| `.safetensors`                              | safetensors                      | never                   |
-| state_dict by `torch.save` (.pt, .pth, ...) | `torch.load(weights_only=True)`  | never                   |
-| pickled whole module (`torch.save(model)`)  | refused; trusted: `torch.load`   | yes, so opt-in only     |
-| TorchScript archive (`torch.jit.save`)      | refused; trusted: `torch.jit.load` | yes, so opt-in only   |
-| `torch.export` archive (`.pt2`)             | refused; trusted: `torch.export.load` | yes, so opt-in only |
-
-The format is recognized from the file's first bytes and its zip directory (read without
-loading anything), not from its name. A state_dict goes into a named architecture (a sample
-model or any torchvision classifier) whose class count is read off the weights; the
-architecture is first built on the meta device, so a file that does not fit is reported
-(missing, unexpected and mis-shaped tensors) before any memory is spent on the model.
+Reading the file (limits, format, deserialization that runs no code) is `lightviz.safeload`'s
+job; formats that run code load only with trust_code=True. A state_dict goes into a named
+architecture (a sample model or any torchvision classifier) whose class count is read off the
+weights; the architecture is first built on the meta device, so a file that does not fit is
+reported (missing, unexpected and mis-shaped tensors) before any memory is spent on the model.
 
 Every failure is a ValueError (`UntrustedCodeError` when only running the file's code could
 load it) with one readable sentence; nothing is cached here, so a failed load leaves whatever
@@ -21,295 +13,46 @@ the caller loaded before untouched.
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
-import pickletools
 import re
-import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Union
 
 import torch
 from torch import nn
 
 from lightviz import zoo
 from lightviz.layers import COMPRESSIBLE, CONVS, find_layers
+from lightviz.safeload import (  # noqa: F401 - re-exported: the loading API in one import
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_ENV,
+    MEMORY_COPIES,
+    TRUST_HINT,
+    Source,
+    UntrustedCodeError,
+    _File,
+    available_memory_bytes,
+    check_memory,
+    first_line,
+    human_bytes,
+    load_object,
+    max_upload_bytes,
+    read_source,
+    short_list,
+)
 
 __all__ = [
     "MAX_UPLOAD_BYTES",
-    "MAX_UPLOAD_ENV",
     "MODEL_SUFFIXES",
     "TRUST_HINT",
     "UntrustedCodeError",
-    "available_memory_bytes",
-    "check_memory",
     "load_pretrained",
     "load_user_model",
-    "max_upload_bytes",
+    "pretrained_weights_path",
 ]
 
-# The one place the upload limit is set; LIGHTVIZ_MAX_UPLOAD_MB overrides it (e.g. on a
-# class server that should take less).
-MAX_UPLOAD_BYTES = 500 * 2**20
-MAX_UPLOAD_ENV = "LIGHTVIZ_MAX_UPLOAD_MB"
-# A loaded model lives in memory about this many times over: the file's tensors while
-# loading, the float model, and one compressed copy during evaluation.
-MEMORY_COPIES = 3
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".pt2", ".bin", ".ckpt")  # how the CLI tells a file from a name
-TRUST_HINT = "loading it can run arbitrary code; pass --trust-code only for files you trust"
-_NAMES_SHOWN = 4  # names listed per category in a mismatch report
-
-Source = Union[str, os.PathLike, bytes, bytearray, memoryview]
-
-
-class UntrustedCodeError(ValueError):
-    """The file can only be loaded by running code stored in it, and trust_code is off."""
-
-
-# --------------------------------------------------------------------------- limits
-
-
-def max_upload_bytes() -> int:
-    """The configured upload limit in bytes: MAX_UPLOAD_BYTES unless LIGHTVIZ_MAX_UPLOAD_MB is set."""
-    text = os.environ.get(MAX_UPLOAD_ENV, "").strip()
-    if not text:
-        return MAX_UPLOAD_BYTES
-    try:
-        megabytes = float(text)
-    except ValueError:
-        megabytes = -1.0
-    if not megabytes > 0:
-        raise ValueError(f"{MAX_UPLOAD_ENV} must be a positive number of megabytes; got {text!r}")
-    return int(megabytes * 2**20)
-
-
-def available_memory_bytes() -> int | None:
-    """Memory the system can still give this process (MemAvailable), or None when unknown.
-
-    Falls back to physical memory where /proc/meminfo is missing (not Linux).
-    """
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024  # reported in kB
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_memory(n_bytes: int, what: str) -> None:
-    """Raise ValueError when `what` needs more than the available memory (where that is known)."""
-    available = available_memory_bytes()
-    if available is not None and n_bytes > available:
-        raise ValueError(
-            f"{what} needs about {_human(n_bytes)} of memory but only {_human(available)} is available; "
-            "use a smaller model or a machine with more memory"
-        )
-
-
-def _human(n_bytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n_bytes < 1024 or unit == "GiB":
-            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
-        n_bytes /= 1024
-    return f"{n_bytes:.1f} GiB"
-
-
-# --------------------------------------------------------------------------- the file
-
-
-@dataclass(frozen=True)
-class _File:
-    """A model file, by path or as bytes, with its size known before anything is read."""
-
-    name: str
-    path: Path | None
-    data: bytes | None
-    size: int
-
-    def open(self) -> io.BufferedIOBase:
-        return io.BytesIO(self.data) if self.data is not None else open(self.path, "rb")
-
-    def head(self, n: int) -> bytes:
-        if self.data is not None:
-            return self.data[:n]
-        with open(self.path, "rb") as f:
-            return f.read(n)
-
-
-def read_source(source: Source, filename: str | None, max_bytes: int | None, what: str) -> _File:
-    """Check size and existence of a path or bytes; reads nothing of a path yet.
-
-    Raises:
-        FileNotFoundError: no file at the path.
-        ValueError: a folder, an empty file, over `max_bytes`, or more than memory allows.
-    """
-    limit = max_upload_bytes() if max_bytes is None else max_bytes
-    if hasattr(source, "getvalue"):  # an in-memory upload (io.BytesIO, Streamlit's UploadedFile)
-        filename = filename or getattr(source, "name", None)
-        source = source.getvalue()
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        file = _File(name=filename or "upload", path=None, data=data, size=len(data))
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(f"no such file: {path}")
-        if path.is_dir():
-            raise ValueError(f"{path} is a folder; expected a {what}")
-        file = _File(name=filename or path.name, path=path, data=None, size=path.stat().st_size)
-    else:
-        raise ValueError(f"source must be a path or bytes; got {type(source).__name__}")
-    if file.size > limit:
-        raise ValueError(
-            f"{file.name} is {_human(file.size)}, over the upload limit of {_human(limit)} "
-            f"(set {MAX_UPLOAD_ENV} to change it)"
-        )
-    if file.size == 0:
-        raise ValueError(f"{file.name} is empty (0 bytes); expected a {what}")
-    check_memory(file.size * MEMORY_COPIES, f"{file.name} ({_human(file.size)})")
-    return file
-
-
-def _sniff(file: _File) -> str:
-    """The file's format from its content: 'safetensors', 'torch' (torch.save zip), 'pickle'
-    (legacy torch.save), 'torchscript', 'export', 'damaged-zip', 'other-zip' or 'unknown'.
-
-    Only the first bytes and the zip directory are read; nothing is unpickled.
-    """
-    head = file.head(16)
-    if head[:4] == b"PK\x03\x04":
-        try:
-            with file.open() as f, zipfile.ZipFile(f) as archive:
-                names = archive.namelist()
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError):
-            return "damaged-zip"
-        parts = [name.split("/") for name in names]
-        # torch.jit.save: <root>/constants.pkl and <root>/code/__torch__/... hold the program.
-        if any(p[-1] == "constants.pkl" and len(p) <= 2 or len(p) >= 3 and p[1] == "code" for p in parts):
-            return "torchscript"
-        if any(p[-1] == "archive_format" for p in parts):  # torch.export.save
-            return "export"
-        if any(p[-1] == "data.pkl" and len(p) <= 2 for p in parts):  # torch.save
-            return "torch"
-        return "other-zip"
-    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: u64 little-endian header size, JSON
-        header_size = int.from_bytes(head[:8], "little")
-        if 2 <= header_size <= file.size - 8:
-            return "safetensors"
-    if head[:1] == b"\x80":  # pickle protocol 2+ opcode: the legacy torch.save format
-        return "pickle"
-    return "unknown"
-
-
-def _expected(file: _File) -> str:
-    suffix = Path(file.name).suffix.lower()
-    if suffix == ".safetensors":
-        return "a .safetensors file"
-    if suffix == ".pt2":
-        return "a torch.export .pt2 archive"
-    return "a state_dict saved by torch.save (.pt, .pth) or a .safetensors file"
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
-
-
-def _load_object(file: _File, trust_code: bool) -> tuple[str, object]:
-    """(format, loaded object): a mapping of tensors, or an nn.Module from trusted files."""
-    kind = _sniff(file)
-    if kind == "safetensors":
-        from safetensors.torch import load, load_file
-
-        try:
-            return kind, (load(file.data) if file.data is not None else load_file(str(file.path)))
-        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
-            raise ValueError(f"{file.name} is not a valid safetensors file (truncated or damaged?): "
-                             f"{_first_line(error)}") from None
-    if kind in ("torch", "pickle"):
-        return kind, _torch_load(file, trust_code)
-    if kind == "torchscript":
-        if not trust_code:
-            raise UntrustedCodeError(f"{file.name} is a TorchScript archive, a compiled program: {TRUST_HINT}")
-        try:
-            with file.open() as f:
-                return kind, torch.jit.load(f, map_location="cpu")
-        except Exception as error:  # noqa: BLE001
-            raise ValueError(f"{file.name}: could not load the TorchScript archive: {_first_line(error)}") from None
-    if kind == "export":
-        if not trust_code:
-            raise UntrustedCodeError(f"{file.name} is a torch.export archive (.pt2), a compiled program: {TRUST_HINT}")
-        try:
-            with file.open() as f:
-                return kind, torch.export.load(f)
-        except Exception as error:  # noqa: BLE001
-            raise ValueError(f"{file.name}: could not load the torch.export archive: {_first_line(error)}") from None
-    if kind == "damaged-zip":
-        raise ValueError(f"{file.name} is damaged or truncated (not a complete zip archive); expected {_expected(file)}")
-    if kind == "other-zip":
-        raise ValueError(f"{file.name} is a zip archive but not a PyTorch checkpoint; expected {_expected(file)}")
-    raise ValueError(f"{file.name} is not a model file lightviz can read (unrecognized content); "
-                     f"expected {_expected(file)}")
-
-
-def _torch_load(file: _File, trust_code: bool) -> object:
-    """torch.load with weights_only=True; with trust_code, retried unrestricted when refused."""
-    try:
-        with file.open() as f:
-            return torch.load(f, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = re.search(r"GLOBAL ([\w.]+)", str(error))
-        code = found.group(1) if found else _pickled_global(file)
-        if code is None:
-            raise ValueError(f"{file.name} is damaged or truncated: expected {_expected(file)}") from None
-        if not trust_code:
-            raise UntrustedCodeError(
-                f"{file.name} holds a pickled Python object ({code}), not only tensors: {TRUST_HINT}"
-            ) from None
-    except Exception:  # noqa: BLE001 - any reader error means the bytes are not a checkpoint
-        raise ValueError(f"{file.name} is damaged or truncated: expected {_expected(file)}") from None
-    try:  # trusted by the caller: this runs whatever the pickle says
-        with file.open() as f:
-            return torch.load(f, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001
-        raise ValueError(f"{file.name}: could not load the pickled object: {_first_line(error)}") from None
-
-
-def _pickled_global(file: _File) -> str | None:
-    """The first non-torch Python name a bare or legacy pickle refers to, found by reading its
-    opcodes (pickletools.genops parses, it never executes); None when there is none.
-
-    torch's weights-only reader stops at opcodes it does not know (protocol 4's STACK_GLOBAL)
-    before naming what the pickle wanted; this names it for the message.
-    """
-    if file.head(4) == b"PK\x03\x04":
-        return None
-    data = file.data if file.data is not None else file.path.read_bytes()
-    stream, strings = io.BytesIO(data), []
-    try:
-        while stream.tell() < len(data):  # legacy torch.save is several pickles in a row
-            for opcode, arg, _ in pickletools.genops(stream):
-                if opcode.name in ("GLOBAL", "INST"):
-                    name = str(arg).replace(" ", ".")
-                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    name = ".".join(strings[-2:])
-                else:
-                    if isinstance(arg, str):
-                        strings.append(arg)
-                    continue
-                if not name.startswith(("torch.", "collections.")):
-                    return name
-    except Exception:  # noqa: BLE001 - raw storage bytes after the pickles, or damage: stop reading
-        pass
-    return None
 
 
 # --------------------------------------------------------------------------- state dicts
@@ -335,7 +78,7 @@ def _state_dict_of(obj: object, name: str) -> dict[str, torch.Tensor]:
     state = {str(key): value for key, value in obj.items() if isinstance(value, torch.Tensor)}
     if not state:
         raise ValueError(f"{name} holds no tensors; expected a state_dict (names to tensors), "
-                         f"found keys {_names(list(map(str, obj)))}")
+                         f"found keys {short_list(list(map(str, obj)))}")
     for prefix in _WRAPPER_PREFIXES:
         if all(key.startswith(prefix) for key in state):
             state = {key[len(prefix):]: value for key, value in state.items()}
@@ -351,13 +94,8 @@ def _check_finite(state: Mapping[str, torch.Tensor], name: str) -> None:
                 what = ", ".join(f"{n} {kind}" for n, kind in ((n_nan, "NaN"), (n_inf, "Inf")) if n)
                 bad.append(f"{key} ({what})")
     if bad:
-        raise ValueError(f"{name} has NaN or Inf weights in {len(bad)} tensor(s): {_names(bad)}; "
+        raise ValueError(f"{name} has NaN or Inf weights in {len(bad)} tensor(s): {short_list(bad)}; "
                          "such a model cannot be compressed or evaluated")
-
-
-def _names(items: list[str]) -> str:
-    shown = ", ".join(items[:_NAMES_SHOWN])
-    return shown + (f" and {len(items) - _NAMES_SHOWN} more" if len(items) > _NAMES_SHOWN else "")
 
 
 def _shape(shape: torch.Size | tuple[int, ...]) -> str:
@@ -370,7 +108,7 @@ def _mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Te
     unexpected = [key for key in state if key not in expected]
     misshaped = [f"{key} (file {_shape(state[key].shape)} vs model {_shape(expected[key].shape)})"
                  for key in expected if key in state and tuple(state[key].shape) != tuple(expected[key].shape)]
-    parts = [f"{label} ({len(items)}): {_names(items)}"
+    parts = [f"{label} ({len(items)}): {short_list(items)}"
              for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
              if items]
     return "; ".join(parts)
@@ -383,9 +121,7 @@ def _build_shell(arch: str, num_classes: int, **kwargs: object) -> nn.Module:
         with torch.device("meta"):
             return zoo.build_architecture(arch, num_classes, **kwargs)
     except Exception:  # noqa: BLE001 - fall back to a real, seeded build
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            return zoo.build_architecture(arch, num_classes, **kwargs)
+        return _build_on_cpu(arch, num_classes, kwargs)
 
 
 def _head_key(model: nn.Module, num_classes: int) -> str | None:
@@ -422,20 +158,21 @@ def _fit_architecture(state: dict[str, torch.Tensor], arch: str, name: str,
                 if not set(state) & set(expected) else "is the architecture right?")
         raise ValueError(f"{name} does not fit {arch}: {report}; {hint}")
     n_bytes = sum(t.numel() * 4 for t in expected.values())
-    check_memory(n_bytes * (MEMORY_COPIES - 1), f"{arch} ({_human(n_bytes)} of float32 weights)")
+    check_memory(n_bytes * (MEMORY_COPIES - 1), f"{arch} ({human_bytes(n_bytes)} of float32 weights)")
     on_meta = any(t.is_meta for t in shell.parameters())
     try:
         # assign=True adopts the file's tensors as the parameters: no second copy in memory.
         shell.load_state_dict(state, strict=True, assign=on_meta)
         if on_meta and any(t.is_meta for t in [*shell.parameters(), *shell.buffers()]):
-            shell = _build_shell_on_cpu(arch, num_classes, build_kwargs)  # non-persistent buffers
+            shell = _build_on_cpu(arch, num_classes, build_kwargs)  # non-persistent buffers stayed on meta
             shell.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise ValueError(f"{name} does not fit {arch}: {_first_line(error)}") from None
+        raise ValueError(f"{name} does not fit {arch}: {first_line(error)}") from None
     return shell.float().eval(), num_classes
 
 
-def _build_shell_on_cpu(arch: str, num_classes: int, build_kwargs: Mapping[str, object]) -> nn.Module:
+def _build_on_cpu(arch: str, num_classes: int, build_kwargs: Mapping[str, object]) -> nn.Module:
+    """A real build, seeded so the (soon overwritten) init never disturbs the caller's RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return zoo.build_architecture(arch, num_classes, **build_kwargs)
@@ -450,7 +187,7 @@ def _probe(model: nn.Module, input_shape: tuple[int, ...], name: str) -> int:
         with torch.inference_mode():
             out = model(torch.zeros((1, *input_shape)))
     except Exception as error:  # noqa: BLE001 - the model's own error, reported in one line
-        raise ValueError(f"{name} rejects inputs of shape {tuple(input_shape)}: {_first_line(error)}") from None
+        raise ValueError(f"{name} rejects inputs of shape {tuple(input_shape)}: {first_line(error)}") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"{name} must return logits of shape (batch, classes); got {got}")
@@ -514,7 +251,7 @@ def load_user_model(source: Source, filename: str | None = None, arch: str | Non
 
 def _bundle_from_file(file: _File, arch: str | None, trust_code: bool,
                       input_shape: tuple[int, ...] | None, build_kwargs: Mapping[str, object]) -> zoo.ModelBundle:
-    kind, obj = _load_object(file, trust_code)
+    kind, obj = load_object(file, trust_code)
     if kind in ("torchscript", "export"):
         if arch is None:
             raise ValueError(f"{file.name} is a compiled program whose layers are not modules lightviz can "

@@ -86,12 +86,17 @@ def layer_sqnr_figure(table: pd.DataFrame, selected: str | None = None) -> go.Fi
     cap = (finite.max() * 1.1 if finite.size and finite.max() > 0 else 60.0)
     shown = np.where(np.isposinf(sqnr), cap, np.where(np.isneginf(sqnr), 0.0, sqnr))
     text = ["exact" if math.isinf(v) and v > 0 else f"{v:.1f}" for v in sqnr]
+    exact = np.isposinf(sqnr)
+    marker = dict(color=FLOAT_COLOR, opacity=_bar_opacity(names, selected))
+    if exact.any():
+        marker["pattern"] = dict(shape=["/" if e else "" for e in exact])
     fig = go.Figure(go.Bar(
-        x=names, y=shown, customdata=names, text=text if len(names) <= 16 else None, textposition="outside",
-        cliponaxis=False, marker=dict(color=FLOAT_COLOR, opacity=_bar_opacity(names, selected),
-                                      pattern=dict(shape=["/" if math.isinf(v) else "" for v in sqnr])),
-        hovertext=[f"{n}: {t} dB" if t != "exact" else f"{n}: exact (no error)" for n, t in zip(names, text)],
-        hoverinfo="text", name="SQNR"))
+        x=names, y=shown, customdata=names, marker=marker, name="SQNR",
+        hovertemplate=[f"{n}: exact (no error)<extra></extra>" if e else f"{n}: {v:.2f} dB<extra></extra>"
+                       for n, e, v in zip(names, exact, sqnr)]))
+    if len(names) <= 16:  # value labels as annotations: bar `text` stops Streamlit's click selection
+        fig.update_layout(annotations=[dict(x=n, y=y, text=t, showarrow=False, yanchor="bottom", font=dict(size=11))
+                                       for n, y, t in zip(names, shown, text)])
     fig.update_xaxes(type="category")
     return _layout(fig, "Weight error per layer (higher is better) · click a bar", "layer", "SQNR (dB)")
 

@@ -49,10 +49,10 @@ def keep_largest(weight: torch.Tensor, n_pruned: int) -> torch.Tensor:
     """Mask that zeroes exactly `n_pruned` weights of smallest |w| (ties: lower index first)."""
     if not 0 <= n_pruned <= weight.numel():
         raise ValueError(f"n_pruned must be from 0 to {weight.numel()}; got {n_pruned}")
-    mask = torch.ones(weight.numel(), dtype=torch.bool)
+    magnitudes = weight.detach().abs().reshape(-1)
+    mask = torch.ones_like(magnitudes, dtype=torch.bool)
     if n_pruned:
-        order = torch.argsort(weight.detach().abs().reshape(-1), stable=True)
-        mask[order[:n_pruned]] = False
+        mask[_smallest(magnitudes, n_pruned)] = False
     return mask.reshape(weight.shape)
 
 
@@ -68,9 +68,20 @@ def global_prune_counts(weights: Sequence[torch.Tensor], sparsity: float) -> lis
         return []
     magnitudes = torch.cat([w.detach().abs().reshape(-1) for w in weights])
     total = round(sparsity * magnitudes.numel())
-    owner = torch.cat([torch.full((w.numel(),), i) for i, w in enumerate(weights)])
-    pruned = owner[torch.argsort(magnitudes, stable=True)[:total]]
-    return torch.bincount(pruned, minlength=len(weights)).tolist()
+    if not total:
+        return [0] * len(weights)
+    ends = torch.tensor([w.numel() for w in weights]).cumsum(0)
+    owner = torch.searchsorted(ends, _smallest(magnitudes, total), right=True)
+    return torch.bincount(owner, minlength=len(weights)).tolist()
+
+
+def _smallest(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k smallest values of a 1-D tensor, ties by lower index: the first k of a
+    stable argsort, found with one selection (kthvalue) instead of a full sort."""
+    threshold = torch.kthvalue(magnitudes, k).values
+    below = (magnitudes < threshold).nonzero().squeeze(1)
+    ties = (magnitudes == threshold).nonzero().squeeze(1)  # in index order
+    return torch.cat([below, ties[: k - below.numel()]])
 
 
 def _filter_rows(flat: torch.Tensor, n_pruned: int) -> torch.Tensor:

@@ -69,6 +69,8 @@ def plan_label(plan: Plan) -> str:
     text = "float32" if config.keep_float else config.quant.label
     if config.prune.active and not config.keep_float:
         text += f", {'global ' if plan.global_prune else ''}{config.prune.label}"
+    if plan.activations is not None:  # quantized layer inputs, e.g. ", act int8 asym"
+        text += f", act int{plan.activations.bits} {plan.activations.scheme[:4]}"
     if plan.overrides:
         text += f" +{len(plan.overrides)} layer override{'s' if len(plan.overrides) > 1 else ''}"
     return text

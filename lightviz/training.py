@@ -166,8 +166,3 @@ def fit(step_forward: Callable[[torch.Tensor], torch.Tensor], parameters: list[t
             stopped = epoch < config.epochs
             break
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS), stopped
-
-
-def accuracy_of(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy of (N, classes) logits."""
-    return float((logits.argmax(dim=1) == labels).float().mean())

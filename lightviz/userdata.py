@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from lightviz.data import EvalData, subset
-from lightviz.loading import Source, _first_line, _human, _names, check_memory, max_upload_bytes, read_source
+from lightviz.safeload import Source, check_memory, first_line, human_bytes, max_upload_bytes, read_source, short_list
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS", "check_data", "load_user_data"]
 
@@ -104,7 +104,7 @@ def check_data(bundle, data: EvalData) -> None:
     except Exception as error:  # noqa: BLE001 - the model's own complaint, in one line
         raise ValueError(
             f"{data.name}: inputs of shape {tuple(x.shape[1:])} do not fit {bundle.name}, which takes inputs "
-            f"of shape {tuple(bundle.input_shape)} (without the batch dimension): {_first_line(error)}"
+            f"of shape {tuple(bundle.input_shape)} (without the batch dimension): {first_line(error)}"
         ) from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, bundle.num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -143,8 +143,8 @@ def _npz(file, bundle, limit: int) -> EvalData:
     except (zipfile.BadZipFile, OSError, ValueError):
         raise ValueError(f"{name} is damaged or truncated: expected an .npz (numpy.savez) with arrays x and y") from None
     if unpacked > limit:
-        raise ValueError(f"{name} unpacks to {_human(unpacked)}, over the upload limit of {_human(limit)}")
-    check_memory(unpacked * 2, f"{name} ({_human(unpacked)} unpacked)")
+        raise ValueError(f"{name} unpacks to {human_bytes(unpacked)}, over the upload limit of {human_bytes(limit)}")
+    check_memory(unpacked * 2, f"{name} ({human_bytes(unpacked)} unpacked)")
     try:
         with file.open() as f, np.load(f, allow_pickle=False) as npz:
             keys = list(npz.files)
@@ -158,9 +158,9 @@ def _npz(file, bundle, limit: int) -> EvalData:
                              "save plain numeric arrays") from None
         if str(error).startswith(name):
             raise
-        raise ValueError(f"{name} could not be read as an .npz: {_first_line(error)}") from None
+        raise ValueError(f"{name} could not be read as an .npz: {first_line(error)}") from None
     except (OSError, zipfile.BadZipFile, EOFError) as error:
-        raise ValueError(f"{name} is damaged or truncated: {_first_line(error)}") from None
+        raise ValueError(f"{name} is damaged or truncated: {first_line(error)}") from None
     if x.dtype.kind not in "biuf" or x.ndim < 1:
         raise ValueError(f"{name}: x must be a numeric array of shape (N, ...); got dtype {x.dtype}, shape {x.shape}")
     if x.shape[0] == 0:
@@ -229,14 +229,15 @@ def _image_folder(root: Path, bundle, image_size, mean, std, max_samples, limit:
 def _images(entries: list[tuple[list[str], int, Callable[[], bytes]]], name: str, bundle, image_size, mean, std,
             max_samples, limit: int, seed: int) -> EvalData:
     """Decode class-folder images (parts[0] is the class) into an EvalData."""
+    if not entries:
+        raise ValueError(f"{name} is empty: it holds no images ({', '.join(IMAGE_SUFFIXES)})")
     labeled = [(parts, size, read) for parts, size, read in entries if len(parts) >= 2]
     if not labeled:
-        found = f"{len(entries)} image(s) outside any folder" if entries else "no images"
-        raise ValueError(f"{name} has no class folders ({found}): put each class's images in a folder named "
-                         "after the class, e.g. cat/1.png, dog/2.png")
+        raise ValueError(f"{name} has no class folders ({len(entries)} image(s) outside any folder): put each "
+                         "class's images in a folder named after the class, e.g. cat/1.png, dog/2.png")
     total = sum(size for _, size, _ in labeled)
     if total > limit:
-        raise ValueError(f"{name} holds {_human(total)} of images, over the upload limit of {_human(limit)}")
+        raise ValueError(f"{name} holds {human_bytes(total)} of images, over the upload limit of {human_bytes(limit)}")
     channels, size = _image_geometry(bundle, image_size)
     mean_t, std_t = _normalization(mean, 0.0, "mean", channels), _normalization(std, 1.0, "std", channels)
     if bool((std_t <= 0).any()):
@@ -263,7 +264,7 @@ def _images(entries: list[tuple[list[str], int, Callable[[], bytes]]], name: str
     y = torch.tensor([index[parts[0]] for parts, _, _ in labeled], dtype=torch.int64)
     _check_labels(y, bundle.num_classes, name)  # before EvalData, so the message is ours
     labels = ("labels by folder name = the model's class names" if by_name
-              else f"labels = folders sorted by name: {_names([f'{i} {c}' for i, c in enumerate(classes)])}")
+              else f"labels = folders sorted by name: {short_list([f'{i} {c}' for i, c in enumerate(classes)])}")
     sampled = f", a random subset of {len(labeled)} of {n_total} (seed {seed})" if len(labeled) < n_total else ""
     return EvalData(
         x=x, y=y, name=name, class_names=None if by_name else tuple(classes),
@@ -310,14 +311,14 @@ def _decode(data: bytes, path: str, mode: str, size: tuple[int, int]) -> np.ndar
         image = Image.open(io.BytesIO(data))  # reads the header only
         pixels = image.width * image.height
     except Exception as error:  # noqa: BLE001 - PIL raises many types for bad bytes
-        raise ValueError(f"cannot read image {path}: {_first_line(error)}") from None
+        raise ValueError(f"cannot read image {path}: {first_line(error)}") from None
     if pixels > MAX_IMAGE_PIXELS:
         raise ValueError(f"image {path} has {pixels:,} pixels, over the limit of {MAX_IMAGE_PIXELS:,}")
     try:
         image = image.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
         return np.asarray(image, dtype=np.float32) / 255.0
     except Exception as error:  # noqa: BLE001
-        raise ValueError(f"cannot read image {path} (truncated or damaged?): {_first_line(error)}") from None
+        raise ValueError(f"cannot read image {path} (truncated or damaged?): {first_line(error)}") from None
 
 
 def _fmt(values: torch.Tensor) -> str:

@@ -2,10 +2,11 @@
 
 import streamlit as st
 
-from lightviz.ui import controls, explore, state
+from lightviz.ui import act_controls, controls, explore, state
 
 st.title("Explore")
 controls.global_controls()
+act_controls.activation_controls()
 metrics_box = st.container()
 engine, data, bundle = state.current_engine(), state.current_data(), state.current_bundle()
 

@@ -189,12 +189,13 @@ def test_wa_label():
     names = ["a", "b"]
     w4 = Plan(default=LayerConfig(quant=QuantSpec(bits=4)))
     assert wa_label(replace(w4, activations=ActivationSpec(bits=8))) == "W4A8"
-    assert wa_label(w4) == "W4Afloat"
-    assert wa_label(Plan(default=LayerConfig(keep_float=True), activations=ActivationSpec(bits=8))) == "WfloatA8"
+    assert wa_label(w4) == "W4A32"  # float32 activations, as W4A16 means float16 ones
+    assert wa_label(Plan(default=LayerConfig(keep_float=True), activations=ActivationSpec(bits=8))) == "W32A8"
     mixed = w4.with_override("a", LayerConfig(quant=QuantSpec(bits=8)))
-    assert wa_label(mixed, names) == "W4-8Afloat"
+    assert wa_label(mixed, names) == "W4-8A32"
     everything = mixed.with_override("b", LayerConfig(quant=QuantSpec(bits=8)))
-    assert wa_label(everything, names) == "W8Afloat"  # the default no layer uses is ignored
+    assert wa_label(everything, names) == "W8A32"  # the default no layer uses is ignored
+    assert wa_label(w4.with_override("a", LayerConfig(keep_float=True)), names) == "W4-32A32"
 
 
 def test_qparams_of_a_constant_input_are_finite():

@@ -148,6 +148,23 @@ def test_explore_bad_link_and_bad_value_explain_and_keep_running(reference):
     _expect(at, reference, "digits-cnn", at.session_state["plan"])
 
 
+def test_explore_histogram_of_one_channel_draws_its_grid(reference):
+    at = _app()
+    at.select_slider(key="bits").set_value(2).run()
+    at.selectbox(key="hist_layer").set_value("features.1.0").run()
+    at.radio(key="hist_scope").set_value("one channel").run()
+    at.number_input(key="hist_channel").set_value(5).run()
+    _clean(at)
+    spec = json.loads(at.get("plotly_chart")[2].proto.spec)
+    assert spec["layout"]["title"]["text"] == "features.1.0 · channel 5"
+    names = [trace["name"] for trace in spec["data"]]
+    assert "quantization levels (3)" in names  # int2 symmetric: codes -1, 0, 1
+    assert spec["layout"]["xaxis"]["title"]["text"] == "weight value"
+    engine, _ = reference("digits-cnn")
+    result = engine.compress_layer(uniform_plan(bits=2), "features.1.0")
+    assert names[1] == f"float ({result.weight[5].numel()} weights)"
+
+
 def test_tradeoffs_sweep_draws_every_point_and_offers_csv(reference):
     at = _app()
     at.select_slider(key="bits").set_value(6).run()  # goes into the history

@@ -1,0 +1,242 @@
+"""The Sensitivity page's sections: per-layer sensitivity (heatmap), mixed precision, and range
+methods compared. Computation lives in lightviz.sensitivity, .mixed and .ranges.
+
+Session keys (set with setdefault here, read only by this module): `sens_results`
+{model: {"df", "base", "max_samples", "bits"}}, `sens_mixed` {model: Allocation}.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from lightviz import data as datasets
+from lightviz import mixed, plots_analysis, ranges, sensitivity, sweep
+from lightviz.activations import wa_label
+from lightviz.specs import RANGE_METHOD_HELP, SCHEMES, Plan
+from lightviz.ui import state
+from lightviz.ui.format import bytes_text, percent
+
+BITS_CHOICES = list(range(1, 9)) + [16]
+SPARSITY_CHOICES = [0.25, 0.5, 0.75, 0.9]
+SUBSET_CHOICES = [50, 100, 200, 500, 1000, 2000]
+ALL = "all"
+BUDGETS = ("average bits per weight", "size (bytes)", "allowed accuracy drop")
+MAX_SETTINGS_X_LAYERS = 600
+
+
+def _results() -> dict:
+    return st.session_state.setdefault("sens_results", {})
+
+
+def current_result() -> dict | None:
+    """This model's last sensitivity run, or None."""
+    return _results().get(state.current_name())
+
+
+# --- sensitivity --------------------------------------------------------------------------
+
+
+def sensitivity_form() -> dict | None:
+    """Bits, sparsities and evaluation subset; returns them when Run was pressed."""
+    data = state.current_data()
+    subsets = [n for n in SUBSET_CHOICES if n < len(data)] + [ALL]
+    with st.form("sens_form", border=True):
+        bits_col, sparsity_col, subset_col = st.columns([3.4, 2, 1.3])
+        bits = bits_col.pills("Bits (one layer at a time)", BITS_CHOICES, selection_mode="multi",
+                              default=[2, 3, 4, 6, 8], key="sens_bits")
+        sparsities = sparsity_col.pills("Sparsity (float weights)", SPARSITY_CHOICES, selection_mode="multi",
+                                        default=[], format_func=lambda s: f"{s:.0%}", key="sens_sparsities")
+        subset = subset_col.selectbox("Evaluation inputs", subsets, index=len(subsets) - 1, key="sens_subset",
+                                      format_func=lambda n: f"all {len(data)}" if n == ALL else f"{n} (seeded)",
+                                      help="A seeded random subset makes big models faster; the standard "
+                                           "error in each cell's hover grows as sqrt(1/n).")
+        quant = state.current_plan().default.quant
+        st.caption(f"Each layer is compressed alone, every other layer float, with the current plan's "
+                   f"{quant.scheme} scheme, per-{quant.granularity} granularity and {quant.range_method} range; "
+                   f"sparsities use its {state.current_plan().default.prune.method} pruning.")
+        pressed = st.form_submit_button("Run sensitivity", type="primary")
+    if not pressed:
+        return None
+    n = (len(bits) + len(sparsities)) * len(state.current_engine().layers)
+    if not bits and not sparsities:
+        st.error("Pick at least one bit-width or sparsity, then run again.")
+        return None
+    if n > MAX_SETTINGS_X_LAYERS:
+        st.error(f"That is {n} layer settings; pick at most {MAX_SETTINGS_X_LAYERS} (fewer bits or sparsities).")
+        return None
+    return {"bits": sorted(bits), "sparsities": sorted(sparsities), "max_samples": None if subset == ALL else subset}
+
+
+def run(chosen: dict) -> None:
+    """Run the sensitivity with a progress bar; keep the result for this model in the session."""
+    engine, data, base = state.current_engine(), state.current_data(), state.current_plan()
+    bar = st.progress(0.0, text="starting…")
+    df = sensitivity.sensitivity(engine, data, chosen["bits"], chosen["sparsities"], base=base,
+                                 max_samples=chosen["max_samples"],
+                                 progress=lambda i, n: bar.progress(i / n, text=f"{i} of {n} layer settings"))
+    bar.empty()
+    _results()[state.current_name()] = {"df": df, "base": base, "max_samples": chosen["max_samples"],
+                                        "bits": chosen["bits"]}
+    st.session_state.setdefault("sens_mixed", {}).pop(state.current_name(), None)
+
+
+def heatmap_section() -> None:
+    """The heatmap (accuracy drop or KL), timing, the rows as a table and a CSV."""
+    found = current_result()
+    if found is None:
+        st.info("Pick bit-widths and/or sparsities and press **Run sensitivity**: each layer is compressed "
+                "alone and the cell shows what the model loses.")
+        return
+    df = found["df"]
+    labeled = df["accuracy"].notna().all()
+    value = st.radio("Color by", ["accuracy drop", "KL vs float"] if labeled else ["KL vs float"], horizontal=True,
+                     key="sens_color")
+    column = "accuracy_drop" if value == "accuracy drop" else "kl"
+    st.plotly_chart(plots_analysis.sensitivity_heatmap(df, column), key="sens_heatmap")
+    n = int(df["n_samples"].iloc[0])
+    how = ("reusing the float activations before each layer (torch.fx)" if df.attrs.get("reuse")
+           else f"with full forwards ({df.attrs.get('note')})")
+    se = ""
+    if labeled:
+        se = (f" An accuracy near {percent(df['float_accuracy'].iloc[0])} on {n} inputs has a standard error of "
+              f"about {percent(df['accuracy_se'].min())}: smaller drops are within noise.")
+    st.caption(f"{len(df)} layer settings on {n} inputs in {df.attrs.get('seconds', 0):.1f} s, {how}.{se} "
+               "Hover a cell for accuracy ± standard error, KL and the layer's size.")
+    with st.expander("Sensitivity rows as a table"):
+        st.dataframe(df, hide_index=True, width="stretch")
+    st.download_button("Download sensitivity as CSV", df.to_csv(index=False).encode(),
+                       file_name=f"lightviz-sensitivity-{state.current_name()}.csv", mime="text/csv",
+                       icon=":material/download:", key="sens_csv")
+
+
+# --- mixed precision ------------------------------------------------------------------------
+
+
+def mixed_section() -> None:
+    """Budget -> allocate -> result against uniform plans -> apply as the current plan."""
+    found = current_result()
+    bits = sorted(set(found["df"].loc[found["df"]["kind"] == "bits", "bits"].dropna().astype(int))) if found else []
+    if len(bits) < 2:
+        st.info("Run the sensitivity with at least two bit-widths: mixed precision picks among them per layer.")
+        return
+    engine, base = state.current_engine(), found["base"]
+    data = datasets.subset(state.current_data(), found["max_samples"])
+    kind_col, value_col, button_col = st.columns([2.2, 1.6, 1.2], vertical_alignment="bottom")
+    kind = kind_col.radio("Budget", BUDGETS, horizontal=True, key="mixed_budget")
+    if kind == BUDGETS[0]:
+        amount = value_col.number_input("bits per weight (scales included)", 1.0, 32.0, 4.0, 0.25, key="mixed_avg")
+    elif kind == BUDGETS[1]:
+        default = engine.evaluate(mixed.uniform_at(base, 4), data).size_bytes
+        amount = value_col.number_input("model size at most (bytes)", 1, None, int(default), 100, key="mixed_bytes",
+                                        help="The default is the size of uniform 4-bit with these settings.")
+    else:
+        amount = value_col.number_input("allowed drop (points)", 0.0, 100.0, 1.0, 0.1, key="mixed_drop",
+                                        help="The smallest plan whose measured accuracy drop (agreement drop "
+                                             "without labels) stays within this.")
+    if button_col.button("Allocate bits", type="primary", key="mixed_run"):
+        budget = {BUDGETS[0]: {"avg_bits": float(amount)}, BUDGETS[1]: {"size_bytes": int(amount)},
+                  BUDGETS[2]: {"max_drop": float(amount) / 100}}[kind]
+        result = state.attempt(lambda: mixed.allocate(engine, data, found["df"], base, **budget),
+                               "Could not allocate bits", "raise the budget or run the sensitivity with fewer bits")
+        if result is not None:
+            st.session_state.setdefault("sens_mixed", {})[state.current_name()] = result
+    result = st.session_state.get("sens_mixed", {}).get(state.current_name())
+    if result is None:
+        st.caption("An exact knapsack over layers minimizes the summed per-layer KL within the budget; its 8 best "
+                   "choices are then measured and the most accurate is kept.")
+        return
+    _show_allocation(result, bits, base, data)
+
+
+def _show_allocation(result: mixed.Allocation, bits: list[int], base: Plan, data: datasets.EvalData) -> None:
+    engine, ev = state.current_engine(), result.evaluation
+    names = [layer.name for layer in engine.layers]
+    label = f"mixed {wa_label(result.plan, names)} ({result.budget})"
+    cols = st.columns(4)
+    cols[0].metric("Accuracy" if ev.accuracy is not None else "Agreement",
+                   percent(ev.accuracy if ev.accuracy is not None else ev.agreement),
+                   delta=None if ev.accuracy is None else f"{(ev.accuracy - ev.float_accuracy) * 100:+.2f} pp")
+    cols[1].metric("Size", bytes_text(ev.size_bytes), delta=f"{ev.compression_ratio:.2f}× compression",
+                   delta_color="off")
+    cols[2].metric("Bits per weight", f"{ev.avg_bits_per_weight:.2f}")
+    cols[3].metric("W/A", wa_label(result.plan, names))
+    uniform = sweep.run_sweep(engine, data, [mixed.uniform_at(base, b) for b in bits])
+    y = "accuracy" if ev.accuracy is not None else "agreement"
+    left, right = st.columns([3, 2])
+    left.plotly_chart(plots_analysis.mixed_figure(
+        uniform, (ev.size_bytes, getattr(ev, y), label),
+        (engine.float_size_bytes, ev.float_accuracy if y == "accuracy" else 1.0), y), key="mixed_chart")
+    table = [{"layer": name, "bits": b, "weights": engine.by_name[name].n_weights} for name, b in result.bits.items()]
+    right.dataframe(table, hide_index=True, width="stretch", height=min(38 + 35 * len(table), 360))
+    right.caption(f"{result.method} on {result.objective}{'' if result.exact else ' (approximate)'}; "
+                  + "; ".join(result.notes))
+    right.button("Apply as current plan", type="primary", key="mixed_apply", on_click=_apply, args=(result, label))
+    if st.session_state.pop("mixed_applied", None):
+        st.success("The mixed plan is now the current plan: see it in Explore (per-layer overrides) and on the "
+                   "Trade-offs chart (tried this session).")
+
+
+def _apply(result: mixed.Allocation, label: str) -> None:
+    """Button callback: make the plan current and add it to the history the Trade-offs chart draws."""
+    state.set_plan(result.plan)
+    row = sweep.plan_row(state.current_engine(), state.current_data(), result.plan, label=label)
+    state.record_history({"model": state.current_name(), **row})
+    st.session_state.mixed_applied = True
+
+
+# --- range methods compared -----------------------------------------------------------------
+
+
+def ranges_section() -> None:
+    """One layer's weights or calibrated inputs: each method's clip range and error, histograms."""
+    engine, plan = state.current_engine(), state.current_plan()
+    names = [layer.name for layer in engine.layers]
+    layer_col, source_col, bits_col, scheme_col, pct_col = st.columns([2.4, 1.8, 1.6, 1.8, 1.2])
+    layer = layer_col.selectbox("Layer", names, key="ranges_layer")
+    source = source_col.radio("Values", ranges.SOURCES, horizontal=True, key="ranges_source",
+                              format_func=lambda s: "weights" if s == "weights" else "input activations")
+    bits = bits_col.slider("Bits", 2, 8, 4, key="ranges_bits")
+    default_scheme = "symmetric" if source == "weights" else "asymmetric"
+    scheme = scheme_col.radio("Scheme", SCHEMES, horizontal=True, key=f"ranges_scheme_{source}",
+                              index=SCHEMES.index(default_scheme))
+    percentile = pct_col.number_input("Percentile", 90.0, 100.0, 99.99, 0.01, format="%.2f", key="ranges_pct")
+    computed = state.attempt(lambda: _range_numbers(plan, layer, source, bits, scheme, percentile),
+                             f"Could not compare the range methods on {layer}", "pick another layer or setting")
+    if computed is None:
+        return
+    values, what, table = computed
+    best = table.loc[table["mse"].idxmin(), "method"]
+    shown = st.radio("Quantized histogram with", list(table["method"]), horizontal=True, key="ranges_shown",
+                     index=list(table["method"]).index(best))
+    row = table.set_index("method").loc[shown]
+    hist = ranges.value_histogram(values, bits, scheme, float(row["lo"]), float(row["hi"]))
+    left, right = st.columns(2)
+    left.plotly_chart(plots_analysis.range_methods_figure(hist, table, f"{layer} {source}"), key="ranges_chart")
+    right.plotly_chart(plots_analysis.range_error_figure(table), key="ranges_error_chart")
+    st.dataframe(table[["method", "lo", "hi", "scale", "zero_point", "clipped_fraction", "clip_mse", "round_mse",
+                        "mse", "sqnr_db"]], hide_index=True, width="stretch", column_config={
+        "clipped_fraction": st.column_config.NumberColumn("clipped", format="percent"),
+        **{c: st.column_config.NumberColumn(c, format="%.4g") for c in ("lo", "hi", "scale", "clip_mse",
+                                                                         "round_mse", "mse")},
+        "sqnr_db": st.column_config.NumberColumn("SQNR (dB)", format="%.1f")})
+    st.caption(f"{what}; per tensor, {bits}-bit {scheme}. " + " · ".join(
+        f"**{m}**: {h}" for m, h in RANGE_METHOD_HELP.items()))
+    kind = "Input activations" if source == "activations" else "Weights"
+    st.plotly_chart(plots_analysis.value_histogram_figure(
+        hist, f"{kind} of {layer}: float against {bits}-bit {shown}", f"{bits}-bit {scheme} {shown}"),
+        key="ranges_histogram")
+    st.caption(f"{hist.clipped:,} of {hist.n_values:,} values ({hist.clipped / max(hist.n_values, 1):.2%}) lie "
+               f"outside [{hist.lo:.4g}, {hist.hi:.4g}] and saturate. Counts are on a log scale: post-ReLU inputs "
+               "pile up at zero.")
+
+
+@st.cache_data(max_entries=32, show_spinner="Comparing range methods…")
+def _cached_table(model: str, plan_json: str, layer: str, source: str, bits: int, scheme: str, percentile: float):
+    engine, data = state.load_engine(model), state.load_eval_data(model)
+    values, what = ranges.layer_values(engine, Plan.from_json(plan_json), data, layer, source)
+    return values, what, ranges.compare_ranges(values, bits, scheme, percentile)
+
+
+def _range_numbers(plan: Plan, layer: str, source: str, bits: int, scheme: str, percentile: float):
+    relevant = Plan(fold_bn=plan.fold_bn, activations=plan.activations)  # what the values depend on
+    return _cached_table(state.current_name(), relevant.to_json(), layer, source, bits, scheme, float(percentile))
