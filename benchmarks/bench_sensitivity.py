@@ -12,6 +12,9 @@ Full sensitivity of digits-cnn on its 450 test images: every layer x bits {2, 3,
 
 Results must be identical with and without reuse. Machines are noisy: read the ratios.
 
+One torch thread by default: on a shared CPU torch's thread pool stalls under contention and
+the numbers swing by 3x between runs; `--threads 0` keeps torch's default.
+
 Run: .venv/bin/python benchmarks/bench_sensitivity.py [--threads N] [--model NAME]
 """
 
@@ -72,7 +75,7 @@ def timed_forwards(model, data):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0: torch's default)")
     parser.add_argument("--model", default="digits-cnn")
     args = parser.parse_args()
     if args.threads:

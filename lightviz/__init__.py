@@ -8,9 +8,10 @@ tensor([-10.0000,  -5.0394,  10.0000])
 from lightviz.engine import Engine, Evaluation, LayerResult, uniform_plan
 from lightviz.prune import prune_mask
 from lightviz.quant import QParams, choose_qparams, dequantize, fake_quantize, quantize
-from lightviz.specs import LayerConfig, Plan, PruneSpec, QuantSpec
+from lightviz.activations import wa_label
+from lightviz.specs import ActivationSpec, LayerConfig, Plan, PruneSpec, QuantSpec
 
 __all__ = [
-    "Engine", "Evaluation", "LayerConfig", "LayerResult", "Plan", "PruneSpec", "QParams", "QuantSpec",
-    "choose_qparams", "dequantize", "fake_quantize", "prune_mask", "quantize", "uniform_plan",
+    "ActivationSpec", "Engine", "Evaluation", "LayerConfig", "LayerResult", "Plan", "PruneSpec", "QParams", "QuantSpec",
+    "choose_qparams", "dequantize", "fake_quantize", "prune_mask", "quantize", "uniform_plan", "wa_label",
 ]

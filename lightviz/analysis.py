@@ -23,9 +23,10 @@ from torch import nn
 
 from lightviz import metrics
 from lightviz.engine import Engine, LayerResult
-from lightviz.quant import code_range
+from lightviz.quant import block_count, code_range
 from lightviz.specs import Plan, PruneSpec, QuantSpec
 
+ENTROPY_MAX_BLOCKS = 1000  # entropy calibration costs ~10 ms per block on a laptop core
 HIST_BINS = 80
 MAX_LEVELS = 64  # draw the grid's levels only when they stay distinguishable
 SIZE_PARTS = {  # layer_table column -> what the stacked size chart calls it
@@ -155,13 +156,21 @@ def weight_histogram(result: LayerResult, channel: int | None = None, group: int
     extent = [w.min(initial=0.0), w.max(initial=0.0)] + ([w_hat.min(), w_hat.max()] if w_hat.size else [])
     if span is not None:
         extent += list(span)
-    lo, hi = min(extent), max(extent)
-    pad = (hi - lo) * 0.02 or 1e-6
-    edges = np.linspace(lo - pad, hi + pad, bins + 1)
+    edges = _edges_centered_on_zero(min(extent), max(extent), bins)
     return WeightHistogram(
         edges=edges, float_counts=np.histogram(w, edges)[0], compressed_counts=np.histogram(w_hat, edges)[0],
         pruned=int((~kept).sum()), n_weights=int(w.size), levels=levels, span=span, step=step,
         saturated=saturated, scope=scope, note=note)
+
+
+def _edges_centered_on_zero(lo: float, hi: float, bins: int) -> np.ndarray:
+    """About `bins` equal bins over [lo, hi] (lo <= 0 <= hi, padded 2%), one of them centered on 0,
+    so the spike of exact zeros sits in one bin."""
+    pad = (hi - lo) * 0.02 or 1e-6
+    width = (hi - lo + 2 * pad) / bins
+    first = -(math.ceil((pad - lo) / width - 0.5) + 0.5) * width  # the last such edge at or below lo - pad
+    count = math.ceil((hi + pad - first) / width)
+    return first + width * np.arange(count + 1)
 
 
 def _group_block(result: LayerResult, channel: int, group: int) -> int:
@@ -278,3 +287,22 @@ def sqnr_vs_bits(engine: Engine, plan: Plan, bits: list[int]) -> pd.DataFrame:
         for name, result in engine.compress_layers(base).items():
             rows.append({"layer": name, "bits": b, "sqnr_db": metrics.sqnr_db(result.weight, result.weight_hat)})
     return pd.DataFrame(rows, columns=["layer", "bits", "sqnr_db"])
+
+
+def interactive_cost_error(engine: Engine, plan: Plan) -> str | None:
+    """Why computing `plan` would take too long for an interactive app, or None.
+
+    Entropy calibration searches a 2048-bin histogram for every quantization block, so tiny
+    groups (or many channels) take minutes: such plans are refused with what to do instead.
+    """
+    blocks = 0
+    for layer in engine.layers:
+        quant = plan.config_for(layer.name).effective_quant
+        if quant.bits is not None and quant.range_method == "entropy" and not (
+                quant.bits == 1 and quant.scheme == "symmetric") and 2 ** (quant.bits - 1) < 2048:
+            blocks += block_count(layer.shape, quant, layer.axis)
+    if blocks > ENTROPY_MAX_BLOCKS:
+        return (f"entropy calibration searches a 2048-bin histogram per quantization block, and this plan has "
+                f"{blocks:,} blocks (at most {ENTROPY_MAX_BLOCKS:,} stay interactive); use a coarser granularity "
+                f"or larger groups, or the mse or percentile range method")
+    return None

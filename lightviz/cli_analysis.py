@@ -50,7 +50,8 @@ def apply_activation_flags(plan: Plan, args: argparse.Namespace) -> Plan:
         try:
             changes["bits"] = int(args.act_bits)
         except ValueError:
-            raise cli.UsageError(f"--act-bits must be an integer from 1 to 16 or 'float'; got {args.act_bits!r}") from None
+            raise cli.UsageError(
+                f"--act-bits must be an integer from 1 to 16 or 'float'; got {args.act_bits!r}") from None
     if not changes:
         return plan
     if plan.activations is None and "bits" not in changes:
@@ -91,7 +92,8 @@ def register_cli(commands: argparse._SubParsersAction) -> None:
     budget = alloc.add_mutually_exclusive_group(required=True)
     budget.add_argument("--avg-bits", type=float, help="storage bits per weight, scales included, at most this")
     budget.add_argument("--size-bytes", type=int, help="model size in bytes at most this")
-    budget.add_argument("--max-drop", type=float, help="smallest plan whose accuracy drop is at most this (0.01 = 1 pt)")
+    budget.add_argument("--max-drop", type=float,
+                        help="smallest plan whose accuracy drop is at most this (0.01 = 1 point)")
     alloc.add_argument("--bits", default=DEFAULT_ALLOCATE_BITS, help="bit-widths a layer may take (comma-separated)")
     alloc.add_argument("--objective", choices=("kl", "accuracy_drop"), default="kl",
                        help="per-layer cost summed by the knapsack (default kl: smooth, additive)")
@@ -132,7 +134,8 @@ def _sensitivity(args: argparse.Namespace) -> int:
 
     bundle, data = cli._load(args)
     bits = _bits_list(args.bits)
-    sparsities = [cli._parse_float(s, "sparsity") for s in cli._split(args.sparsity, "sparsity")] if args.sparsity else []
+    sparsities = ([cli._parse_float(s, "sparsity") for s in cli._split(args.sparsity, "sparsity")]
+                  if args.sparsity else [])
     layers = cli._split(args.layers, "layers") if args.layers else None
     out = _out_path(args.out)
     interactive = sys.stderr.isatty() and not args.json

@@ -112,7 +112,8 @@ def _train_data(args: argparse.Namespace, bundle):
 
     samples = cli._positive(args.train_samples, "train-samples")
     if args.train_data:
-        train = userdata.load_user_data(args.train_data, None, bundle, image_size=cli._ints(args.image_size, "image-size"),
+        train = userdata.load_user_data(args.train_data, None, bundle,
+                                        image_size=cli._ints(args.image_size, "image-size"),
                                         mean=cli._floats(args.mean, "mean"), std=cli._floats(args.std, "std"))
         if not train.labeled:
             raise cli.UsageError(f"--train-data must be labeled (x and y); {args.train_data} has no labels")

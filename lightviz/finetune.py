@@ -105,7 +105,7 @@ class FinetuneResult:
 
 
 def finetune(model: nn.Module, plan: Plan, train: EvalData, test: EvalData, *, epochs: int = 10,
-             lr: float = 1e-3, batch_size: int = 64, seed: int = 0, teacher: nn.Module | None = None,
+             lr: float = 3e-3, batch_size: int = 64, seed: int = 0, teacher: nn.Module | None = None,
              distill_weight: float = 0.5, temperature: float = 4.0,
              progress: Progress | None = None) -> FinetuneResult:
     """Quantization-aware fine-tuning of `model` under `plan`; `model` itself is not modified.

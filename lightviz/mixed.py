@@ -17,12 +17,13 @@ Solvers:
   the frontier ever exceeds MAX_STATES (many layers and options), it is thinned to the best
   state per size bucket and the result says exact=False.
 - `greedy`: start every layer at its largest option and repeatedly step the layer whose next
-  smaller option costs the least objective per byte saved, until the budget holds.
+  smaller option costs the least objective per byte saved, until the budget holds; then step
+  back up while something fits. Near the knapsack with many layers, coarse with few.
 
->>> knapsack([[1, 2], [1, 3]], [[5.0, 1.0], [4.0, 0.0]], budget=4)
-([0, 1], True)
->>> greedy([[1, 2], [1, 3]], [[5.0, 1.0], [4.0, 0.0]], budget=4)
-[0, 1]
+>>> knapsack([[1, 2], [1, 3]], [[5.0, 1.0], [4.0, 0.5]], budget=4)  # option index per layer, exact
+([1, 0], True)
+>>> greedy([[1, 2], [1, 3]], [[5.0, 1.0], [4.0, 0.5]], budget=4)
+[1, 0]
 """
 
 from __future__ import annotations
@@ -251,7 +252,8 @@ def allocate(engine: Engine, data: EvalData, sens: pd.DataFrame, base: Plan | No
         smallest = sum(min(c) for c in costs) / options.n_weights
         if smallest > avg_bits:
             raise ValueError(f"avg_bits {avg_bits:g} is below the smallest these bits allow: {smallest:.3f} bits "
-                             "per weight (every layer at its fewest bits, scales included); raise it or allow fewer bits")
+                             "per weight (every layer at its fewest bits, scales included); raise it or allow "
+                             "fewer bits")
     if not (isinstance(refine, int) and refine >= 1):
         raise ValueError(f"refine must be a positive integer; got {refine!r}")
     if method == "greedy":

@@ -53,10 +53,12 @@ def weight_histogram_figure(hist: WeightHistogram, layer: str, spec_label: str) 
                 hovertemplate="float<br>%{x:.4g}: %{y} weights<extra></extra>")
     top = max(int(hist.float_counts.max(initial=0)), int(hist.compressed_counts.max(initial=0)), 1) * 1.15
     if hist.pruned:
-        fig.add_bar(x=[0.0], y=[min(hist.pruned, top)], width=width, name=f"pruned to 0 ({hist.pruned:,})",
-                    marker=dict(color=PRUNED_COLOR, line_width=0), text=[f"{hist.pruned:,} pruned"],
-                    textposition="outside" if hist.pruned < top * 0.85 else "inside", cliponaxis=False,
+        fig.add_bar(x=[0.0], y=[min(hist.pruned, top)], width=width * 0.5, name=f"pruned to 0 ({hist.pruned:,})",
+                    marker=dict(color=PRUNED_COLOR, line_width=0),
                     hovertemplate=f"pruned to exactly 0: {hist.pruned:,} weights<extra></extra>")
+        if hist.pruned > top:  # the bar is cut at the top of the axis: say how tall it is
+            fig.add_annotation(x=0.0, y=top, text=f"{hist.pruned:,} pruned ↑", showarrow=False, xanchor="left",
+                               yanchor="top", xshift=6, font=dict(size=11, color=PRUNED_COLOR))
     if hist.span is not None:
         lo, hi = hist.span
         fig.add_vrect(x0=lo, x1=hi, fillcolor=SPAN_COLOR, line_width=0, layer="below")

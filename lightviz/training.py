@@ -15,6 +15,7 @@ teacher the loss is the cross-entropy alone (alpha is ignored).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -47,11 +48,13 @@ class TrainConfig:
     """Optimizer and loss settings of one training run; validated on construction.
 
     Adam with a cosine learning-rate decay to zero over `epochs` (a short fine-tune ends on
-    small steps, so the last epoch's weights are stable).
+    small steps, so the last epoch's weights are stable). lr 3e-3 by default: on digits-cnn
+    at 2 bits per channel it wins back in 5 epochs what 1e-3 needs 10 for, and at 4 and 8
+    bits it costs nothing.
     """
 
     epochs: int = 10
-    lr: float = 1e-3
+    lr: float = 3e-3
     batch_size: int = 64
     seed: int = 0
     distill_weight: float = 0.5  # alpha: share of the soft (teacher) loss
@@ -110,8 +113,6 @@ def check_training_data(train: EvalData, test: EvalData, needs_labels: bool = Tr
 def frozen_logits(model: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Logits of a teacher in eval mode (a copy is used if it is in train mode), no gradients."""
     if model.training:  # evaluating in train mode would update BatchNorm statistics
-        import copy
-
         model = copy.deepcopy(model).eval()
     return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)]).float()
 

@@ -4,6 +4,8 @@ import streamlit as st
 
 from lightviz.ui import act_controls, controls, explore, state
 
+HINT = "change the setting you just made, or reset overrides"
+
 st.title("Explore")
 controls.global_controls()
 act_controls.activation_controls()
@@ -11,11 +13,10 @@ metrics_box = st.container()
 engine, data, bundle = state.current_engine(), state.current_data(), state.current_bundle()
 
 st.subheader("Layers")
-explore.layer_editor(engine)
-plan = state.current_plan()
-results = state.attempt(lambda: (state.current_evaluation(plan), state.current_layer_table(plan)),
-                        "This plan could not be evaluated", "change the setting you just made, or reset overrides")
-if results is None:
+plan = state.attempt(lambda: explore.layer_editor(engine), "The layer table could not be built", HINT)
+results = plan and state.attempt(lambda: (state.current_evaluation(plan), state.current_layer_table(plan)),
+                                 "This plan could not be evaluated", HINT)
+if not results:
     st.stop()
 evaluation, table = results
 state.record_evaluation(plan)
@@ -24,6 +25,8 @@ with metrics_box:
 
 explore.layer_charts(table)
 st.subheader("Weights of one layer")
-explore.histogram_section(engine, plan, table)
+state.attempt(lambda: explore.histogram_section(engine, plan, table), "The histogram could not be drawn",
+              "pick another layer or channel")
 st.subheader("What changed")
-explore.flips_section(engine, plan, data, bundle.class_names)
+state.attempt(lambda: explore.flips_section(engine, plan, data, bundle.class_names),
+              "The changed predictions could not be listed", HINT)

@@ -71,6 +71,9 @@ def test_weight_histogram_pruned_weights_are_counted_apart(engine):
     result = engine.compress_layer(plan, "4")
     hist = analysis.weight_histogram(result)
     assert hist.pruned == round(0.5 * result.weight.numel())
+    zero_bin = np.searchsorted(hist.edges, 0.0) - 1
+    assert math.isclose(hist.centers[zero_bin], 0.0, abs_tol=1e-12)  # exact zeros sit mid-bin
+    assert hist.edges[0] < result.weight.min() and hist.edges[-1] > result.weight.max()
     assert hist.compressed_counts.sum() == result.weight.numel() - hist.pruned
     assert hist.float_counts.sum() == result.weight.numel()
 
@@ -201,3 +204,10 @@ def test_mosaic_tiles_images_with_gaps():
     tiled = plots.mosaic(np.arange(8, dtype=float).reshape(2, 2, 2), cols=2)
     assert tiled.shape == (3, 5)
     assert tiled[0, :2].tolist() == [0.0, 1.0] and np.isnan(tiled[0, 2]) and tiled[1, 3:].tolist() == [6.0, 7.0]
+
+
+def test_interactive_cost_error_refuses_entropy_on_tiny_groups(engine):
+    assert analysis.interactive_cost_error(engine, uniform_plan(bits=4, range_method="entropy")) is None
+    tiny = uniform_plan(bits=4, granularity="group", group_size=1, range_method="entropy")
+    assert "1,496 blocks" in analysis.interactive_cost_error(engine, tiny)
+    assert analysis.interactive_cost_error(engine, uniform_plan(bits=4, granularity="group", group_size=1)) is None

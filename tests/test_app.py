@@ -146,6 +146,13 @@ def test_explore_bad_link_and_bad_value_explain_and_keep_running(reference):
     assert "percentile must be" in at.error[0].value
     assert at.session_state["plan"].default.quant.percentile == 99.99
     _expect(at, reference, "digits-cnn", at.session_state["plan"])
+    at.radio(key="granularity").set_value("group").run()
+    at.number_input(key="group_size").set_value(1).run()
+    at.selectbox(key="range_method").set_value("entropy").run()  # 23,824 blocks: minutes of calibration
+    assert not at.exception
+    assert "entropy calibration" in at.error[0].value
+    assert at.session_state["plan"].default.quant.range_method == "percentile"
+    assert at.selectbox(key="range_method").value == "percentile"
 
 
 def test_explore_histogram_of_one_channel_draws_its_grid(reference):

@@ -2,6 +2,7 @@
 activation controls; expected numbers come from the library."""
 
 import json
+from dataclasses import replace
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -86,8 +87,6 @@ def test_explore_activation_controls_set_the_plan_and_the_numbers():
     assert any(e.label.startswith("Activations · W8A4") for e in at.expander)
     bundle = zoo.load_model("digits-cnn")
     data = datasets.eval_data_for(bundle)
-    from dataclasses import replace
-
     expected = Engine(bundle.model).evaluate(replace(uniform_plan(8), activations=ActivationSpec(bits=4)), data)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Accuracy"] == f"{expected.accuracy * 100:.2f}%"

@@ -31,6 +31,9 @@ HELP = {
 def global_controls() -> None:
     """The plan's default settings; every widget writes back through state.on_widget_change."""
     ss = st.session_state
+    # Written in the run that renders them: values written on another page (a point picked on
+    # Trade-offs, a shared link opened there) would otherwise not reach the browser's widgets.
+    state.write_widgets(state.current_plan())
     bits, scheme, granularity, group = st.columns([4, 2.2, 2.6, 1.4])
     bits.select_slider("Bits", BITS_OPTIONS, key="bits", on_change=state.on_widget_change, help=HELP["bits"])
     scheme.radio("Scheme", SCHEMES, key="scheme", horizontal=True, on_change=state.on_widget_change, help=HELP["scheme"])

@@ -20,8 +20,11 @@ STORAGE_HELP = ("How the layer is stored, the cheapest that applies: dense, bitm
                 "values), n:m (kept values + log2(m)-bit indices), filters removed (nothing stored for them).")
 
 
-def layer_editor(engine: Engine) -> None:
-    """The per-layer table: an edit overrides the global default for that layer only."""
+def layer_editor(engine: Engine) -> Plan:
+    """The per-layer table: an edit overrides the global default for that layer only.
+
+    Returns the plan that is current once the table's edits are absorbed.
+    """
     names = [layer.name for layer in engine.layers]
     plan = state.current_plan()
     frame = editing.layer_editor_frame(engine, plan, state.current_layer_table(plan))
@@ -47,13 +50,15 @@ def layer_editor(engine: Engine) -> None:
             "storage": st.column_config.TextColumn("storage", help=STORAGE_HELP),
         })
     state.absorb_layer_edits(names)
-    overrides = state.current_plan().overrides
+    plan = state.current_plan()
+    overrides = plan.overrides
     button, note = st.columns([1, 5], vertical_alignment="center")
     button.button("Reset overrides", on_click=state.reset_overrides, disabled=not overrides)
     note.caption(f"{len(overrides)} layer override{'s' if len(overrides) != 1 else ''}: "
                  f"{', '.join(name for name, _ in overrides)}" if overrides else
                  "Edit bits, scheme, granularity, sparsity or keep float to override the global settings "
                  "for one layer.")
+    return plan
 
 
 def _on_chart_select(key: str) -> None:
@@ -144,9 +149,12 @@ def flips_section(engine: Engine, plan: Plan, data: EvalData, class_names: tuple
         images = data.x[shown["index"].tolist(), 0].numpy()
         captions = [(f"true {name(t)}<br>" if t is not None else "") + f"float {name(f)} → {name(c)}"
                     for t, f, c in zip(shown["true"], shown["float_pred"], shown["compressed_pred"])]
+        st.caption("Under each input: " + ("its true class, then " if data.labeled else "")
+                   + "the float model's prediction → the compressed model's.")
         st.plotly_chart(plots.flips_figure(images, captions), key="flips_chart")
         if len(flips) > len(shown):
-            st.caption(f"Showing the first {len(shown)} of {len(flips)} (broken ones first).")
+            st.caption(f"Showing the first {len(shown)} of {len(flips)}" + (" (broken ones first)." if data.labeled
+                                                                            else "."))
     table = flips.assign(**{column: flips[column].map(name) for column in ("true", "float_pred", "compressed_pred")})
     with st.expander("All changed predictions as a table", expanded=not (data.x.dim() == 4 and data.x.shape[1] == 1)):
         st.dataframe(table.rename(columns={"index": "sample", "float_pred": "float model",

@@ -2,7 +2,7 @@
 methods compared. Computation lives in lightviz.sensitivity, .mixed and .ranges.
 
 Session keys (set with setdefault here, read only by this module): `sens_results`
-{model: {"df", "base", "max_samples", "bits"}}, `sens_mixed` {model: Allocation}.
+{model: {"df", "base", "data", "bits"}}, `sens_mixed` {model: (Allocation, uniform rows)}.
 """
 
 from __future__ import annotations
@@ -69,14 +69,13 @@ def sensitivity_form() -> dict | None:
 
 def run(chosen: dict) -> None:
     """Run the sensitivity with a progress bar; keep the result for this model in the session."""
-    engine, data, base = state.current_engine(), state.current_data(), state.current_plan()
+    engine, base = state.current_engine(), state.current_plan()
+    data = datasets.subset(state.current_data(), chosen["max_samples"])  # kept: later evaluations hit the cache
     bar = st.progress(0.0, text="starting…")
     df = sensitivity.sensitivity(engine, data, chosen["bits"], chosen["sparsities"], base=base,
-                                 max_samples=chosen["max_samples"],
                                  progress=lambda i, n: bar.progress(i / n, text=f"{i} of {n} layer settings"))
     bar.empty()
-    _results()[state.current_name()] = {"df": df, "base": base, "max_samples": chosen["max_samples"],
-                                        "bits": chosen["bits"]}
+    _results()[state.current_name()] = {"df": df, "base": base, "data": data, "bits": chosen["bits"]}
     st.session_state.setdefault("sens_mixed", {}).pop(state.current_name(), None)
 
 
@@ -119,9 +118,8 @@ def mixed_section() -> None:
     if len(bits) < 2:
         st.info("Run the sensitivity with at least two bit-widths: mixed precision picks among them per layer.")
         return
-    engine, base = state.current_engine(), found["base"]
-    data = datasets.subset(state.current_data(), found["max_samples"])
-    kind_col, value_col, button_col = st.columns([2.2, 1.6, 1.2], vertical_alignment="bottom")
+    engine, base, data = state.current_engine(), found["base"], found["data"]
+    kind_col, value_col, button_col = st.columns([3.2, 1.6, 1.0], vertical_alignment="bottom")
     kind = kind_col.radio("Budget", BUDGETS, horizontal=True, key="mixed_budget")
     if kind == BUDGETS[0]:
         amount = value_col.number_input("bits per weight (scales included)", 1.0, 32.0, 4.0, 0.25, key="mixed_avg")
@@ -139,16 +137,17 @@ def mixed_section() -> None:
         result = state.attempt(lambda: mixed.allocate(engine, data, found["df"], base, **budget),
                                "Could not allocate bits", "raise the budget or run the sensitivity with fewer bits")
         if result is not None:
-            st.session_state.setdefault("sens_mixed", {})[state.current_name()] = result
-    result = st.session_state.get("sens_mixed", {}).get(state.current_name())
-    if result is None:
+            uniform = sweep.run_sweep(engine, data, [mixed.uniform_at(base, b) for b in bits])
+            st.session_state.setdefault("sens_mixed", {})[state.current_name()] = result, uniform
+    found_mixed = st.session_state.get("sens_mixed", {}).get(state.current_name())
+    if found_mixed is None:
         st.caption("An exact knapsack over layers minimizes the summed per-layer KL within the budget; its 8 best "
                    "choices are then measured and the most accurate is kept.")
         return
-    _show_allocation(result, bits, base, data)
+    _show_allocation(*found_mixed)
 
 
-def _show_allocation(result: mixed.Allocation, bits: list[int], base: Plan, data: datasets.EvalData) -> None:
+def _show_allocation(result: mixed.Allocation, uniform) -> None:
     engine, ev = state.current_engine(), result.evaluation
     names = [layer.name for layer in engine.layers]
     label = f"mixed {wa_label(result.plan, names)} ({result.budget})"
@@ -160,7 +159,6 @@ def _show_allocation(result: mixed.Allocation, bits: list[int], base: Plan, data
                    delta_color="off")
     cols[2].metric("Bits per weight", f"{ev.avg_bits_per_weight:.2f}")
     cols[3].metric("W/A", wa_label(result.plan, names))
-    uniform = sweep.run_sweep(engine, data, [mixed.uniform_at(base, b) for b in bits])
     y = "accuracy" if ev.accuracy is not None else "agreement"
     left, right = st.columns([3, 2])
     left.plotly_chart(plots_analysis.mixed_figure(
@@ -211,7 +209,9 @@ def ranges_section() -> None:
     row = table.set_index("method").loc[shown]
     hist = ranges.value_histogram(values, bits, scheme, float(row["lo"]), float(row["hi"]))
     left, right = st.columns(2)
-    left.plotly_chart(plots_analysis.range_methods_figure(hist, table, f"{layer} {source}"), key="ranges_chart")
+    log_y = source == "activations"  # inputs after a ReLU pile up at zero
+    left.plotly_chart(plots_analysis.range_methods_figure(hist, table, f"{layer} {source}", log_y),
+                      key="ranges_chart")
     right.plotly_chart(plots_analysis.range_error_figure(table), key="ranges_error_chart")
     st.dataframe(table[["method", "lo", "hi", "scale", "zero_point", "clipped_fraction", "clip_mse", "round_mse",
                         "mse", "sqnr_db"]], hide_index=True, width="stretch", column_config={
@@ -223,11 +223,11 @@ def ranges_section() -> None:
         f"**{m}**: {h}" for m, h in RANGE_METHOD_HELP.items()))
     kind = "Input activations" if source == "activations" else "Weights"
     st.plotly_chart(plots_analysis.value_histogram_figure(
-        hist, f"{kind} of {layer}: float against {bits}-bit {shown}", f"{bits}-bit {scheme} {shown}"),
+        hist, f"{kind} of {layer}: float against {bits}-bit {shown}", f"{bits}-bit {scheme} {shown}", log_y),
         key="ranges_histogram")
     st.caption(f"{hist.clipped:,} of {hist.n_values:,} values ({hist.clipped / max(hist.n_values, 1):.2%}) lie "
-               f"outside [{hist.lo:.4g}, {hist.hi:.4g}] and saturate. Counts are on a log scale: post-ReLU inputs "
-               "pile up at zero.")
+               f"outside [{hist.lo:.4g}, {hist.hi:.4g}] and saturate."
+               + (" Counts are on a log scale: post-ReLU inputs pile up at zero." if log_y else ""))
 
 
 @st.cache_data(max_entries=32, show_spinner="Comparing range methods…")

@@ -5,17 +5,21 @@ from __future__ import annotations
 import streamlit as st
 
 from lightviz import analysis, metrics, zoo
-from lightviz.ui import state
+from lightviz.ui import registry, state
 from lightviz.ui.format import bytes_text, human_bytes, percent
 
 MODEL_PICKER_KEY = "model_picker"
 
 
 def _model_options() -> list[str]:
-    return zoo.list_models() + zoo.list_torchvision_models()
+    tuned = st.session_state.get(registry.SESSION_KEY, []) + [state.current_name()]  # fine-tuned in this session
+    return list(dict.fromkeys(name for name in tuned if registry.is_derived(name))) + zoo.list_models() + \
+        zoo.list_torchvision_models()
 
 
 def _model_label(name: str) -> str:
+    if registry.is_derived(name):
+        return registry.label(name)
     return name if name in zoo.SAMPLE_MODELS else f"{name} · torchvision"
 
 

@@ -11,12 +11,13 @@ from dataclasses import replace
 
 import streamlit as st
 
+from lightviz import analysis, zoo
 from lightviz import data as datasets
-from lightviz import zoo
 from lightviz.editing import apply_layer_edits
 from lightviz.engine import Engine
 from lightviz.specs import Plan, PruneSpec, QuantSpec, plan_from_token, plan_to_token
 from lightviz.sweep import plan_row
+from lightviz.ui import registry
 
 DEFAULT_MODEL = "digits-cnn"
 HISTORY_LIMIT = 200
@@ -42,7 +43,7 @@ FLOAT_BITS_LABEL = "float"  # the bits widget shows "float" for bits=None
 
 @st.cache_resource(show_spinner="Loading model…")
 def load_bundle(name: str) -> zoo.ModelBundle:
-    return zoo.load_model(name)
+    return registry.get(name) or zoo.load_model(name)  # registry: models fine-tuned in this app
 
 
 @st.cache_resource(show_spinner=False)
@@ -75,7 +76,7 @@ def init_state() -> None:
     params = st.query_params
     if "model" in params:
         name = params["model"]
-        if name in zoo.list_models() or name in zoo.list_torchvision_models():
+        if name in zoo.list_models() or name in zoo.list_torchvision_models() or registry.get(name):
             ss.model_name = name
         else:
             ss.link_error = f"The link names an unknown model {name!r}; showing {DEFAULT_MODEL}."
@@ -83,7 +84,7 @@ def init_state() -> None:
         try:
             plan = plan_from_token(params["plan"])
             load_engine(ss.model_name)._check_overrides(plan)
-            ss.plan = plan
+            ss.plan = checked(plan)
         except ValueError as error:
             ss.link_error = f"The link's plan could not be used ({error}); showing the default plan."
     write_widgets(ss.plan)
@@ -121,10 +122,12 @@ def set_plan(plan: Plan) -> None:
     sync_url()
 
 
-def set_model(name: str) -> None:
-    """Switch model; the plan keeps its global settings and drops per-layer overrides."""
+def set_model(name: str, keep_plan: bool = False) -> None:
+    """Switch model; the plan keeps its global settings and drops per-layer overrides
+    (all of it with keep_plan, for a model of the same architecture, e.g. fine-tuned weights)."""
     st.session_state.model_name = name
-    st.session_state.plan = replace(st.session_state.plan, overrides=())
+    if not keep_plan:
+        st.session_state.plan = replace(st.session_state.plan, overrides=())
     st.session_state.selected_layer = None
     st.session_state.editor_generation += 1
     sync_url()
@@ -181,10 +184,18 @@ def plan_from_widgets() -> Plan:
                    fold_bn=bool(values["fold_bn"]))
 
 
+def checked(plan: Plan) -> Plan:
+    """`plan`, or ValueError when the current model cannot compute it interactively."""
+    reason = analysis.interactive_cost_error(current_engine(), plan)
+    if reason:
+        raise ValueError(f"{reason}. The previous setting is kept")
+    return plan
+
+
 def on_widget_change() -> None:
     """Widget callback: rebuild the plan from the widgets, or keep the old one and explain."""
     try:
-        st.session_state.plan = plan_from_widgets()
+        st.session_state.plan = checked(plan_from_widgets())
         st.session_state.pop("widget_error", None)
     except ValueError as error:
         st.session_state.widget_error = str(error)
@@ -220,7 +231,7 @@ def absorb_layer_edits(names: list[str]) -> None:
     if not edited_rows:
         return
     try:
-        plan = apply_layer_edits(ss.plan, names, edited_rows)
+        plan = checked(apply_layer_edits(ss.plan, names, edited_rows))
         ss.pop("editor_error", None)
     except ValueError as error:
         ss.editor_error = str(error)

@@ -8,6 +8,7 @@ import streamlit as st
 from lightviz import analysis, plots, sweep
 from lightviz.specs import GRANULARITIES, PRUNE_METHODS, SCHEMES, Plan
 from lightviz.sweep import plan_label
+from lightviz.ui import finetune as finetune_ui
 from lightviz.ui import state
 
 MAX_CONFIGS = 200
@@ -60,6 +61,10 @@ def run(chosen: dict) -> None:
     engine, data, base = state.current_engine(), state.current_data(), state.current_plan()
     plans = sweep.sweep_configs(sorted(chosen["bits"]), chosen["schemes"], chosen["granularities"],
                                 sorted(chosen["sparsities"]), chosen["prune_method"], base=base)
+    for plan in plans:
+        reason = analysis.interactive_cost_error(engine, plan)
+        if reason:
+            raise ValueError(f"{plan_label(plan)}: {reason}")
     bar = st.progress(0.0, text=f"0 of {len(plans)} configurations")
     results = sweep.run_sweep(engine, data, plans,
                               progress=lambda i, n: bar.progress(i / n, text=f"{i} of {n} configurations"))
@@ -106,6 +111,7 @@ def tradeoff_chart() -> None:
         results, y, sweep.pareto_front(results, y=y) if results is not None and len(results) else None,
         (engine.float_size_bytes, float_y), (evaluation.size_bytes, current_y, plan_label(plan)),
         history if len(history) else None)
+    fig = finetune_ui.add_to_tradeoffs(fig, y)  # fine-tuned results (pages/finetune.py)
     st.plotly_chart(fig, key=CHART_KEY, on_select=_on_point_select, selection_mode="points")
     if st.session_state.get("made_current"):
         done, link = st.columns([3, 1], vertical_alignment="center")

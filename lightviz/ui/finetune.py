@@ -1,0 +1,361 @@
+"""Fine-tune page's sections: settings, a background training job with live progress and a
+stop button, the results, keeping the fine-tuned weights, and their points on Trade-offs.
+
+Training runs in a worker thread so that the page stays responsive: each rerun (a click on
+Stop, a page switch) only redraws, and the job reports per epoch into its `Job` object. Stop
+sets a flag that `finetune`'s progress callback reads after the current epoch, so a stopped
+job still returns a consistent model. Jobs live in the session (one at a time); a finished
+fine-tune becomes a point on the Trade-offs chart, linked to its Plan. "Use these weights"
+registers the model (lightviz/ui/registry.py) and makes it the session's current model; the
+plan is kept, and the original is one click away.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+import streamlit as st
+
+from lightviz import finetune_plots
+from lightviz.data import digits_split, subset
+from lightviz.distill import distill, student_names
+from lightviz.finetune import finetune
+from lightviz.sweep import plan_label
+from lightviz.training import HISTORY_COLUMNS, TrainConfig
+from lightviz.ui import registry, state
+from lightviz.ui.format import human_bytes, percent
+
+JOB_KEY = "finetune_job"
+POINTS_KEY = "finetuned_points"  # rows drawn on Trade-offs
+MODES = ("Fine-tune the current plan", "Distill into a smaller model")
+LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+BATCH_SIZES = [16, 32, 64, 128, 256]
+TRAIN_SAMPLES = [None, 512, 256, 128]  # None: the whole training split
+POLL_S = 0.25
+DEFAULTS = TrainConfig()
+
+
+@dataclass(eq=False)
+class Job:
+    """One training run in a worker thread; the thread writes history, result and error."""
+
+    kind: str  # "finetune" | "distill"
+    model_name: str
+    label: str
+    settings: dict
+    plan_json: str | None = None
+    total_epochs: int = 1
+    before: float | None = None  # the plan's accuracy before fine-tuning, and the float model's
+    float_accuracy: float | None = None
+    history: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=HISTORY_COLUMNS))
+    runs: dict = field(default_factory=dict)
+    result: object = None
+    error: str | None = None
+    stop: bool = False
+    recorded: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    seconds: float = 0.0
+    thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def progress(self, history: pd.DataFrame) -> bool:
+        """finetune/distill callback: keep the history; False (stop) once Stop was pressed."""
+        if "run" in history:
+            self.runs[history["run"].iloc[0]] = history
+            history = pd.concat(list(self.runs.values()), ignore_index=True)
+        self.history = history
+        return not self.stop
+
+    def start(self, work) -> None:
+        def run() -> None:
+            try:
+                self.result = work(self.progress)
+            except Exception as error:  # noqa: BLE001 - shown on the page, never a traceback
+                self.error = f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
+            self.seconds = time.perf_counter() - self.started
+        self.thread = threading.Thread(target=run, name=f"lightviz-{self.kind}", daemon=True)
+        self.thread.start()
+
+
+def display_name(name: str) -> str:
+    """A model name as people read it ('digits-cnn · fine-tuned 1a2b3c4d' for registered ones)."""
+    return registry.label(name) if registry.is_derived(name) else name
+
+
+def current_job() -> Job | None:
+    return st.session_state.get(JOB_KEY)
+
+
+def busy() -> bool:
+    job = current_job()
+    return job is not None and job.running
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def training_data(n: int | None):
+    """The digits training split (never the test split), or a seeded subset of it."""
+    return subset(digits_split()[0], n)
+
+
+def trainable() -> str | None:
+    """Why the current model cannot be trained here, or None."""
+    bundle = state.current_bundle()
+    if bundle.dataset != "digits":
+        return (f"{bundle.name} has no labeled training set here: fine-tuning learns from the digits training "
+                "split, which only the sample models (digits-*) use. Pick a sample model in the sidebar.")
+    return None
+
+
+def common_settings(prefix: str, temperature: float) -> dict:
+    """Epochs, learning rate, batch size, seed, training images and the distillation weights."""
+    epochs, lr, batch, seed, samples = st.columns([1.2, 1.6, 1, 1, 1.4])
+    settings = {
+        "epochs": epochs.number_input("Epochs", 1, 200, DEFAULTS.epochs, key=f"{prefix}_epochs"),
+        "lr": lr.select_slider("Learning rate (Adam, cosine decay)", LEARNING_RATES, value=DEFAULTS.lr,
+                               format_func=lambda v: f"{v:g}", key=f"{prefix}_lr"),
+        "batch_size": batch.selectbox("Batch size", BATCH_SIZES, index=BATCH_SIZES.index(DEFAULTS.batch_size),
+                                      key=f"{prefix}_batch_size"),
+        "seed": seed.number_input("Seed", 0, 2**31 - 1, DEFAULTS.seed, key=f"{prefix}_seed",
+                                  help="Same seed, same numbers: batch order and initial weights."),
+        "train_samples": samples.selectbox(
+            "Training images", TRAIN_SAMPLES, key=f"{prefix}_train_samples",
+            format_func=lambda n: f"all {len(digits_split()[0]):,} (training split)" if n is None else f"{n} (subset)",
+            help="From the digits training split only; accuracy is always measured on the held-out test split."),
+    }
+    alpha, temp = st.columns(2)
+    settings["distill_weight"] = alpha.slider("Soft-target weight α", 0.0, 1.0, DEFAULTS.distill_weight, 0.05,
+                                              key=f"{prefix}_alpha",
+                                              help="loss = (1 − α)·CE(labels) + α·T²·KL(teacher ‖ student)")
+    settings["temperature"] = temp.slider("Temperature T", 1.0, 10.0, temperature, 0.5, key=f"{prefix}_temperature",
+                                          help="Higher T softens the teacher's probabilities: more of its "
+                                               "'dark knowledge' about wrong classes, slower to match.")
+    return settings
+
+
+def finetune_form() -> dict | None:
+    """Settings of a QAT fine-tune of the current plan; returns them when Start was pressed."""
+    plan = state.current_plan()
+    activations = ", layer inputs are fake-quantized too" if plan.activations is not None else ""
+    st.markdown(f"Fine-tune **{display_name(state.current_name())}** for the current plan **{plan_label(plan)}**: "
+                "every step computes with the plan's fake-quantized weights (straight-through gradients), pruned "
+                f"weights stay exactly zero, BatchNorm is folded as deployed{activations}.")
+    with st.form("finetune_form", border=True):
+        distilled = st.toggle("Distill from the float model", value=True, key="ft_distill",
+                              help="The original float model teaches its compressed version (soft targets).")
+        settings = common_settings("ft", DEFAULTS.temperature)
+        if plan.default.quant.range_method in ("mse", "entropy"):
+            st.caption(f"Range method {plan.default.quant.range_method}: its search runs at every step, "
+                       "so fine-tuning is slower than with minmax.")
+        pressed = st.form_submit_button("Start fine-tuning", type="primary", disabled=busy(),
+                                        icon=":material/play_arrow:")
+    return {**settings, "distill": distilled} if pressed else None
+
+
+def distill_form() -> dict | None:
+    """Settings of distilling the current model into a smaller architecture."""
+    st.markdown(f"**{display_name(state.current_name())}** (the teacher) teaches a smaller architecture trained "
+                "from scratch; the same architecture also trains on the labels alone, with the same epochs and seed, "
+                "so the teacher's contribution is the difference.")
+    with st.form("distill_form", border=True):
+        student = st.selectbox("Student architecture", student_names(), key="kd_student",
+                               help="digits-cnn-slim: digits-cnn at half width (4x fewer weights); "
+                                    "digits-cnn-tiny: 2 small convs; or a sample architecture from scratch.")
+        settings = common_settings("kd", 2.0)
+        pressed = st.form_submit_button("Start distillation", type="primary", disabled=busy(),
+                                        icon=":material/play_arrow:")
+    return {**settings, "student": student} if pressed else None
+
+
+# --- starting and stopping -------------------------------------------------------------------
+
+
+def _training_kwargs(settings: dict) -> dict:
+    keys = ("epochs", "lr", "batch_size", "seed", "distill_weight", "temperature")
+    kwargs = {key: settings[key] for key in keys}
+    kwargs["epochs"], kwargs["seed"], kwargs["batch_size"] = (int(kwargs["epochs"]), int(kwargs["seed"]),
+                                                              int(kwargs["batch_size"]))
+    TrainConfig(**kwargs)  # validate here, with the library's messages
+    return kwargs
+
+
+def start_finetune(settings: dict) -> None:
+    """Start a QAT fine-tune of the current model and plan in a worker thread."""
+    kwargs, plan, name = _training_kwargs(settings), state.current_plan(), state.current_name()
+    model, test = state.current_bundle().model, state.current_data()
+    teacher = state.load_bundle(registry.base_name(name)).model if settings["distill"] else None  # the original
+    train = training_data(settings["train_samples"])
+    evaluation = state.current_evaluation(plan)  # cached; the same numbers finetune computes
+    job = Job(kind="finetune", model_name=name, label=plan_label(plan), settings=dict(settings),
+              plan_json=plan.to_json(), total_epochs=kwargs["epochs"], before=evaluation.accuracy,
+              float_accuracy=evaluation.float_accuracy)
+    st.session_state[JOB_KEY] = job
+    job.start(lambda progress: finetune(model, plan, train, test, teacher=teacher, progress=progress, **kwargs))
+
+
+def start_distill(settings: dict) -> None:
+    """Start distilling the current model into `settings["student"]` (and its baseline)."""
+    kwargs, name = _training_kwargs(settings), state.current_name()
+    teacher, test = state.current_bundle().model, state.current_data()
+    train = training_data(settings["train_samples"])
+    job = Job(kind="distill", model_name=name, label=f"{display_name(name)} → {settings['student']}",
+              settings=dict(settings),
+              total_epochs=2 * kwargs["epochs"])
+    st.session_state[JOB_KEY] = job
+    job.start(lambda progress: distill(teacher, settings["student"], train, test, progress=progress, **kwargs))
+
+
+def _request_stop() -> None:
+    job = current_job()
+    if job is not None:
+        job.stop = True
+
+
+# --- progress and results ---------------------------------------------------------------------
+
+
+def job_section() -> None:
+    """The current job: live progress while it runs (with Stop), then its results."""
+    job = current_job()
+    if job is None:
+        st.info("Pick settings above and press Start. Training runs in the background: the chart below "
+                "updates after every epoch, and Stop ends it after the current epoch.")
+        return
+    st.subheader(f"{'Fine-tuning' if job.kind == 'finetune' else 'Distillation'}: {job.label}")
+    if job.running:
+        _follow(job)
+    record_finished()
+    if job.error:
+        st.error(f"Training stopped with an error: {job.error}. What to do: change the settings and start again.")
+        return
+    if job.result is None:
+        return
+    if job.kind == "finetune":
+        _finetune_results(job)
+    else:
+        _distill_results(job)
+
+
+def _follow(job: Job) -> None:
+    """Redraw progress and the live chart each epoch until the worker finishes."""
+    stop_box, bar, chart = st.empty(), st.empty(), st.empty()
+    stop_box.button("Stop after this epoch", key="finetune_stop", on_click=_request_stop, icon=":material/stop:",
+                    disabled=job.stop)
+    drawn = -1
+    while job.running:
+        if len(job.history) != drawn:
+            drawn = len(job.history)
+            text = f"epoch {drawn} of {job.total_epochs}" + (" · stopping after this epoch" if job.stop else "")
+            bar.progress(min(drawn / job.total_epochs, 1.0), text=text)
+            chart.plotly_chart(_history_figure(job), key=f"finetune_live_{drawn}")
+        time.sleep(POLL_S)
+    record_finished()
+    st.rerun()  # draw the page again with the job done: results, and Start enabled again
+
+
+def _history_figure(job: Job):
+    epochs = job.total_epochs if job.kind == "finetune" else job.total_epochs // 2
+    return finetune_plots.history_figure(job.history, before=job.before, float_accuracy=job.float_accuracy,
+                                         epochs=epochs)
+
+
+def _finetune_results(job: Job) -> None:
+    result = job.result
+    before, after, float_acc = result.accuracy_before, result.accuracy_after, result.float_accuracy
+    cols = st.columns(4)
+    cols[0].metric("Before fine-tuning", percent(before), delta=f"{(before - float_acc) * 100:+.2f} pts vs float")
+    cols[1].metric("After fine-tuning", percent(after), delta=f"{(after - before) * 100:+.2f} pts")
+    cols[2].metric("Float model", percent(float_acc))
+    cols[3].metric("Size (before and after)", human_bytes(result.size_bytes),
+                   delta=f"{result.float_size_bytes / max(result.size_bytes, 1):.1f}x smaller than float",
+                   delta_color="off", delta_arrow="off")
+    st.plotly_chart(_history_figure(job), key="finetune_history")
+    stopped = f", stopped after {len(result.history)} epochs" if result.stopped else ""
+    recovered = result.recovered
+    share = ("the plan lost nothing to win back" if math.isnan(recovered)
+             else f"won back {recovered:.0%} of the accuracy the plan lost")
+    st.caption(f"{'Distilled from the float model, ' if job.settings['distill'] else ''}{share}, in "
+               f"{job.seconds:.1f} s{stopped}. The size does not change: same plan, new weights. "
+               "The result is on the Trade-offs chart as a green triangle.")
+    keep, reset, link = st.columns([1.3, 1.2, 1], vertical_alignment="center")
+    keep.button("Use the fine-tuned weights as the current model", key="finetune_keep", on_click=_keep, args=(job,),
+                icon=":material/check:", disabled=state.current_name() != job.model_name)
+    if registry.is_derived(state.current_name()):
+        reset.button("Back to the original model", key="finetune_reset", on_click=reset_model,
+                     icon=":material/undo:")
+    link.page_link("pages/tradeoffs.py", label="See it on Trade-offs", icon=":material/show_chart:")
+
+
+def _distill_results(job: Job) -> None:
+    result = job.result
+    table = result.table()
+    table.loc[table["role"] == "teacher", "model"] = display_name(job.model_name)
+    cols = st.columns(3)
+    cols[0].metric(f"Teacher {display_name(job.model_name)}", percent(result.teacher_accuracy),
+                   delta=f"{human_bytes(result.teacher_size_bytes)}, {result.teacher_params:,} parameters",
+                   delta_color="off", delta_arrow="off")
+    delta = None if result.baseline_accuracy is None else \
+        f"{(result.student_accuracy - result.baseline_accuracy) * 100:+.2f} pts vs without teacher"
+    cols[1].metric(f"Student {result.student_name}, distilled", percent(result.student_accuracy), delta=delta)
+    cols[2].metric(f"Student {result.student_name}, labels only", percent(result.baseline_accuracy),
+                   delta=f"{human_bytes(result.student_size_bytes)}, "
+                         f"{result.teacher_size_bytes / max(result.student_size_bytes, 1):.1f}x smaller",
+                   delta_color="off", delta_arrow="off")
+    left, right = st.columns(2)
+    left.plotly_chart(_history_figure(job), key="finetune_history")
+    right.plotly_chart(finetune_plots.distill_figure(table), key="distill_chart")
+    st.caption("Both students start from the same weights and see the same batches; only the teacher differs. "
+               "On the digits data the teacher adds little over the labels: a difference of a few test images "
+               "(one image is 0.22 points) changes sign with the seed.")
+
+
+# --- keeping weights; Trade-offs -----------------------------------------------------------------
+
+
+def _keep(job: Job) -> None:
+    """Register the fine-tuned model and make it the session's current model (plan kept)."""
+    result, base = job.result, state.load_bundle(registry.base_name(job.model_name))
+    description = (f"{base.name} fine-tuned for {job.label}: {len(result.history)} epochs"
+                   f"{', distilled from the float model' if job.settings['distill'] else ''}, "
+                   f"{percent(result.accuracy_after)} under that plan")
+    name = registry.register(base, result.model, description)
+    names = st.session_state.setdefault(registry.SESSION_KEY, [])
+    if name not in names:
+        names.append(name)
+    state.set_model(name, keep_plan=True)
+
+
+def reset_model() -> None:
+    """Back to the model the current fine-tuned one came from (plan kept)."""
+    state.set_model(registry.base_name(state.current_name()), keep_plan=True)
+
+
+def record_finished() -> None:
+    """Add a finished, successful fine-tune to the Trade-offs points (once per job)."""
+    job = current_job()
+    if job is None or job.running or job.recorded or job.kind != "finetune" or job.result is None:
+        return
+    result = job.result
+    st.session_state.setdefault(POINTS_KEY, []).append({
+        "model": job.model_name, "label": f"{job.label} · fine-tuned {len(result.history)} epochs",
+        "plan": job.plan_json, "size_bytes": result.size_bytes, "accuracy": result.accuracy_after,
+        "accuracy_before": result.accuracy_before, "float_accuracy": result.float_accuracy})
+    job.recorded = True
+
+
+def add_to_tradeoffs(fig, y: str):
+    """Draw this model's fine-tuned points on the Trade-offs figure and make them clickable."""
+    record_finished()
+    rows = pd.DataFrame(st.session_state.get(POINTS_KEY, []))
+    if len(rows):
+        rows = rows[rows["model"] == state.current_name()].reset_index(drop=True)
+    st.session_state.setdefault("tradeoff_sources", {})["finetuned"] = rows
+    return finetune_plots.add_finetuned_points(fig, rows, y) if y == "accuracy" else fig

@@ -1,0 +1,70 @@
+"""Models made while the app runs (fine-tuned weights), loadable by name like the samples.
+
+`state.load_bundle(name)` asks here first, so once registered a fine-tuned model is an
+ordinary model to the rest of the app: its engine, evaluation data and caches are keyed by
+its name. Names hold a hash of the weights ("digits-cnn+ft-1a2b3c4d"), so one name always
+means one set of weights and sharing the cached engine between sessions is safe. Each
+session lists only the names it registered (`session_names`). The registry is bounded: the
+oldest models are forgotten first (a session that still shows one keeps working from
+Streamlit's resource cache until it restarts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import replace
+
+import torch
+
+from lightviz.zoo import ModelBundle
+
+LIMIT = 32
+SEPARATOR = "+ft-"
+SESSION_KEY = "session_models"  # st.session_state key: the names this session registered, for its picker
+_models: OrderedDict[str, ModelBundle] = OrderedDict()
+_lock = threading.Lock()
+
+
+def register(base: ModelBundle, model: torch.nn.Module, description: str) -> str:
+    """Register `model` (derived from `base`) and return its name."""
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().contiguous().numpy().tobytes())
+    name = f"{base_name(base.name)}{SEPARATOR}{digest.hexdigest()[:8]}"
+    bundle = replace(base, name=name, model=model.eval(), description=description,
+                     note="fine-tuned in this app: latent float weights in the deployed form (BatchNorm folded)")
+    with _lock:
+        _models[name] = bundle
+        _models.move_to_end(name)
+        while len(_models) > LIMIT:
+            _models.popitem(last=False)
+    return name
+
+
+def get(name: str) -> ModelBundle | None:
+    """The registered bundle called `name`, or None."""
+    with _lock:
+        return _models.get(name)
+
+
+def base_name(name: str) -> str:
+    """The model a registered name was derived from ('digits-cnn+ft-1a2b3c4d' -> 'digits-cnn').
+
+    >>> base_name("digits-cnn+ft-1a2b3c4d"), base_name("digits-cnn")
+    ('digits-cnn', 'digits-cnn')
+    """
+    return name.split(SEPARATOR, 1)[0]
+
+
+def is_derived(name: str) -> bool:
+    """Whether `name` is a registered model's name (not a sample or torchvision name)."""
+    return SEPARATOR in name
+
+
+def label(name: str) -> str:
+    """How a picker shows a registered name: 'digits-cnn · fine-tuned 1a2b3c4d'."""
+    base, _, digest = name.partition(SEPARATOR)
+    return f"{base} · fine-tuned {digest}"

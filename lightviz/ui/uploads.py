@@ -1,0 +1,104 @@
+"""Sidebar uploads: the user's own model weights and evaluation data, loaded safely.
+
+Files are data, never code: weights load through `lightviz.loading` (safetensors or
+`torch.load(weights_only=True)`); formats that can run code when loaded need the "trust code"
+setting, off by default. A failed upload shows one message and leaves the loaded model as it was.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from lightviz import loading, userdata, zoo
+from lightviz.data import EvalData
+from lightviz.safeload import TRUST_HINT, max_upload_bytes
+from lightviz.ui import registry, state
+
+DATA_KEY = "user_data"  # session_state: {model name: EvalData the user uploaded for it}
+MODEL_TYPES = ["safetensors", "pt", "pth", "pt2", "bin"]
+DATA_TYPES = ["npz", "zip"]
+
+
+def user_data(name: str) -> EvalData | None:
+    """The data this session uploaded for model `name`, if any."""
+    return st.session_state.get(DATA_KEY, {}).get(name)
+
+
+def render() -> None:
+    """The "Your own model and data" expander of the sidebar."""
+    limit_mb = max_upload_bytes() // 2**20
+    with st.sidebar.expander("Your own model and data", icon=":material/upload:"):
+        with st.form("model_upload", clear_on_submit=False, border=False):
+            upload = st.file_uploader(f"Weights (≤ {limit_mb} MB)", type=MODEL_TYPES,
+                                      help="A state_dict as .safetensors, .pt or .pth, for an architecture below.")
+            arch = st.selectbox("Architecture", zoo.list_architectures(), index=None,
+                                placeholder="sample or torchvision architecture",
+                                help="The number of classes is read from the weights.")
+            trust = st.checkbox("Trust code in this file", value=False,
+                                help="TorchScript, torch.export (.pt2) and pickled whole modules run code when "
+                                     "loaded. Tick only for files you made or fully trust.")
+            if st.form_submit_button("Load model") and upload is not None:
+                _load_model(upload, arch, trust)
+        bundle = state.current_bundle()
+        st.caption(f"Input shape {tuple(bundle.input_shape)} · {bundle.num_classes} classes: "
+                   f"{_classes_text(bundle.class_names)}")
+        with st.form("data_upload", clear_on_submit=False, border=False):
+            data = st.file_uploader("Evaluation data", type=DATA_TYPES,
+                                    help=".npz with x (and y for labels), or a .zip of class folders of images. "
+                                         "Without labels, only fidelity to the float model is measured.")
+            size = st.number_input("Image size (px, zip only)", min_value=0, value=0,
+                                   help="0 keeps the model's input size")
+            mean = st.text_input("Mean per channel (zip only)", value="", placeholder="e.g. 0.485, 0.456, 0.406")
+            std = st.text_input("Std per channel (zip only)", value="", placeholder="e.g. 0.229, 0.224, 0.225")
+            subset = st.number_input("Evaluate on at most (samples)", min_value=0, value=0,
+                                     help="0: all. A random, seeded subset keeps big models responsive.")
+            if st.form_submit_button("Load data") and data is not None:
+                _load_data(data, size, mean, std, subset)
+        if user_data(state.current_name()) is not None:
+            if st.button("Use the default data again"):
+                st.session_state[DATA_KEY].pop(state.current_name(), None)
+                st.rerun()
+
+
+def _load_model(upload, arch: str | None, trust: bool) -> None:
+    try:
+        with st.spinner(f"Loading {upload.name}…"):
+            bundle = loading.load_user_model(upload, upload.name, arch, trust_code=trust)
+            name = registry.register_upload(bundle)
+            state.load_engine(name)  # builds the engine: a model with no compressible layer fails here
+    except loading.UntrustedCodeError as error:
+        st.error(f"{error} {TRUST_HINT if TRUST_HINT not in str(error) else ''}".strip())
+        return
+    except (ValueError, OSError, RuntimeError) as error:
+        st.error(f"Could not load {upload.name}: {error} Still showing {state.current_name()}.")
+        return
+    state.set_model(name)
+    st.success(f"Loaded {upload.name} as {bundle.description or name}.")
+    st.rerun()
+
+
+def _load_data(upload, size: int, mean: str, std: str, subset: int) -> None:
+    bundle = state.current_bundle()
+    try:
+        data = userdata.load_user_data(upload, upload.name, bundle, image_size=size or None,
+                                       mean=_floats(mean, "mean"), std=_floats(std, "std"),
+                                       max_samples=subset or None)
+    except (ValueError, OSError) as error:
+        st.error(f"Could not use {upload.name}: {error} The previous data is still in use.")
+        return
+    st.session_state.setdefault(DATA_KEY, {})[state.current_name()] = data
+    st.rerun()
+
+
+def _floats(text: str, what: str) -> list[float] | None:
+    if not text.strip():
+        return None
+    try:
+        return [float(part) for part in text.replace(";", ",").split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be numbers separated by commas; got {text!r}.") from None
+
+
+def _classes_text(names: tuple[str, ...]) -> str:
+    shown = ", ".join(names[:8])
+    return shown + (f", … ({len(names) - 8} more)" if len(names) > 8 else "")

@@ -1,0 +1,19 @@
+"""Fine-tune: win accuracy back with quantization-aware training and knowledge distillation."""
+
+import streamlit as st
+
+from lightviz.ui import finetune, state
+
+st.title("Fine-tune")
+st.caption("How much of the accuracy a plan loses can training win back? Training uses the digits training split "
+           "only; every accuracy is measured on the held-out test split.")
+reason = finetune.trainable()
+if reason:
+    st.info(reason)
+    st.stop()
+mode = st.radio("What to train", finetune.MODES, horizontal=True, key="finetune_mode", label_visibility="collapsed")
+settings = finetune.finetune_form() if mode == finetune.MODES[0] else finetune.distill_form()
+if settings is not None:
+    start = finetune.start_finetune if mode == finetune.MODES[0] else finetune.start_distill
+    state.attempt(lambda: start(settings), "Training could not start", "change the settings and press Start again")
+finetune.job_section()

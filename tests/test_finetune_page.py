@@ -1,0 +1,100 @@
+"""AppTest drives the Fine-tune page: one epoch on a subset, the live/history chart, the
+before/after/float metrics, the point on Trade-offs, keeping the weights and going back."""
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from lightviz.ui import registry
+from lightviz.ui.finetune import Job
+from lightviz.ui.format import percent
+
+TIMEOUT = 180
+
+
+@pytest.fixture(autouse=True)
+def _entrypoint_runs_every_time(monkeypatch):
+    """Run app.py on every AppTest run, as the real server does (see tests/test_app.py)."""
+    from streamlit.runtime import pages_manager
+
+    original = pages_manager.PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        pages_manager.PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(pages_manager.PagesManager, "__init__", init)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: a second intra-op thread only adds waiting (see tests/test_finetune.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _button(at: AppTest, label: str):
+    return next(button for button in at.button if button.label == label)
+
+
+def _finetune_page() -> AppTest:
+    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
+    at.switch_page("pages/finetune.py").run()
+    assert not at.exception
+    return at
+
+
+def test_finetune_page_one_epoch_shows_history_metrics_and_tradeoff_point():
+    at = _finetune_page()
+    at.number_input(key="ft_epochs").set_value(1)
+    at.selectbox(key="ft_train_samples").set_value(128)
+    _button(at, "Start fine-tuning").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    job = at.session_state["finetune_job"]
+    assert job.result is not None and len(job.result.history) == 1
+    charts = [chart.proto.spec for chart in at.get("plotly_chart")]
+    assert any('"test accuracy"' in spec and '"loss"' in spec for spec in charts)
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert metrics["Before fine-tuning"] == percent(job.result.accuracy_before)
+    assert metrics["After fine-tuning"] == percent(job.result.accuracy_after)
+    assert metrics["Float model"] == percent(job.result.float_accuracy)
+    assert len(at.session_state["finetuned_points"]) == 1
+
+    at.switch_page("pages/tradeoffs.py").run()
+    assert not at.exception
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert '"fine-tuned"' in spec and '"finetuned"' in spec  # the trace, and its clickable customdata
+
+
+def test_finetune_page_keep_weights_then_back_to_the_original():
+    at = _finetune_page()
+    at.number_input(key="ft_epochs").set_value(1)
+    at.selectbox(key="ft_train_samples").set_value(128)
+    _button(at, "Start fine-tuning").click()
+    at.run()
+    plan_before = at.session_state["plan"]
+    _button(at, "Use the fine-tuned weights as the current model").click()
+    at.run()
+    assert not at.exception
+    name = at.session_state["model_name"]
+    assert registry.is_derived(name) and registry.base_name(name) == "digits-cnn"
+    assert at.session_state["plan"] == plan_before  # same plan, new weights
+    assert at.sidebar.selectbox(key="model_picker").value == name
+    _button(at, "Back to the original model").click()
+    at.run()
+    assert not at.exception
+    assert at.session_state["model_name"] == "digits-cnn"
+
+
+def test_finetune_job_stop_flag_stops_after_the_epoch():
+    import pandas as pd
+
+    job = Job(kind="finetune", model_name="digits-cnn", label="x", settings={})
+    history = pd.DataFrame({"epoch": [1], "loss": [1.0], "test_accuracy": [0.5]})
+    assert job.progress(history) is True
+    job.stop = True
+    assert job.progress(history) is False and len(job.history) == 1
