@@ -13,6 +13,7 @@ page = st.navigation([
     st.Page("pages/finetune.py", title="Fine-tune", icon=":material/model_training:"),
     st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
 ])
+state.return_to_page()
 state.show_messages()
 if sidebar.render():
     page.run()

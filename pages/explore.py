@@ -4,6 +4,8 @@ import streamlit as st
 
 from lightviz.ui import act_controls, controls, explore, state
 
+state.through_router("pages/explore.py")  # opened by URL before the app first ran
+
 HINT = "change the setting you just made, or reset overrides"
 
 st.title("Explore")

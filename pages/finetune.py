@@ -4,6 +4,8 @@ import streamlit as st
 
 from lightviz.ui import finetune, state
 
+state.through_router("pages/finetune.py")  # opened by URL before the app first ran
+
 st.title("Fine-tune")
 st.caption("How much of the accuracy a plan loses can training win back? Training uses the digits training split "
            "only; every accuracy is measured on the held-out test split.")

@@ -7,6 +7,8 @@ from lightviz import learn, learn_plots
 from lightviz.specs import RANGE_METHOD_HELP, RANGE_METHODS, SCHEMES
 from lightviz.ui import state
 
+state.through_router("pages/learn.py")  # opened by URL before the app first ran
+
 state.init_state()  # idempotent: app.py does it too; the page also runs on its own
 NUM = {"format": "%.5g"}
 STEP_COLUMNS = {

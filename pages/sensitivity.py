@@ -4,6 +4,8 @@ import streamlit as st
 
 from lightviz.ui import sensitivity, state
 
+state.through_router("pages/sensitivity.py")  # opened by URL before the app first ran
+
 st.title("Sensitivity")
 chosen = sensitivity.sensitivity_form()
 if chosen is not None:

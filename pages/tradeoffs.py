@@ -4,6 +4,8 @@ import streamlit as st
 
 from lightviz.ui import state, tradeoffs
 
+state.through_router("pages/tradeoffs.py")  # opened by URL before the app first ran
+
 st.title("Trade-offs")
 chosen = tradeoffs.sweep_form()
 if chosen is not None:

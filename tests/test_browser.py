@@ -122,7 +122,17 @@ def metric_value(page, label: str) -> str:
     return metric.locator("[data-testid='stMetricValue']").inner_text()
 
 
-@pytest.mark.parametrize("path,name", [("", "explore"), ("tradeoffs", "tradeoffs"), ("learn", "learn")])
+def test_deep_link_to_a_page_on_a_fresh_server(server, page):
+    """The first request a new server gets may be a shared link to a page other than Explore."""
+    page.goto(f"{server}/tradeoffs?model=digits-mlp")
+    settle(page)
+    assert_no_exception(page, "deep link on a fresh server")
+    assert page.locator("h1").first.inner_text() == "Trade-offs"
+    assert "digits-mlp" in page.locator("[data-testid='stSidebar']").inner_text()
+
+
+@pytest.mark.parametrize("path,name", [("", "explore"), ("tradeoffs", "tradeoffs"), ("sensitivity", "sensitivity"),
+                                       ("finetune", "finetune"), ("learn", "learn")])
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_every_page_loads_without_exception(server, browser, path, name, theme):
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, color_scheme=theme)
@@ -132,6 +142,7 @@ def test_every_page_loads_without_exception(server, browser, path, name, theme):
     settle(page)
     assert_no_exception(page, name)
     assert page.locator("h1").count() >= 1
+    page.wait_for_timeout(1500)  # let Plotly draw before the screenshot
     page.screenshot(path=str(ARTIFACTS / f"{name}-{theme}.png"), full_page=True)
     context.close()
 

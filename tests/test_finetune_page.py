@@ -12,20 +12,6 @@ from lightviz.ui.format import percent
 TIMEOUT = 180
 
 
-@pytest.fixture(autouse=True)
-def _entrypoint_runs_every_time(monkeypatch):
-    """Run app.py on every AppTest run, as the real server does (see tests/test_app.py)."""
-    from streamlit.runtime import pages_manager
-
-    original = pages_manager.PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        pages_manager.PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(pages_manager.PagesManager, "__init__", init)
-
-
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny models: a second intra-op thread only adds waiting (see tests/test_finetune.py)."""

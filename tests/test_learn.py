@@ -13,7 +13,7 @@ from lightviz import learn, learn_plots, metrics
 from lightviz.quant import choose_qparams, code_range, fake_quantize
 from lightviz.specs import QuantSpec
 
-PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "learn.py")
+PAGE = "pages/learn.py"
 TOY = learn.parse_tensor(learn.DEFAULT_TOY)
 
 
@@ -219,7 +219,7 @@ def _toy_tables(at):
 def test_learn_page_runs_and_follows_the_library():
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    at = AppTest.from_file("../app.py", default_timeout=120).run().switch_page(PAGE).run()
     assert not at.exception and not at.error
     sym, asym = _toy_tables(at)
     expected = learn.toy_steps(TOY, 8, "symmetric").table

@@ -16,20 +16,6 @@ from lightviz.specs import ActivationSpec
 TIMEOUT = 120
 
 
-@pytest.fixture(autouse=True)
-def _entrypoint_runs_every_time(monkeypatch):
-    """Run app.py on every AppTest run, as the real server does (see tests/test_app.py)."""
-    from streamlit.runtime import pages_manager
-
-    original = pages_manager.PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        pages_manager.PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(pages_manager.PagesManager, "__init__", init)
-
-
 def _sensitivity_page() -> AppTest:
     at = AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
     return at.switch_page("pages/sensitivity.py").run()

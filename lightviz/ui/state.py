@@ -59,6 +59,25 @@ def load_eval_data(name: str) -> datasets.EvalData:
 # --- session state -----------------------------------------------------------------------
 
 
+def through_router(page_file: str) -> None:
+    """Send a page that Streamlit runs on its own through app.py's router.
+
+    Before app.py has run once in a fresh server, Streamlit treats pages/ as a legacy
+    multipage folder: a link to /tradeoffs runs pages/tradeoffs.py alone, without the
+    router, the sidebar or the session state. Then run app.py (which comes back here).
+    """
+    if "plan" not in st.session_state:
+        st.session_state.return_to = page_file
+        st.switch_page("app.py", query_params=dict(st.query_params))
+
+
+def return_to_page() -> None:
+    """In app.py, after st.navigation: finish a detour made by `through_router`."""
+    target = st.session_state.pop("return_to", None)
+    if target:
+        st.switch_page(target, query_params=dict(st.query_params))
+
+
 def init_state() -> None:
     """Set every session key once per session, from the URL when it holds a shared link."""
     ss = st.session_state

@@ -1,0 +1,22 @@
+"""Shared test set-up."""
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _entrypoint_runs_every_time(monkeypatch):
+    """Run app.py on every AppTest run, as the real server does.
+
+    The server stops treating pages/ as a v1 multipage folder once app.py calls
+    st.navigation; AppTest (Streamlit 1.67) re-detects the folder on every run and then
+    executes the page file alone, without app.py's sidebar.
+    """
+    from streamlit.runtime import pages_manager
+
+    original = pages_manager.PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        pages_manager.PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(pages_manager.PagesManager, "__init__", init)
