@@ -128,7 +128,9 @@ def test_deep_link_to_a_page_on_a_fresh_server(server, page):
     settle(page)
     assert_no_exception(page, "deep link on a fresh server")
     assert page.locator("h1").first.inner_text() == "Trade-offs"
-    assert "digits-mlp" in page.locator("[data-testid='stSidebar']").inner_text()
+    from lightviz.zoo import SAMPLE_MODELS
+
+    assert SAMPLE_MODELS["digits-mlp"].description in page.locator("[data-testid='stSidebar']").inner_text()
 
 
 @pytest.mark.parametrize("path,name", [("", "explore"), ("tradeoffs", "tradeoffs"), ("sensitivity", "sensitivity"),

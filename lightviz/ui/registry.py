@@ -22,6 +22,7 @@ from lightviz.zoo import ModelBundle
 
 LIMIT = 32
 SEPARATOR = "+ft-"
+UPLOAD_PREFIX = "upload:"
 SESSION_KEY = "session_models"  # st.session_state key: the names this session registered, for its picker
 _models: OrderedDict[str, ModelBundle] = OrderedDict()
 _lock = threading.Lock()
@@ -29,19 +30,35 @@ _lock = threading.Lock()
 
 def register(base: ModelBundle, model: torch.nn.Module, description: str) -> str:
     """Register `model` (derived from `base`) and return its name."""
+    name = f"{base_name(base.name)}{SEPARATOR}{_digest(model)}"
+    bundle = replace(base, name=name, model=model.eval(), description=description,
+                     note="fine-tuned in this app: latent float weights in the deployed form (BatchNorm folded)")
+    _store(name, bundle)
+    return name
+
+
+def register_upload(bundle: ModelBundle) -> str:
+    """Register a model the user uploaded ('user:resnet18.pth+ft-…' style names are avoided:
+    uploads are named 'upload:<file name>#<weights hash>') and return its name."""
+    name = f"{UPLOAD_PREFIX}{bundle.name}#{_digest(bundle.model)}"
+    _store(name, replace(bundle, name=name))
+    return name
+
+
+def _digest(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for key, value in model.state_dict().items():
         digest.update(key.encode())
         digest.update(value.detach().contiguous().numpy().tobytes())
-    name = f"{base_name(base.name)}{SEPARATOR}{digest.hexdigest()[:8]}"
-    bundle = replace(base, name=name, model=model.eval(), description=description,
-                     note="fine-tuned in this app: latent float weights in the deployed form (BatchNorm folded)")
+    return digest.hexdigest()[:8]
+
+
+def _store(name: str, bundle: ModelBundle) -> None:
     with _lock:
         _models[name] = bundle
         _models.move_to_end(name)
         while len(_models) > LIMIT:
             _models.popitem(last=False)
-    return name
 
 
 def get(name: str) -> ModelBundle | None:
@@ -61,10 +78,12 @@ def base_name(name: str) -> str:
 
 def is_derived(name: str) -> bool:
     """Whether `name` is a registered model's name (not a sample or torchvision name)."""
-    return SEPARATOR in name
+    return SEPARATOR in name or name.startswith(UPLOAD_PREFIX)
 
 
 def label(name: str) -> str:
     """How a picker shows a registered name: 'digits-cnn · fine-tuned 1a2b3c4d'."""
+    if name.startswith(UPLOAD_PREFIX):
+        return f"{name[len(UPLOAD_PREFIX):].rpartition('#')[0]} · uploaded"
     base, _, digest = name.partition(SEPARATOR)
     return f"{base} · fine-tuned {digest}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lightviz import analysis, metrics, zoo
-from lightviz.ui import registry, state
+from lightviz.ui import registry, state, uploads
 from lightviz.ui.format import bytes_text, human_bytes, percent
 
 MODEL_PICKER_KEY = "model_picker"
@@ -45,6 +45,7 @@ def render() -> bool:
                      help="Samples (digits-*) ship trained weights and are scored on the digits test split. "
                           "torchvision architectures are built with random weights (nothing is downloaded): "
                           "only fidelity to the float model means something. Large ones take a while to build.")
+        uploads.render()
         try:
             bundle, engine, data = state.current_bundle(), state.current_engine(), state.current_data()
         except Exception as error:  # noqa: BLE001 - never a traceback: say what to do

@@ -20,6 +20,7 @@ from lightviz.sweep import plan_row
 from lightviz.ui import registry
 
 DEFAULT_MODEL = "digits-cnn"
+USER_DATA_KEY = "user_data"  # {model name: EvalData the user uploaded for it}
 HISTORY_LIMIT = 200
 
 # widget key -> (where in the plan, field)
@@ -126,7 +127,9 @@ def current_engine() -> Engine:
 
 
 def current_data() -> datasets.EvalData:
-    return load_eval_data(current_name())
+    """The data uploaded for the current model in this session, else its default data."""
+    uploaded = st.session_state.get(USER_DATA_KEY, {}).get(current_name())
+    return uploaded if uploaded is not None else load_eval_data(current_name())
 
 
 def set_plan(plan: Plan) -> None:

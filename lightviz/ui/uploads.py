@@ -10,18 +10,12 @@ from __future__ import annotations
 import streamlit as st
 
 from lightviz import loading, userdata, zoo
-from lightviz.data import EvalData
 from lightviz.safeload import TRUST_HINT, max_upload_bytes
 from lightviz.ui import registry, state
 
-DATA_KEY = "user_data"  # session_state: {model name: EvalData the user uploaded for it}
+DATA_KEY = state.USER_DATA_KEY
 MODEL_TYPES = ["safetensors", "pt", "pth", "pt2", "bin"]
 DATA_TYPES = ["npz", "zip"]
-
-
-def user_data(name: str) -> EvalData | None:
-    """The data this session uploaded for model `name`, if any."""
-    return st.session_state.get(DATA_KEY, {}).get(name)
 
 
 def render() -> None:
@@ -54,7 +48,7 @@ def render() -> None:
                                      help="0: all. A random, seeded subset keeps big models responsive.")
             if st.form_submit_button("Load data") and data is not None:
                 _load_data(data, size, mean, std, subset)
-        if user_data(state.current_name()) is not None:
+        if st.session_state.get(DATA_KEY, {}).get(state.current_name()) is not None:
             if st.button("Use the default data again"):
                 st.session_state[DATA_KEY].pop(state.current_name(), None)
                 st.rerun()
@@ -70,10 +64,10 @@ def _load_model(upload, arch: str | None, trust: bool) -> None:
         st.error(f"{error} {TRUST_HINT if TRUST_HINT not in str(error) else ''}".strip())
         return
     except (ValueError, OSError, RuntimeError) as error:
-        st.error(f"Could not load {upload.name}: {error} Still showing {state.current_name()}.")
+        st.error(f"Could not load {upload.name}: {_sentence(error)} Still showing {state.current_name()}.")
         return
+    st.session_state.setdefault(registry.SESSION_KEY, []).append(name)
     state.set_model(name)
-    st.success(f"Loaded {upload.name} as {bundle.description or name}.")
     st.rerun()
 
 
@@ -84,7 +78,7 @@ def _load_data(upload, size: int, mean: str, std: str, subset: int) -> None:
                                        mean=_floats(mean, "mean"), std=_floats(std, "std"),
                                        max_samples=subset or None)
     except (ValueError, OSError) as error:
-        st.error(f"Could not use {upload.name}: {error} The previous data is still in use.")
+        st.error(f"Could not use {upload.name}: {_sentence(error)} The previous data is still in use.")
         return
     st.session_state.setdefault(DATA_KEY, {})[state.current_name()] = data
     st.rerun()
@@ -102,3 +96,8 @@ def _floats(text: str, what: str) -> list[float] | None:
 def _classes_text(names: tuple[str, ...]) -> str:
     shown = ", ".join(names[:8])
     return shown + (f", … ({len(names) - 8} more)" if len(names) > 8 else "")
+
+
+def _sentence(error: Exception) -> str:
+    text = str(error).strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
