@@ -1,7 +1,7 @@
 """Which modules of a model are compressible, their shapes and roles, and BatchNorm folding.
 
 >>> [layer.name for layer in find_layers(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))]
-['0', '1']
+['0', '2']
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ def test_deep_link_to_a_page_on_a_fresh_server(server, page):
                                        ("finetune", "finetune"), ("learn", "learn")])
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_every_page_loads_without_exception(server, browser, path, name, theme):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, color_scheme=theme)
+    context = browser.new_context(viewport={"width": 1400, "height": 2400}, color_scheme=theme)  # tall: the app scrolls inside
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(f"{server}/{path}")
