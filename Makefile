@@ -3,6 +3,9 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# OpenMP threads sleep instead of spinning while they wait: on a busy 2-core machine a
+# spinning partner thread makes torch many times slower.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: run test bench models clean
 
