@@ -21,7 +21,6 @@ results = plan and state.attempt(lambda: (state.current_evaluation(plan), state.
 if not results:
     st.stop()
 evaluation, table = results
-state.record_evaluation(plan)
 with metrics_box:
     controls.metrics_row(evaluation)
 
@@ -32,3 +31,4 @@ state.attempt(lambda: explore.histogram_section(engine, plan, table), "The histo
 st.subheader("What changed")
 state.attempt(lambda: explore.flips_section(engine, plan, data, bundle.class_names),
               "The changed predictions could not be listed", HINT)
+state.record_evaluation(plan)  # for Trade-offs' history; after the page so it never delays it

@@ -1,6 +1,7 @@
 """Shared test set-up."""
 
 import pytest
+import torch
 
 
 @pytest.fixture(autouse=True)
@@ -20,3 +21,12 @@ def _entrypoint_runs_every_time(monkeypatch):
         pages_manager.PagesManager.uses_pages_directory = False
 
     monkeypatch.setattr(pages_manager.PagesManager, "__init__", init)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models train faster on one intra-op thread: a second only adds waiting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,12 +22,7 @@ from lightviz.quant import code_range, dequantize, quantize
 from lightviz.specs import ActivationSpec, LayerConfig, PruneSpec, QuantSpec
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

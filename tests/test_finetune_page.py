@@ -2,7 +2,6 @@
 before/after/float metrics, the point on Trade-offs, keeping the weights and going back."""
 
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 
 from lightviz.ui import registry
@@ -12,13 +11,7 @@ from lightviz.ui.format import percent
 TIMEOUT = 180
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: a second intra-op thread only adds waiting (see tests/test_finetune.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _button(at: AppTest, label: str):
