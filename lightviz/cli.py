@@ -164,7 +164,7 @@ def _load(args: argparse.Namespace):
     else:
         if args.image_size or args.mean or args.std:
             raise UsageError("--image-size, --mean and --std apply to an image folder given with --data")
-        data = datasets.subset(datasets.eval_data_for(bundle), max_samples)
+        data = datasets.eval_data_for(bundle, max_samples)
         userdata.check_data(bundle, data)
     return bundle, data
 
@@ -249,7 +249,9 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", help="resize images to this: N or H,W (default: the model's input size)")
     parser.add_argument("--mean", help="per-channel mean to subtract from images in [0, 1], e.g. 0.485,0.456,0.406")
     parser.add_argument("--std", help="per-channel std to divide images by, e.g. 0.229,0.224,0.225")
-    parser.add_argument("--max-samples", type=int, help="evaluate on a seeded random subset of this many samples")
+    parser.add_argument("--max-samples", type=int,
+                        help="evaluate on a seeded random subset of this many samples "
+                             "(models without a dataset: this many generated inputs; default 32)")
 
 
 def _plan_flags(parser: argparse.ArgumentParser, sweepable: bool) -> None:

@@ -205,13 +205,15 @@ def subset(data: EvalData, n: int | None, seed: int = 0) -> EvalData:
     )
 
 
-def eval_data_for(bundle) -> EvalData:
+def eval_data_for(bundle, n: int | None = None) -> EvalData:
     """The evaluation data a model is reported on: the digits test split for the samples,
     generated inputs of the model's input shape (fidelity only) for anything else.
 
     Args:
         bundle: a `lightviz.zoo.ModelBundle`.
+        n: how many samples: a seeded subset of the test split (all of it when None or
+            larger), or the number of generated inputs (default GENERATED_SAMPLES).
     """
     if bundle.dataset == "digits":
-        return digits_split()[1]
-    return generated_inputs(tuple(bundle.input_shape), n=GENERATED_SAMPLES)
+        return subset(digits_split()[1], n)
+    return generated_inputs(tuple(bundle.input_shape), n=GENERATED_SAMPLES if n is None else n)

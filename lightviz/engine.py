@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -30,7 +31,10 @@ from lightviz.size import SizeBreakdown, state_bytes, weight_size
 from lightviz.specs import LayerConfig, Plan, PruneSpec, QuantSpec
 
 CACHE_BYTES = 512 * 2**20
-EVAL_BATCH = 256
+EVAL_BATCH = 256  # most samples per forward pass...
+BATCH_VALUES = 2**22  # ...and at most this many input values (16 MiB of float32), for big inputs
+
+Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is being done)
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,11 +106,21 @@ class Engine:
 
     # --- per layer ---------------------------------------------------------------------
 
-    def compress_layers(self, plan: Plan) -> dict[str, LayerResult]:
-        """Every layer's result under `plan`, reusing cached layers."""
+    def compress_layers(self, plan: Plan, progress: Callable[[int, int], None] | None = None
+                        ) -> dict[str, LayerResult]:
+        """Every layer's result under `plan`, reusing cached layers.
+
+        Args:
+            progress: called with (layers done, layers) after each layer.
+        """
         self._check_overrides(plan)
         counts = self._global_counts(plan)
-        return {layer.name: self._layer(layer, plan, counts.get(layer.name)) for layer in self.layers}
+        results = {}
+        for layer in self.layers:
+            results[layer.name] = self._layer(layer, plan, counts.get(layer.name))
+            if progress is not None:
+                progress(len(results), len(self.layers))
+        return results
 
     def compress_layer(self, plan: Plan, name: str) -> LayerResult:
         """One layer's result under `plan`."""
@@ -228,32 +242,54 @@ class Engine:
         rest = state_bytes({key: value for key, value in state.items() if key not in covered})
         return rest + sum(result.size.total_bytes for result in results.values())
 
-    def logits(self, plan: Plan | None, data: EvalData) -> torch.Tensor:
+    def logits(self, plan: Plan | None, data: EvalData,
+               progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Logits of the compressed model (or the float one for plan=None) on data.x; cached.
 
         Activation ranges, when the plan quantizes activations, are calibrated on
         `activations.calibration_inputs(data)`: the training split for the digits test split,
         else the first batches of data.x.
+
+        Args:
+            progress: called with (samples done, samples) after each batch that runs.
         """
-        key = (plan, id(data))
-        with self._lock:
-            if key in self._logits:
-                self._logits.move_to_end(key)
-                return self._logits[key]
+        cached = self.cached_logits(plan, data)
+        if cached is not None:
+            return cached
         if plan is None:
             model = self.model
         else:
             model = self.compress(plan, calibration_inputs(data) if plan.activations is not None else None)
-        out = run_model(model, data.x)
+        out = run_model(model, data.x, progress=progress)
         with self._lock:
-            self._logits[key] = out
+            self._logits[(plan, id(data))] = (data, out)  # holding data keeps its id from being reused
             while len(self._logits) > 64:
                 self._logits.popitem(last=False)
         return out
 
-    def evaluate(self, plan: Plan, data: EvalData) -> Evaluation:
-        """Accuracy, fidelity to the float model, and size of `plan` on `data`."""
-        results = self.compress_layers(plan)
+    def cached_logits(self, plan: Plan | None, data: EvalData) -> torch.Tensor | None:
+        """The logits `logits(plan, data)` would return when they are cached, else None."""
+        key = (plan, id(data))
+        with self._lock:
+            entry = self._logits.get(key)
+            if entry is None or entry[0] is not data:
+                return None
+            self._logits.move_to_end(key)
+            return entry[1]
+
+    def evaluate(self, plan: Plan, data: EvalData, progress: Progress | None = None) -> Evaluation:
+        """Accuracy, fidelity to the float model, and size of `plan` on `data`.
+
+        Args:
+            progress: called with (fraction done, what is running) while layers are compressed
+                and while the float and compressed models run (passes already cached are skipped).
+        """
+        passes = [(p, what) for p, what in ((None, "float"), (plan, "compressed"))
+                  if self.cached_logits(p, data) is None]
+        stages = _Stages(progress, [0.1] + [1.0] * len(passes))
+        results = self.compress_layers(plan, stages.reporter(0, "Compressing layers", "layers"))
+        for index, (p, what) in enumerate(passes, start=1):
+            self.logits(p, data, stages.reporter(index, f"Running the {what} model", "samples"))
         reference, test = self.logits(None, data), self.logits(plan, data)
         labeled = data.y is not None
         n_weights = sum(r.size.n_weights for r in results.values())
@@ -302,10 +338,49 @@ LAYER_COLUMNS = [
 ]
 
 
-def run_model(model: nn.Module, x: torch.Tensor, batch: int = EVAL_BATCH) -> torch.Tensor:
-    """Logits of `model` on `x`, in batches, without gradients."""
+def eval_batch_size(x: torch.Tensor) -> int:
+    """Samples per forward pass over `x`: EVAL_BATCH, fewer for big inputs (memory, progress).
+
+    >>> eval_batch_size(torch.zeros(1000, 1, 8, 8)), eval_batch_size(torch.zeros(64, 3, 224, 224))
+    (256, 27)
+    """
+    per_sample = max(x[0].numel(), 1) if len(x) else 1
+    return max(1, min(EVAL_BATCH, BATCH_VALUES // per_sample))
+
+
+def run_model(model: nn.Module, x: torch.Tensor, batch: int | None = None,
+              progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Logits of `model` on `x`, in batches (default `eval_batch_size(x)`), without gradients.
+
+    Args:
+        progress: called with (samples done, samples) after each batch.
+    """
+    batch = batch or eval_batch_size(x)
+    outputs = []
     with torch.inference_mode():
-        return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)]).float()
+        for start in range(0, len(x), batch):
+            outputs.append(model(x[start:start + batch]))
+            if progress is not None:
+                progress(min(start + batch, len(x)), len(x))
+    return torch.cat(outputs).float()
+
+
+class _Stages:
+    """Turns the (done, total) counts of consecutive stages into one overall Progress;
+    each stage counts for its weight (compressing layers is quick next to a forward pass)."""
+
+    def __init__(self, progress: Progress | None, weights: list[float]) -> None:
+        self.progress, self.weights = progress, weights
+
+    def reporter(self, index: int, what: str, unit: str) -> Callable[[int, int], None] | None:
+        if self.progress is None:
+            return None
+        before, total_weight = sum(self.weights[:index]), sum(self.weights)
+
+        def report(done: int, total: int) -> None:
+            fraction = (before + self.weights[index] * done / max(total, 1)) / total_weight
+            self.progress(fraction, f"{what}: {done:,} of {total:,} {unit}")
+        return report
 
 
 def uniform_plan(bits: int | None = 8, scheme: str = "symmetric", granularity: str = "channel",

@@ -48,7 +48,7 @@ from torch.func import functional_call
 
 from lightviz.activations import InputFakeQuant, InputQParams, calibration_inputs
 from lightviz.data import EvalData
-from lightviz.engine import EVAL_BATCH, Engine, LayerResult
+from lightviz.engine import Engine, LayerResult, eval_batch_size
 from lightviz.metrics import accuracy
 from lightviz.quant import choose_qparams, code_range, fake_quantize
 from lightviz.specs import ActivationSpec, Plan
@@ -145,10 +145,11 @@ def finetune(model: nn.Module, plan: Plan, train: EvalData, test: EvalData, *, e
 
         def evaluate() -> float:
             inputs.calibrate()  # for this evaluation and the next epoch
+            batch = eval_batch_size(test.x)
             with torch.inference_mode():
                 weights = fake_weights(student, layers, straight_through=False)
-                logits = torch.cat([functional_call(student, weights, (test.x[i:i + EVAL_BATCH],))
-                                    for i in range(0, len(test), EVAL_BATCH)])
+                logits = torch.cat([functional_call(student, weights, (test.x[i:i + batch],))
+                                    for i in range(0, len(test), batch)])
             return accuracy(logits, test.y)
 
         with inputs:

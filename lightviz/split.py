@@ -30,7 +30,8 @@ import torch
 from torch import fx, nn
 from torch.func import functional_call
 
-EVAL_BATCH = 256  # as engine.run_model
+from lightviz.engine import eval_batch_size
+
 _INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
                       operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor}
 _FRESH_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
@@ -44,14 +45,15 @@ class PrefixCache:
         model: a private model (the engine's float copy); it is traced, not modified.
         x: inputs (N, ...).
         layers: names of call_module targets to split at.
-        batch: batch size of the passes (as engine.run_model, for bit-identical logits).
+        batch: batch size of the passes; default `eval_batch_size(x)`, as engine.run_model,
+                for bit-identical logits.
 
     Raises:
         Exception: whatever torch.fx raises for an untraceable model; or ValueError when the
             graph has not exactly one input or a layer is never called.
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, layers: list[str], batch: int = EVAL_BATCH) -> None:
+    def __init__(self, model: nn.Module, x: torch.Tensor, layers: list[str], batch: int | None = None) -> None:
         self.module = fx.symbolic_trace(model)
         self.nodes = list(self.module.graph.nodes)
         self.modules = dict(self.module.named_modules())
@@ -68,6 +70,7 @@ class PrefixCache:
         self.live = {layer: [n for n in self.nodes[:i] if self.last_use[n] >= i and n.op != "get_attr"]
                      for layer, i in self.start.items()}
         self.copied = {layer: self._mutated_in_tail(layer) for layer in self.start}
+        batch = batch or eval_batch_size(x)
         self.batches = [x[i:i + batch] for i in range(0, len(x), batch)]
         self.snapshots: dict[str, list[dict[fx.Node, torch.Tensor]]] = {layer: [] for layer in self.start}
         with torch.inference_mode():

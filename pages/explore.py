@@ -16,12 +16,12 @@ engine, data, bundle = state.current_engine(), state.current_data(), state.curre
 
 st.subheader("Layers")
 plan = state.attempt(lambda: explore.layer_editor(engine), "The layer table could not be built", HINT)
-results = plan and state.attempt(lambda: (state.current_evaluation(plan), state.current_layer_table(plan)),
-                                 "This plan could not be evaluated", HINT)
-if not results:
-    st.stop()
-evaluation, table = results
-with metrics_box:
+with metrics_box:  # the progress bar of a long evaluation, then the numbers, show at the top
+    results = plan and state.attempt(lambda: (state.current_evaluation(plan), state.current_layer_table(plan)),
+                                     "This plan could not be evaluated", HINT)
+    if not results:
+        st.stop()
+    evaluation, table = results
     controls.metrics_row(evaluation)
 
 explore.layer_charts(table)

@@ -184,3 +184,46 @@ def test_tradeoffs_sweep_draws_every_point_and_offers_csv(reference):
     assert "sqnr" in json.dumps(json.loads(at.get("plotly_chart")[1].proto.spec)["layout"]["yaxis"]).lower()
     at.run()  # results are kept, not recomputed
     assert len(json.loads(at.get("plotly_chart")[0].proto.spec)["data"]) == len(spec["data"])
+
+
+def test_evaluation_samples_subset_the_data_and_keep_history_apart(reference):
+    at = _app()
+    at.select_slider(key="bits").set_value(4).run()
+    at.sidebar.number_input(key="eval_size_input").set_value(100).run()
+    _clean(at)
+    engine, data = reference("digits-cnn")
+    small = datasets.subset(data, 100)
+    evaluation = engine.evaluate(uniform_plan(bits=4), small)
+    assert _metrics(at)["Accuracy"] == percent(evaluation.accuracy)
+    assert f"Float accuracy **{percent(evaluation.float_accuracy)}**" in at.sidebar.markdown[0].value
+    assert any("random subset of 100 of 450 samples" in caption.value for caption in at.sidebar.caption)
+    assert {row["data"] for row in at.session_state["history"]} == {data.description, small.description}
+    at.sidebar.number_input(key="eval_size_input").set_value(450).run()  # all of it again
+    _clean(at)
+    assert at.session_state["eval_sizes"] == {"digits-cnn": None}
+    _expect(at, reference, "digits-cnn", uniform_plan(bits=4))
+
+
+def test_large_model_shows_evaluation_progress_and_generates_the_chosen_count(monkeypatch):
+    from streamlit.delta_generator import DeltaGenerator
+
+    from lightviz.ui import state
+
+    shown, original = [], DeltaGenerator.progress
+
+    def progress(self, value, text=None):
+        shown.append(text)
+        return original(self, value, text=text)
+
+    monkeypatch.setattr(DeltaGenerator, "progress", progress)
+    monkeypatch.setattr(state, "PROGRESS_DELAY_S", 0.0)
+    at = _app(model="resnet18")
+    at.sidebar.number_input(key="eval_size_input").set_value(6).run()
+    _clean(at)
+    assert any("6 generated standard-normal inputs" in caption.value for caption in at.sidebar.caption)
+    assert "Running the compressed model: 6 of 6 samples" in shown
+    assert "Running the float model: 6 of 6 samples" in shown
+    assert not at.get("progress")  # the bar goes once the numbers are there
+    bundle = zoo.load_model("resnet18")
+    evaluation = Engine(bundle.model).evaluate(Plan(), datasets.eval_data_for(bundle, 6))
+    assert _metrics(at)["Agreement with float"] == percent(evaluation.agreement)

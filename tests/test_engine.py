@@ -7,7 +7,7 @@ from torch.nn.utils import prune as torch_prune
 
 from lightviz import zoo
 from lightviz.data import EvalData, digits_split
-from lightviz.engine import Engine, run_model, uniform_plan
+from lightviz.engine import Engine, eval_batch_size, run_model, uniform_plan
 from lightviz.layers import find_layers
 from lightviz.specs import LayerConfig, Plan, PruneSpec, QuantSpec
 
@@ -169,6 +169,43 @@ def test_unlabeled_data_reports_fidelity_only():
     evaluation = engine.evaluate(uniform_plan(3), data)
     assert evaluation.accuracy is None and evaluation.float_accuracy is None
     assert 0.0 <= evaluation.agreement <= 1.0 and evaluation.kl >= 0.0
+
+
+def test_evaluate_reports_progress_through_each_stage_it_runs():
+    engine = Engine(fresh("digits-mlp"))
+    data = EvalData(x=torch.rand(600, 1, 8, 8), y=torch.randint(0, 10, (600,)), name="r", description="random")
+    calls = []
+    first = engine.evaluate(uniform_plan(4), data, progress=lambda fraction, text: calls.append((fraction, text)))
+    fractions = [fraction for fraction, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0) and fractions[0] > 0
+    texts = [text for _, text in calls]
+    assert texts[0] == f"Compressing layers: 1 of {len(engine.layers)} layers"
+    assert "Running the float model: 256 of 600 samples" in texts  # batches of eval_batch_size
+    assert texts[-1] == "Running the compressed model: 600 of 600 samples"
+    calls.clear()  # the float pass is cached now: only the new plan's pass runs
+    engine.evaluate(uniform_plan(3), data, progress=lambda fraction, text: calls.append((fraction, text)))
+    assert not any("float" in text for _, text in calls) and calls[-1][1].startswith("Running the compressed")
+    assert engine.evaluate(uniform_plan(4), data) == first  # same numbers with or without a callback
+
+
+def test_logits_cache_is_per_data_object_not_per_content():
+    engine = Engine(fresh("digits-mlp"))
+    a = EvalData(x=torch.rand(8, 1, 8, 8), y=None, name="a", description="a")
+    b = EvalData(x=a.x.clone(), y=None, name="a", description="a")
+    logits = engine.logits(uniform_plan(4), a)
+    assert engine.cached_logits(uniform_plan(4), a) is logits
+    assert engine.cached_logits(uniform_plan(4), b) is None and engine.cached_logits(None, a) is None
+
+
+def test_run_model_batches_big_inputs_and_reports_samples():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 128 * 128, 5)).eval()
+    x = torch.randn(300, 3, 128, 128)
+    seen = []
+    out = run_model(model, x, progress=lambda done, total: seen.append((done, total)))
+    batch = eval_batch_size(x)
+    assert batch == 85 and len(seen) == 4 and seen[-1] == (300, 300)
+    with torch.inference_mode():
+        assert torch.equal(out, torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)]))
 
 
 def test_plan_json_round_trip_and_validation():

@@ -177,8 +177,9 @@ def _show_allocation(result: mixed.Allocation, uniform) -> None:
 def _apply(result: mixed.Allocation, label: str) -> None:
     """Button callback: make the plan current and add it to the history the Trade-offs chart draws."""
     state.set_plan(result.plan)
-    row = sweep.plan_row(state.current_engine(), state.current_data(), result.plan, label=label)
-    state.record_history({"model": state.current_name(), **row})
+    data = state.current_data()
+    row = sweep.plan_row(state.current_engine(), data, result.plan, label=label)
+    state.record_history({"model": state.current_name(), "data": data.description, **row})
     st.session_state.mixed_applied = True
 
 

@@ -9,6 +9,8 @@ from lightviz.ui import registry, state, uploads
 from lightviz.ui.format import bytes_text, human_bytes, percent
 
 MODEL_PICKER_KEY = "model_picker"
+EVAL_SIZE_INPUT = "eval_size_input"
+GENERATED_VALUES = 2**27  # generated inputs stay under 512 MiB of float32
 
 
 def _model_options() -> list[str]:
@@ -47,13 +49,14 @@ def render() -> bool:
                           "only fidelity to the float model means something. Large ones take a while to build.")
         uploads.render()
         try:
+            _eval_size_input()
             bundle, engine, data = state.current_bundle(), state.current_engine(), state.current_data()
         except Exception as error:  # noqa: BLE001 - never a traceback: say what to do
             st.error(f"Could not load {state.current_name()}: {error}. Pick another model.")
             return False
         st.caption(bundle.description)
         if data.labeled:
-            accuracy = percent(metrics.accuracy(engine.logits(None, data), data.y))
+            accuracy = percent(metrics.accuracy(state.float_logits(), data.y))
         else:
             accuracy = "n/a (no labels: fidelity only)"
         n_weights = sum(layer.n_weights for layer in engine.layers)
@@ -68,3 +71,26 @@ def render() -> bool:
         else:
             st.caption(f"Fidelity only: {bundle.note}. Data: {data.description}.")
     return True
+
+
+def _eval_size_input() -> None:
+    """How many samples every evaluation uses: a seeded subset of the data, or how many inputs
+    to generate for a model without a dataset. Fewer samples keep a large model responsive."""
+    full = state.full_data()
+    default = len(full)
+    if state.generated_data():
+        largest = max(default, GENERATED_VALUES // max(full.x[0].numel(), 1))
+        help_text = (f"How many generated inputs to run (default {default}). More give steadier "
+                     "fidelity numbers; each costs a forward pass of the float and the compressed model.")
+    else:
+        largest = default
+        help_text = (f"A seeded random subset of the {default:,} samples (all by default). Fewer samples "
+                     "keep a large model responsive; accuracy then moves in coarser steps.")
+    st.session_state[EVAL_SIZE_INPUT] = min(state.eval_size() or default, largest)
+    st.number_input("Evaluation samples", min_value=1, max_value=largest, key=EVAL_SIZE_INPUT,
+                    on_change=_on_eval_size, args=(default,), help=help_text)
+
+
+def _on_eval_size(default: int) -> None:
+    n = int(st.session_state[EVAL_SIZE_INPUT])
+    state.set_eval_size(None if n == default else n)

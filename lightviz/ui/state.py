@@ -7,6 +7,8 @@ written from the Plan before they render and read back into a new Plan when they
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import replace
 
 import streamlit as st
@@ -21,6 +23,9 @@ from lightviz.ui import registry
 
 DEFAULT_MODEL = "digits-cnn"
 USER_DATA_KEY = "user_data"  # {model name: EvalData the user uploaded for it}
+EVAL_SIZE_KEY = "eval_sizes"  # {model name: samples to evaluate on; absent: all, or the default count}
+GENERATED_MAX = 4096  # most generated inputs (models without a dataset)
+PROGRESS_DELAY_S = 0.3  # evaluations faster than this show no progress bar
 HISTORY_LIMIT = 200
 
 # widget key -> (where in the plan, field)
@@ -52,9 +57,10 @@ def load_engine(name: str) -> Engine:
     return Engine(load_bundle(name).model)
 
 
-@st.cache_resource(show_spinner=False)
-def load_eval_data(name: str) -> datasets.EvalData:
-    return datasets.eval_data_for(load_bundle(name))
+@st.cache_resource(show_spinner=False, max_entries=32)
+def load_eval_data(name: str, n: int | None = None) -> datasets.EvalData:
+    """The model's default data (data.eval_data_for), `n` samples of it; one object per (name, n)."""
+    return datasets.eval_data_for(load_bundle(name), n)
 
 
 # --- session state -----------------------------------------------------------------------
@@ -126,10 +132,59 @@ def current_engine() -> Engine:
     return load_engine(current_name())
 
 
-def current_data() -> datasets.EvalData:
+def full_data() -> datasets.EvalData:
     """The data uploaded for the current model in this session, else its default data."""
     uploaded = st.session_state.get(USER_DATA_KEY, {}).get(current_name())
     return uploaded if uploaded is not None else load_eval_data(current_name())
+
+
+def current_data() -> datasets.EvalData:
+    """What the current model is evaluated on: `full_data()`, cut to the chosen size.
+
+    The same object comes back while nothing changes, so the engine's logits cache hits.
+    """
+    name, n = current_name(), eval_size()
+    uploaded = st.session_state.get(USER_DATA_KEY, {}).get(name)
+    if uploaded is None:
+        return load_eval_data(name, n)
+    subsets = st.session_state.setdefault("user_data_subsets", {})  # {model name: (full, n, subset)}
+    kept = subsets.get(name)
+    if kept is None or kept[0] is not uploaded or kept[1] != n:
+        kept = subsets[name] = (uploaded, n, datasets.subset(uploaded, n))
+    return kept[2]
+
+
+def generated_data() -> bool:
+    """True when the current model is evaluated on generated inputs (no dataset, no upload)."""
+    return full_data().name == "generated"
+
+
+def eval_size() -> int | None:
+    """Samples the current model is evaluated on; None: all of its data (generated: the default)."""
+    return st.session_state.get(EVAL_SIZE_KEY, {}).get(current_name())
+
+
+def set_eval_size(n: int | None) -> None:
+    st.session_state.setdefault(EVAL_SIZE_KEY, {})[current_name()] = n
+
+
+@contextmanager
+def progress_bar(delay_s: float | None = None):
+    """A progress callback (fraction, text) for Engine.evaluate, shown here once work takes longer
+    than `delay_s` (default PROGRESS_DELAY_S). Each update also lets Streamlit stop a run the user
+    has made obsolete."""
+    delay_s = PROGRESS_DELAY_S if delay_s is None else delay_s
+    slot, start, shown = st.empty(), time.perf_counter(), False
+
+    def report(fraction: float, text: str) -> None:
+        nonlocal shown
+        if shown or time.perf_counter() - start > delay_s:
+            slot.progress(min(max(fraction, 0.0), 1.0), text=text)
+            shown = True
+    try:
+        yield report
+    finally:
+        slot.empty()
 
 
 def set_plan(plan: Plan) -> None:
@@ -228,11 +283,14 @@ def on_widget_change() -> None:
 def record_history(row: dict) -> None:
     """Remember a configuration the user tried (one row per distinct plan and model)."""
     history = st.session_state.history
-    key = (row.get("model"), row.get("plan"))
-    if history and (history[-1].get("model"), history[-1].get("plan")) == key:
+    if history and _history_key(history[-1]) == _history_key(row):
         return
     history.append(row)
     del history[:-HISTORY_LIMIT]
+
+
+def _history_key(row: dict) -> tuple:
+    return row.get("model"), row.get("data"), row.get("plan")
 
 
 # --- per-layer overrides (the layer table) -------------------------------------------------
@@ -300,8 +358,17 @@ def current_layer_table(plan: Plan | None = None):
 
 
 def current_evaluation(plan: Plan | None = None):
-    """engine.evaluate of the plan (default: the current one) on the model's evaluation data."""
-    return current_engine().evaluate(plan or current_plan(), current_data())
+    """engine.evaluate of the plan (default: the current one) on the model's evaluation data,
+    with a progress bar here while it takes long."""
+    with progress_bar() as progress:
+        return current_engine().evaluate(plan or current_plan(), current_data(), progress)
+
+
+def float_logits():
+    """The float model's logits on the evaluation data, with a progress bar here while it takes long."""
+    with progress_bar() as progress:
+        return current_engine().logits(None, current_data(), lambda done, total: progress(
+            done / total, f"Running the float model: {done:,} of {total:,} samples"))
 
 
 def attempt(compute, what: str, hint: str):
@@ -317,7 +384,7 @@ def attempt(compute, what: str, hint: str):
 
 def record_evaluation(plan: Plan) -> None:
     """Add the plan to the session's history (Trade-offs draws it), once per distinct plan."""
-    history, name = st.session_state.history, current_name()
-    if history and (history[-1].get("model"), history[-1].get("plan")) == (name, plan.to_json()):
+    history, name, data = st.session_state.history, current_name(), current_data()
+    if history and _history_key(history[-1]) == (name, data.description, plan.to_json()):
         return
-    record_history({"model": name, **plan_row(current_engine(), current_data(), plan)})
+    record_history({"model": name, "data": data.description, **plan_row(current_engine(), data, plan)})

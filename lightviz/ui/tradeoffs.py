@@ -72,12 +72,14 @@ def run(chosen: dict) -> None:
     bar.empty()
     quant = base.default.quant
     st.session_state.setdefault("sweeps", {})[state.current_name()] = {
-        "results": results, "curves": curves,
+        "results": results, "curves": curves, "data": data.description,
         "curve_settings": f"{quant.scheme}, per {quant.granularity}, {quant.range_method} range, no pruning"}
 
 
 def current_sweep() -> dict | None:
-    return st.session_state.get("sweeps", {}).get(state.current_name())
+    """The last sweep of the current model, when it ran on the data in use now."""
+    found = st.session_state.get("sweeps", {}).get(state.current_name())
+    return found if found and found["data"] == state.current_data().description else None
 
 
 def _on_point_select() -> None:
@@ -102,7 +104,8 @@ def tradeoff_chart() -> None:
     results = found["results"] if found else None
     history = pd.DataFrame(st.session_state.history)
     if len(history):
-        history = history[history["model"] == state.current_name()].reset_index(drop=True)
+        same = (history["model"] == state.current_name()) & (history["data"] == data.description)
+        history = history[same].reset_index(drop=True)
     st.session_state.tradeoff_sources = {"sweep": results if results is not None else pd.DataFrame(),
                                          "history": history}
     float_y = evaluation.float_accuracy if data.labeled else 1.0

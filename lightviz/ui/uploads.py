@@ -44,13 +44,16 @@ def render() -> None:
                                    help="0 keeps the model's input size")
             mean = st.text_input("Mean per channel (zip only)", value="", placeholder="e.g. 0.485, 0.456, 0.406")
             std = st.text_input("Std per channel (zip only)", value="", placeholder="e.g. 0.229, 0.224, 0.225")
-            subset = st.number_input("Evaluate on at most (samples)", min_value=0, value=0,
-                                     help="0: all. A random, seeded subset keeps big models responsive.")
+            subset = st.number_input("Load at most (samples)", min_value=0, value=0,
+                                     help="0: all. A seeded random subset; big image sets take memory "
+                                          "(1,000 images of 3x224x224 take 600 MB). Evaluation samples, "
+                                          "below, can use fewer still.")
             if st.form_submit_button("Load data") and data is not None:
                 _load_data(data, size, mean, std, subset)
         if st.session_state.get(DATA_KEY, {}).get(state.current_name()) is not None:
             if st.button("Use the default data again"):
                 st.session_state[DATA_KEY].pop(state.current_name(), None)
+                state.set_eval_size(None)
                 st.rerun()
 
 
@@ -81,6 +84,7 @@ def _load_data(upload, size: int, mean: str, std: str, subset: int) -> None:
         st.error(f"Could not use {upload.name}: {_sentence(error)} The previous data is still in use.")
         return
     st.session_state.setdefault(DATA_KEY, {})[state.current_name()] = data
+    state.set_eval_size(None)  # all of the new data
     st.rerun()
 
 
