@@ -70,7 +70,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     bundle, data = _load(args)
     plan = cli_analysis.apply_activation_flags(plan_from_args(args), args)
     engine = Engine(bundle.model)
-    evaluation = engine.evaluate(plan, data)
+    evaluation = engine.evaluate(plan, data, _terminal_progress())
     table = engine.layer_table(plan)
     report = {
         "model": bundle.name, "data": data.description, "note": bundle.note,
@@ -148,6 +148,17 @@ def plan_from_args(args: argparse.Namespace, with_default_flags: bool = True) ->
     if getattr(args, "global_prune", False):
         plan = replace(plan, global_prune=True)
     return plan
+
+
+def _terminal_progress():
+    """A progress callback drawing one updating line on stderr, or None when stderr is no terminal."""
+    if not sys.stderr.isatty():
+        return None
+
+    def report(fraction: float, text: str) -> None:
+        end = "\n" if fraction >= 1.0 else ""
+        print(f"\r\033[K{fraction:4.0%} {text}", end=end, file=sys.stderr, flush=True)
+    return report
 
 
 def _load(args: argparse.Namespace):

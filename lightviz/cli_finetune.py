@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     bundle, test = cli._load(args)
     train = _train_data(args, bundle)
     plan = cli_analysis.apply_activation_flags(cli.plan_from_args(args), args)
-    Engine(bundle.model)._check_overrides(plan)
+    Engine(bundle.model).check_plan(plan)
     result = finetune(bundle.model, plan, train, test, teacher=bundle.model if args.distill else None,
                       progress=_echo(args), **_settings(args))
     report = {"model": bundle.name, "train_data": train.description, "test_data": test.description,

@@ -113,7 +113,7 @@ class Engine:
         Args:
             progress: called with (layers done, layers) after each layer.
         """
-        self._check_overrides(plan)
+        self.check_plan(plan)
         counts = self._global_counts(plan)
         results = {}
         for layer in self.layers:
@@ -124,7 +124,7 @@ class Engine:
 
     def compress_layer(self, plan: Plan, name: str) -> LayerResult:
         """One layer's result under `plan`."""
-        self._check_overrides(plan)
+        self.check_plan(plan)
         if name not in self.by_name:
             raise ValueError(f"no compressible layer named {name!r}")
         return self._layer(self.by_name[name], plan, self._global_counts(plan).get(name))
@@ -187,7 +187,8 @@ class Engine:
         weights = [self.reference_weight(name, plan.fold_bn)[0] for name in names]
         return dict(zip(names, global_prune_counts(weights, spec.sparsity)))
 
-    def _check_overrides(self, plan: Plan) -> None:
+    def check_plan(self, plan: Plan) -> None:
+        """Raise ValueError when `plan` overrides a layer this model does not have."""
         unknown = [name for name, _ in plan.overrides if name not in self.by_name]
         if unknown:
             raise ValueError(f"plan overrides layers this model does not have: {unknown}; "

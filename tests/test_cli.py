@@ -97,3 +97,14 @@ def test_python_dash_m_bad_flag_has_no_traceback():
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+
+
+def test_cli_evaluate_draws_progress_on_a_terminal_only(capsys, monkeypatch):
+    assert main(["evaluate", "--model", "digits-mlp", "--bits", "4", "--json"]) == 0
+    assert capsys.readouterr().err == ""  # not a terminal: no progress line
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["evaluate", "--model", "digits-mlp", "--bits", "3", "--max-samples", "300", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["n_samples"] == 300
+    assert "Running the float model: 256 of 300 samples" in captured.err
+    assert captured.err.endswith("100% Running the compressed model: 300 of 300 samples\n")

@@ -109,7 +109,7 @@ def init_state() -> None:
     if "plan" in params:
         try:
             plan = plan_from_token(params["plan"])
-            load_engine(ss.model_name)._check_overrides(plan)
+            load_engine(ss.model_name).check_plan(plan)
             ss.plan = checked(plan)
         except ValueError as error:
             ss.link_error = f"The link's plan could not be used ({error}); showing the default plan."
