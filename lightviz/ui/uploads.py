@@ -16,6 +16,7 @@ from lightviz.ui import registry, state
 DATA_KEY = state.USER_DATA_KEY
 MODEL_TYPES = ["safetensors", "pt", "pth", "pt2", "bin"]
 DATA_TYPES = ["npz", "zip"]
+APP_TRUST_HINT = 'loading it can run arbitrary code; tick "Trust code in this file" only for files you made or fully trust'
 
 
 def render() -> None:
@@ -63,8 +64,8 @@ def _load_model(upload, arch: str | None, trust: bool) -> None:
             bundle = loading.load_user_model(upload, upload.name, arch, trust_code=trust)
             name = registry.register_upload(bundle)
             state.load_engine(name)  # builds the engine: a model with no compressible layer fails here
-    except loading.UntrustedCodeError as error:
-        st.error(f"{error} {TRUST_HINT if TRUST_HINT not in str(error) else ''}".strip())
+    except loading.UntrustedCodeError as error:  # the library's hint names the CLI flag
+        st.error(f"{_sentence(str(error).replace(TRUST_HINT, APP_TRUST_HINT))} Still showing {state.current_name()}.")
         return
     except (ValueError, OSError, RuntimeError) as error:
         st.error(f"Could not load {upload.name}: {_sentence(error)} Still showing {state.current_name()}.")
@@ -102,6 +103,6 @@ def _classes_text(names: tuple[str, ...]) -> str:
     return shown + (f", … ({len(names) - 8} more)" if len(names) > 8 else "")
 
 
-def _sentence(error: Exception) -> str:
+def _sentence(error: Exception | str) -> str:
     text = str(error).strip()
     return text if text.endswith((".", "!", "?")) else text + "."
