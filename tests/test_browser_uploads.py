@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,14 @@ def test_safetensors_weights_become_the_current_model(server, page, tmp_path, de
     assert f"Float accuracy {float_accuracy}" in sidebar.inner_text()
     assert metric_value(page, "Accuracy") == accuracy
     sidebar_screenshot(page, sidebar, "sidebar-uploaded-model.png")
+    sidebar.get_by_role("link", name="Trade-offs").click()  # the other pages work on it too
+    expect(page.get_by_role("heading", name="Trade-offs").first).to_be_visible(timeout=WAIT_MS)
+    expect(page).to_have_url(re.compile(r"/tradeoffs\?"), timeout=WAIT_MS)
+    settle(page)
+    assert_no_exception(page, "Trade-offs of the uploaded model")
+    assert page.locator(ERROR).count() == 0, page.locator(ERROR).all_inner_texts()
+    expect(page.locator("[data-testid='stPlotlyChart']").first).to_be_visible(timeout=WAIT_MS)
+    assert "model=upload" in page.url and model_shown(sidebar) == "my_cnn.safetensors (digits-cnn) · uploaded"
 
 
 def test_npz_becomes_the_data_and_bad_labels_keep_it(server, page, tmp_path, default_accuracy):
