@@ -3,7 +3,7 @@ its calibrated input activations (what the Sensitivity page draws; no Streamlit 
 
 Per tensor, for each of minmax / percentile / mse / entropy: the clip range it picks, the
 scale and zero-point that follow, and the squared error split into clipping (values outside
-the range saturate) and rounding (`learn.method_ranges`). Activations are the values
+the range saturate) and rounding (`clipping.method_ranges`). Activations are the values
 calibration recorded at the layer's input (`Engine.activation_stats`).
 
 >>> table = compare_ranges(torch.linspace(-1, 1, 201), bits=4, scheme="symmetric")
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lightviz import learn
+from lightviz import clipping, learn
 from lightviz.activations import InputStats, calibration_inputs
 from lightviz.data import EvalData
 from lightviz.engine import Engine
@@ -81,7 +81,7 @@ def activation_stats(engine: Engine, plan: Plan, data: EvalData,
 def compare_ranges(values: torch.Tensor, bits: int, scheme: str, percentile: float = 99.99) -> pd.DataFrame:
     """One row per range method (per tensor): lo, hi, scale, zero_point, clipped_fraction,
     clip_mse, round_mse, mse, ratio (range width / min-max width), sqnr_db."""
-    table = learn.method_ranges(values, bits, scheme, percentile=percentile)
+    table = clipping.method_ranges(values, bits, scheme, percentile=percentile)
     power = float(values.double().pow(2).mean()) if values.numel() else 0.0
     with np.errstate(divide="ignore"):
         table["sqnr_db"] = 10 * np.log10(power / table["mse"].where(table["mse"] > 0, np.nan))
@@ -92,7 +92,7 @@ def value_histogram(values: torch.Tensor, bits: int, scheme: str, lo: float, hi:
                     bins: int = HIST_BINS) -> ValueHistogram:
     """Float `values` and their fake-quantized versions over [lo, hi], pre-binned."""
     spec = QuantSpec(bits=bits, scheme=scheme, granularity="tensor")
-    qparams = learn.range_qparams(lo, hi, spec)
+    qparams = clipping.range_qparams(lo, hi, spec)
     quantized = fake_quantize(values.float(), spec, qparams=qparams)
     lo, hi = learn.covered_range(lo, hi, spec)
     v, q = values.double().numpy(), quantized.double().numpy()

@@ -3,7 +3,7 @@
 import streamlit as st
 import torch
 
-from lightviz import learn, learn_plots
+from lightviz import clipping, learn, learn_plots
 from lightviz.specs import RANGE_METHOD_HELP, RANGE_METHODS, SCHEMES
 from lightviz.ui import state
 
@@ -52,7 +52,7 @@ def layer_numbers(model: str, layer: str, fold_bn: bool, bits: int, scheme: str,
     steps = learn.layer_steps(weight, bits, scheme, method, engine.by_name[layer].axis, percentile)
     if learn.is_binary(steps.spec):
         return steps, None, None
-    return steps, learn.clip_sweep(weight, bits, scheme), learn.method_ranges(weight, bits, scheme, percentile)
+    return steps, clipping.clip_sweep(weight, bits, scheme), clipping.method_ranges(weight, bits, scheme, percentile)
 
 
 def toy_section() -> tuple[torch.Tensor, int]:
@@ -137,7 +137,7 @@ def layer_sections() -> None:
         return
     ratio = st.slider("clip ratio: the clip range as a fraction of the full min/max range", 0.05, 1.0, 1.0, 0.01,
                       key="learn_clip_ratio")
-    current = learn.clip_at(engine.reference_weight(name, plan.fold_bn)[0], bits, scheme, ratio)
+    current = clipping.clip_at(engine.reference_weight(name, plan.fold_bn)[0], bits, scheme, ratio)
     cols = st.columns(4)
     cols[0].metric("clip range", f"[{current['lo']:.4g}, {current['hi']:.4g}]")
     cols[1].metric("clipped weights", f"{current['clipped_fraction']:.2%}")

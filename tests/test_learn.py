@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.ao.quantization.observer import MinMaxObserver
 
-from lightviz import learn, learn_plots, metrics
+from lightviz import clipping, learn, learn_plots, metrics
 from lightviz.quant import choose_qparams, code_range, fake_quantize
 from lightviz.specs import QuantSpec
 
@@ -132,7 +132,7 @@ def test_wrong_range_excludes_almost_all_weights():
 def test_clip_sweep_tensor_split_sums_to_total(scheme):
     torch.manual_seed(0)
     weight = torch.randn(8, 16, 3, 3) * torch.linspace(0.2, 2.0, 8).reshape(-1, 1, 1, 1)
-    sweep = learn.clip_sweep(weight, bits=4, scheme=scheme)
+    sweep = clipping.clip_sweep(weight, bits=4, scheme=scheme)
     assert sweep["clip_mse"].iloc[-1] == 0.0 and sweep["ratio"].iloc[-1] == 1.0
     assert ((sweep["clip_mse"] + sweep["round_mse"] - sweep["mse"]).abs() <= 1e-12 * sweep["mse"]).all()
     assert sweep["round_mse"].iloc[-1] > sweep["round_mse"].iloc[0]  # a finer step rounds less
@@ -140,9 +140,9 @@ def test_clip_sweep_tensor_split_sums_to_total(scheme):
     # the total is the MSE of fake-quantizing over that range, as the library does it
     spec = learn.toy_spec(4, scheme)
     for row in sweep.iloc[[0, 20, -1]].itertuples():
-        qparams = learn.range_qparams(row.lo, row.hi, spec)
+        qparams = clipping.range_qparams(row.lo, row.hi, spec)
         assert math.isclose(row.mse, metrics.mse(weight, fake_quantize(weight, spec, qparams=qparams)), rel_tol=1e-5)
-    point = learn.clip_at(weight, 4, scheme, float(sweep["ratio"][20]))
+    point = clipping.clip_at(weight, 4, scheme, float(sweep["ratio"][20]))
     assert all(point[key] == sweep[key][20] for key in ("ratio", "lo", "hi", "scale", "clip_mse", "round_mse"))
 
 
@@ -150,7 +150,7 @@ def test_clip_sweep_tensor_split_sums_to_total(scheme):
 def test_method_ranges_tensor_match_choose_qparams(scheme):
     torch.manual_seed(1)
     weight = torch.cat([torch.randn(1000), torch.tensor([12.0, -9.0])])  # two outliers
-    table = learn.method_ranges(weight, bits=4, scheme=scheme, percentile=99.9).set_index("method")
+    table = clipping.method_ranges(weight, bits=4, scheme=scheme, percentile=99.9).set_index("method")
     assert table.loc["minmax", "ratio"] == 1.0 and table.loc["minmax", "clip_mse"] == 0.0
     for method in ("percentile", "mse", "entropy"):
         spec = QuantSpec(bits=4, scheme=scheme, granularity="tensor", range_method=method, percentile=99.9)
@@ -165,11 +165,11 @@ def test_method_ranges_tensor_match_choose_qparams(scheme):
 
 def test_clip_sweep_samples_large_layers():
     weight = torch.randn(3000)
-    sweep = learn.clip_sweep(weight, bits=4, scheme="symmetric", ratios=(0.5, 1.0), sample=1000)
+    sweep = clipping.clip_sweep(weight, bits=4, scheme="symmetric", ratios=(0.5, 1.0), sample=1000)
     assert sweep.attrs["n_evaluated"] == 1000
     assert sweep["hi"].iloc[-1] == float(weight.abs().max())  # the range still comes from every weight
     with pytest.raises(ValueError, match=r"ratios must be numbers in \(0, 1\]"):
-        learn.clip_sweep(weight, bits=4, scheme="symmetric", ratios=(0.0,))
+        clipping.clip_sweep(weight, bits=4, scheme="symmetric", ratios=(0.0,))
 
 
 # --- a real layer -------------------------------------------------------------------------
@@ -201,8 +201,8 @@ def test_figures_have_labeled_axes():
                               percentile=95.0)
     hist = learn_plots.layer_histogram(layer, "fc")
     assert hist.layout.xaxis.title.text == "weight value w" and "count" in hist.layout.yaxis.title.text
-    sweep = learn.clip_sweep(torch.randn(200), 3, "symmetric", ratios=(0.5, 1.0))
-    methods = learn.method_ranges(torch.randn(200), 3, "symmetric")
+    sweep = clipping.clip_sweep(torch.randn(200), 3, "symmetric", ratios=(0.5, 1.0))
+    methods = clipping.method_ranges(torch.randn(200), 3, "symmetric")
     chart = learn_plots.clip_chart(sweep, methods, sweep.iloc[-1].to_dict(), 1.0)
     assert chart.layout.yaxis.type == "log" and "clip ratio" in chart.layout.xaxis.title.text
     mistakes = learn_plots.mistakes_chart(learn.wrong_formula_table(TOY, 8), 8)
