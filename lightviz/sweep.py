@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from lightviz.data import EvalData
-from lightviz.engine import Engine
+from lightviz.engine import Engine, Progress
 from lightviz.specs import Plan, PruneSpec
 
 SWEEP_COLUMNS = [
@@ -41,19 +41,28 @@ def sweep_configs(bits: Iterable[int | None], schemes: Iterable[str], granularit
 
 
 def run_sweep(engine: Engine, data: EvalData, plans: list[Plan],
-              progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-    """Evaluate each plan; one tidy row per configuration (columns SWEEP_COLUMNS)."""
+              progress: Callable[[int, int], None] | None = None,
+              detail: Callable[[int, float, str], None] | None = None) -> pd.DataFrame:
+    """Evaluate each plan; one tidy row per configuration (columns SWEEP_COLUMNS).
+
+    Args:
+        progress: called with (configurations done, configurations) after each one.
+        detail: called with (configuration index, fraction, text) while one is evaluated
+            (Engine.evaluate's progress), for large models where one takes seconds.
+    """
     rows = []
     for i, plan in enumerate(plans):
-        rows.append(plan_row(engine, data, plan))
+        inner = None if detail is None else (lambda fraction, text, i=i: detail(i, fraction, text))
+        rows.append(plan_row(engine, data, plan, progress=inner))
         if progress:
             progress(i + 1, len(plans))
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
 
-def plan_row(engine: Engine, data: EvalData, plan: Plan, label: str | None = None) -> dict:
-    """A sweep row for any plan (uniform or not)."""
-    evaluation = engine.evaluate(plan, data)
+def plan_row(engine: Engine, data: EvalData, plan: Plan, label: str | None = None,
+             progress: Progress | None = None) -> dict:
+    """A sweep row for any plan (uniform or not); `progress` as Engine.evaluate's."""
+    evaluation = engine.evaluate(plan, data, progress)
     quant, prune = plan.default.quant, plan.default.prune
     return {
         "label": label or plan_label(plan), "bits": quant.bits, "scheme": quant.scheme,

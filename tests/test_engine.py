@@ -221,3 +221,18 @@ def test_plan_json_round_trip_and_validation():
         Plan.from_json('{"bits": 4}')
     with pytest.raises(ValueError, match="not valid JSON"):
         Plan.from_json("{")
+
+
+def test_run_sweep_reports_configurations_and_progress_inside_each():
+    from lightviz.sweep import run_sweep, sweep_configs
+
+    engine, data = Engine(fresh("digits-mlp")), digits_split()[1]
+    plans = sweep_configs([2, 4], ["symmetric"], ["channel"], [0.0])
+    done, inside = [], []
+    table = run_sweep(engine, data, plans, progress=lambda i, n: done.append((i, n)),
+                      detail=lambda i, fraction, text: inside.append((i, fraction, text)))
+    assert done == [(1, 2), (2, 2)] and [i for i, _, _ in inside] == sorted(i for i, _, _ in inside)
+    for config in (0, 1):
+        last = [(fraction, text) for i, fraction, text in inside if i == config][-1]
+        assert last == (pytest.approx(1.0), "Running the compressed model: 450 of 450 samples")
+    assert table["accuracy"].tolist() == [engine.evaluate(plan, data).accuracy for plan in plans]

@@ -65,9 +65,13 @@ def run(chosen: dict) -> None:
         reason = analysis.interactive_cost_error(engine, plan)
         if reason:
             raise ValueError(f"{plan_label(plan)}: {reason}")
-    bar = st.progress(0.0, text=f"0 of {len(plans)} configurations")
-    results = sweep.run_sweep(engine, data, plans,
-                              progress=lambda i, n: bar.progress(i / n, text=f"{i} of {n} configurations"))
+    n = len(plans)
+    bar = st.progress(0.0, text=f"0 of {n} configurations")
+
+    def detail(i: int, fraction: float, text: str) -> None:  # inside one configuration: large models
+        bar.progress((i + fraction) / n, text=f"Configuration {i + 1} of {n}: {text}")
+
+    results = sweep.run_sweep(engine, data, plans, detail=detail)
     curves = analysis.sqnr_vs_bits(engine, base, chosen["bits"])
     bar.empty()
     quant = base.default.quant
