@@ -6,8 +6,8 @@ Bad input exits with code 2 and one line on stderr, never a traceback.
     python -m lightviz sweep --model digits-cnn --bits 2,4,8 --scheme symmetric,asymmetric --out r.csv
     python -m lightviz evaluate --model weights.safetensors --arch resnet18 --data images.zip --json
 
-A model file is loaded as data, never as code (see lightviz.loading); formats that run code
-(pickled modules, TorchScript, .pt2) need --trust-code.
+A model file is loaded as data, never as code (see lightviz.loading); TorchScript and .pt2
+archives (they run code) and pickled whole modules (still read weights-only) need --trust-code.
 """
 
 from __future__ import annotations
@@ -252,7 +252,8 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", action="store_true",
                         help="torchvision pretrained weights for --model NAME, from the local torch cache only")
     parser.add_argument("--trust-code", action="store_true",
-                        help="allow model files that run code when loaded (pickled modules, TorchScript, .pt2); "
+                        help="allow TorchScript and .pt2 archives (they run code when loaded) and pickled whole "
+                             "modules (still read weights-only: torch.nn, torchvision and lightviz classes only); "
                              "only for files you trust")
     parser.add_argument("--input-shape", help="shape of one input without batch, e.g. 3,32,32 "
                                               "(default: the architecture's)")

@@ -224,8 +224,9 @@ def load_user_model(source: Source, filename: str | None = None, arch: str | Non
         arch: the architecture a state_dict is for: a sample model name or a torchvision
             classification architecture (`zoo.list_architectures()`). Not needed for a
             trusted pickled module.
-        trust_code: allow formats that run code from the file (pickled modules, TorchScript,
-            .pt2). Off by default; only for files the user trusts.
+        trust_code: allow TorchScript and .pt2 archives (they run code from the file) and pickled
+            whole modules (read weights-only, torch.nn / torchvision / lightviz classes only;
+            see safeload). Off by default; only for files the user trusts.
         input_shape: shape of one input without batch; default: the architecture's, or for a
             trusted module (in_features,) of its first Linear.
         max_bytes: size limit checked before reading (default `max_upload_bytes()`).

@@ -5,13 +5,19 @@ content, then deserialization that runs no code from the file.
 |---------------------------------------------|----------------------------------|-------------------------|
 | `.safetensors`                              | safetensors                      | never                   |
 | state_dict by `torch.save` (.pt, .pth, ...) | `torch.load(weights_only=True)`  | never                   |
-| pickled object (`torch.save(model)`, ...)   | refused; trusted: `torch.load`   | yes, so opt-in only     |
+| pickled module (`torch.save(model)`)        | refused; trusted: see below      | never                   |
 | TorchScript archive (`torch.jit.save`)      | refused; trusted: `torch.jit.load` | yes, so opt-in only   |
 | `torch.export` archive (`.pt2`)             | refused; trusted: `torch.export.load` | yes, so opt-in only |
 
 The format comes from the file's first bytes and its zip directory (read without loading
 anything), not from its name. Failures are ValueErrors with one sentence;
 `UntrustedCodeError` when only running the file's code could load it.
+
+`torch.load` always runs with `weights_only=True`. A trusted pickled module loads through
+that same restricted unpickler, with exactly the classes it names allowed, once each is
+checked to be an nn.Module from torch.nn, torchvision or lightviz (names found by reading the
+pickle's opcodes, never by running them); any other class or function is refused, trusted
+or not.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import io
 import os
 import pickle
 import pickletools
+import importlib
 import re
 import warnings
 import zipfile
@@ -55,6 +62,8 @@ MAX_UPLOAD_ENV = "LIGHTVIZ_MAX_UPLOAD_MB"
 MEMORY_COPIES = 3
 TRUST_HINT = "loading it can run arbitrary code; pass --trust-code only for files you trust"
 _NAMES_SHOWN = 4  # names listed per category in a report
+MODULE_PACKAGES = ("torch.nn", "torchvision", "lightviz")  # a trusted pickled module may use their nn.Modules
+SAFE_HELPERS = ("functools.partial",)  # e.g. torchvision's norm_layer=partial(nn.LayerNorm, eps=1e-6)
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview]
 
@@ -283,11 +292,51 @@ def _torch_load(file: _File, trust_code: bool) -> object:
             ) from None
     except Exception:  # noqa: BLE001 - any reader error means the bytes are not a checkpoint
         raise ValueError(f"{file.name} is damaged or truncated: expected {_expected(file)}") from None
-    try:  # trusted by the caller: this runs whatever the pickle says
-        with file.open() as f:
-            return torch.load(f, map_location="cpu", weights_only=False)
+    allowed = _module_classes(file)
+    try:  # trusted by the caller, and still only the checked classes are constructed
+        with torch.serialization.safe_globals(allowed), file.open() as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001
-        raise ValueError(f"{file.name}: could not load the pickled object: {first_line(error)}") from None
+        raise ValueError(f"{file.name}: could not load the pickled module: {first_line(error)}") from None
+
+
+def _module_classes(file: _File) -> list[object]:
+    """The classes and helpers a pickled module names, each checked: an nn.Module subclass
+    from MODULE_PACKAGES, or one of SAFE_HELPERS. ValueError naming the others.
+
+    Only the packages lightviz already imports are imported to check a name; any other name
+    is refused unread.
+    """
+    try:
+        with file.open() as f:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(f)
+    except Exception:  # noqa: BLE001 - the legacy (pre-zip) format has no readable listing
+        raise ValueError(f"{file.name} is a pickled object in torch's legacy format; save model.state_dict() "
+                         "instead and pick its architecture") from None
+    allowed, refused = [], []
+    for name in names:
+        found = _checked_global(name)
+        (allowed if found is not None else refused).append(found if found is not None else name)
+    if refused:
+        raise ValueError(
+            f"{file.name} pickles names lightviz will not construct ({short_list(refused)}): a pickled module "
+            f"loads only when its classes come from {', '.join(MODULE_PACKAGES)}. Save model.state_dict() and "
+            "pick its architecture, or export TorchScript or torch.export (.pt2)")
+    return allowed
+
+
+def _checked_global(name: str) -> object | None:
+    module_name, _, attr = name.rpartition(".")
+    if name not in SAFE_HELPERS and not any(module_name == package or module_name.startswith(package + ".")
+                                            for package in MODULE_PACKAGES):
+        return None
+    try:
+        found = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        return None
+    if name in SAFE_HELPERS or (isinstance(found, type) and issubclass(found, torch.nn.Module)):
+        return found
+    return None
 
 
 def _pickled_global(file: _File) -> str | None:

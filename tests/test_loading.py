@@ -181,11 +181,37 @@ def test_load_user_model_whole_module_pickle_refused_and_never_run(tmp_path):
     for arch in (None, "digits-mlp"):
         with pytest.raises(UntrustedCodeError, match="pickled Python object.*MarkerModule.*arbitrary code"):
             load_user_model(path, arch=arch)
+    # Even trusted, torch.load stays weights_only=True: a class from outside torch.nn,
+    # torchvision and lightviz is refused unread, so its __setstate__ never runs.
+    with pytest.raises(ValueError, match="will not construct.*MarkerModule.*state_dict"):
+        load_user_model(path, trust_code=True)
     assert not marker.exists()
-    # Opting in runs the file's code (that is what the warning is about) and loads the module.
-    bundle = load_user_model(path, trust_code=True)
-    assert marker.exists()
-    assert (bundle.kind, bundle.input_shape, bundle.num_classes) == ("user", (4,), 2)
+
+
+def test_trusted_code_pickle_is_still_never_run(tmp_path):
+    marker = tmp_path / "marker"
+    for path in _payload_files(tmp_path, marker):
+        with pytest.raises(ValueError, match="will not construct.*system|legacy format") as e:
+            load_user_model(path, arch="digits-mlp", trust_code=True)
+        assert not isinstance(e.value, UntrustedCodeError)
+    assert not marker.exists()
+
+
+def test_trusted_whole_module_of_known_classes_loads_through_weights_only(tmp_path):
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    cnn = zoo.load_model("digits-cnn").model
+    torch.save(cnn, tmp_path / "cnn.pt")
+    bundle = load_user_model(tmp_path / "cnn.pt", arch="digits-cnn", trust_code=True)
+    x = torch.randn(3, 1, 8, 8)
+    assert torch.equal(bundle.model(x), cnn(x))
+    # torchvision's ViT pickles functools.partial (norm_layer); a small one keeps the file small
+    vit = VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32,
+                            num_classes=5).eval()
+    torch.save(vit, tmp_path / "vit.pt")
+    bundle = load_user_model(tmp_path / "vit.pt", trust_code=True, input_shape=(3, 32, 32))
+    x = torch.randn(2, 3, 32, 32)
+    assert (bundle.input_shape, bundle.num_classes) == ((3, 32, 32), 5) and torch.equal(bundle.model(x), vit(x))
 
 
 @pytest.mark.filterwarnings("error")  # a warning would be a second line on stderr

@@ -30,8 +30,9 @@ def render() -> None:
                                 placeholder="sample or torchvision architecture",
                                 help="The number of classes is read from the weights.")
             trust = st.checkbox("Trust code in this file", value=False,
-                                help="TorchScript, torch.export (.pt2) and pickled whole modules run code when "
-                                     "loaded. Tick only for files you made or fully trust.")
+                                help="TorchScript and torch.export (.pt2) archives run code when loaded. Pickled whole "
+                                     "modules are still read weights-only, with classes from torch.nn, torchvision "
+                                     "and lightviz only. Tick only for files you made or fully trust.")
             if st.form_submit_button("Load model") and upload is not None:
                 _load_model(upload, arch, trust)
         bundle = state.current_bundle()
