@@ -25,12 +25,17 @@ def _finetune_page() -> AppTest:
     return at
 
 
-def test_finetune_page_one_epoch_shows_history_metrics_and_tradeoff_point():
+def _one_epoch() -> AppTest:
+    """The page after one quick epoch of fine-tuning (128 training samples)."""
     at = _finetune_page()
     at.number_input(key="ft_epochs").set_value(1)
     at.selectbox(key="ft_train_samples").set_value(128)
     _button(at, "Start fine-tuning").click()
-    at.run()
+    return at.run()
+
+
+def test_finetune_page_one_epoch_shows_history_metrics_and_tradeoff_point():
+    at = _one_epoch()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     job = at.session_state["finetune_job"]
@@ -50,11 +55,7 @@ def test_finetune_page_one_epoch_shows_history_metrics_and_tradeoff_point():
 
 
 def test_finetune_page_keep_weights_then_back_to_the_original():
-    at = _finetune_page()
-    at.number_input(key="ft_epochs").set_value(1)
-    at.selectbox(key="ft_train_samples").set_value(128)
-    _button(at, "Start fine-tuning").click()
-    at.run()
+    at = _one_epoch()
     plan_before = at.session_state["plan"]
     _button(at, "Use the fine-tuned weights as the current model").click()
     at.run()

@@ -78,7 +78,7 @@ def _eval_size_input() -> None:
     to generate for a model without a dataset. Fewer samples keep a large model responsive."""
     full = state.full_data()
     default = len(full)
-    if state.generated_data():
+    if full.name == "generated":  # no dataset, no upload: inputs are made up
         largest = max(default, GENERATED_VALUES // max(full.x[0].numel(), 1))
         help_text = (f"How many generated inputs to run (default {default}). More give steadier "
                      "fidelity numbers; each costs a forward pass of the float and the compressed model.")

@@ -24,7 +24,6 @@ from lightviz.ui import registry
 DEFAULT_MODEL = "digits-cnn"
 USER_DATA_KEY = "user_data"  # {model name: EvalData the user uploaded for it}
 EVAL_SIZE_KEY = "eval_sizes"  # {model name: samples to evaluate on; absent: all, or the default count}
-GENERATED_MAX = 4096  # most generated inputs (models without a dataset)
 PROGRESS_DELAY_S = 0.3  # evaluations faster than this show no progress bar
 HISTORY_LIMIT = 200
 
@@ -152,11 +151,6 @@ def current_data() -> datasets.EvalData:
     if kept is None or kept[0] is not uploaded or kept[1] != n:
         kept = subsets[name] = (uploaded, n, datasets.subset(uploaded, n))
     return kept[2]
-
-
-def generated_data() -> bool:
-    """True when the current model is evaluated on generated inputs (no dataset, no upload)."""
-    return full_data().name == "generated"
 
 
 def eval_size() -> int | None:
