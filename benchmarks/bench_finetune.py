@@ -38,11 +38,11 @@ def measure(threads: int) -> dict:
     """In this process: warm up, then time QAT and the float reference (wall and CPU seconds)."""
     import torch
 
-    from lightviz.data import digits_split
-    from lightviz.engine import uniform_plan
-    from lightviz.finetune import finetune
-    from lightviz.specs import LayerConfig, Plan
-    from lightviz.zoo import load_model
+    from lightviz.core.engine import uniform_plan
+    from lightviz.core.specs import LayerConfig, Plan
+    from lightviz.io.datasets import digits_split
+    from lightviz.io.zoo import load_model
+    from lightviz.recover.finetune import finetune
 
     torch.set_num_threads(threads)
     train, test = digits_split()

@@ -1,7 +1,7 @@
 """Memory and time of exploring many Plans on a user's resnet18, as the app's engine does it.
 
 torchvision's resnet18 (11.7 M weights, random init) is saved as a user's .safetensors file,
-loaded through lightviz.loading (the upload path), and one Engine (the app shares one per
+loaded through lightviz.io.loading (the upload path), and one Engine (the app shares one per
 model) then evaluates N different Plans, each on the same generated inputs: compress_layers +
 evaluate, i.e. what one slider change costs. After every Plan it prints the current resident
 memory (VmRSS) and the engine's cached bytes; at the end the peak (ru_maxrss) and the median
@@ -31,10 +31,10 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from lightviz.data import generated_inputs  # noqa: E402
-from lightviz.engine import CACHE_BYTES, Engine  # noqa: E402
-from lightviz.loading import load_user_model  # noqa: E402
-from lightviz.specs import LayerConfig, Plan, PruneSpec, QuantSpec  # noqa: E402
+from lightviz.core.engine import CACHE_BYTES, Engine  # noqa: E402
+from lightviz.core.specs import LayerConfig, Plan, PruneSpec, QuantSpec  # noqa: E402
+from lightviz.io.datasets import generated_inputs
+from lightviz.io.loading import load_user_model  # noqa: E402
 
 MIB = 2**20
 

@@ -23,10 +23,10 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 from torch.ao.quantization.observer import PerChannelMinMaxObserver  # noqa: E402
 
-from lightviz.engine import Engine  # noqa: E402
-from lightviz.quant import fake_quantize  # noqa: E402
-from lightviz.specs import LayerConfig, Plan, QuantSpec  # noqa: E402
-from lightviz.zoo import load_model  # noqa: E402
+from lightviz.core.engine import Engine  # noqa: E402
+from lightviz.core.quant import fake_quantize  # noqa: E402
+from lightviz.core.specs import LayerConfig, Plan, QuantSpec  # noqa: E402
+from lightviz.io.zoo import load_model  # noqa: E402
 
 ROUNDS = 9
 

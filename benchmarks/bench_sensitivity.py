@@ -4,7 +4,7 @@ Full sensitivity of digits-cnn on its 450 test images: every layer x bits {2, 3,
 (20 single-layer plans), from a cold engine each round. Budget: under 3 seconds.
 
 - reuse: `sensitivity(...)`: one float pass caches the values live at each layer
-  (lightviz/split.py); each plan runs only the network's tail from its layer.
+  (lightviz/core/prefix.py); each plan runs only the network's tail from its layer.
 - full forward: `sensitivity(..., reuse=False)`: each plan is compressed into a model copy
   and run from the input (what Engine.evaluate does).
 - and, isolating the forward passes alone, the tail runner's `run_from` against `run_full`
@@ -30,13 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from lightviz import zoo  # noqa: E402
-from lightviz.activations import float_plan  # noqa: E402
-from lightviz.data import eval_data_for  # noqa: E402
-from lightviz.engine import Engine  # noqa: E402
-from lightviz.sensitivity import sensitivity, settings, single_layer_plan  # noqa: E402
-from lightviz.specs import Plan  # noqa: E402
-from lightviz.split import PrefixCache  # noqa: E402
+from lightviz.analysis.sensitivity import sensitivity, settings, single_layer_plan  # noqa: E402
+from lightviz.core.activations import float_plan  # noqa: E402
+from lightviz.core.engine import Engine  # noqa: E402
+from lightviz.core.prefix import PrefixCache  # noqa: E402
+from lightviz.core.specs import Plan  # noqa: E402
+from lightviz.io import zoo  # noqa: E402
+from lightviz.io.datasets import eval_data_for
 
 BITS = [2, 3, 4, 6, 8]
 ROUNDS = 3

@@ -3,8 +3,9 @@
 import streamlit as st
 import torch
 
-from lightviz import clipping, learn, learn_plots
-from lightviz.specs import RANGE_METHOD_HELP, RANGE_METHODS, SCHEMES
+from lightviz.analysis import clipping, learn
+from lightviz.core.specs import RANGE_METHOD_HELP, RANGE_METHODS, SCHEMES
+from lightviz.plots import learn as learn_plots
 from lightviz.ui import state
 
 state.through_router("pages/learn.py")  # opened by URL before the app first ran

@@ -4,7 +4,7 @@ Run from the repository root:
 
     make models          # or: .venv/bin/python sample_models/train.py
 
-Each sample architecture of lightviz.zoo is trained from a fixed seed on the digits training
+Each sample architecture of lightviz.io.zoo is trained from a fixed seed on the digits training
 split only, evaluated on the held-out test split, and saved with safetensors (no pickle). The
 script fails, writing nothing, if any model's float test accuracy is below MIN_ACCURACY.
 """
@@ -27,8 +27,9 @@ import torch.nn.functional as F  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from torch import nn  # noqa: E402
 
-from lightviz.data import EvalData, digits_split  # noqa: E402
-from lightviz.zoo import SAMPLE_MODELS, SAMPLE_MODELS_DIR, build_sample, list_models  # noqa: E402
+from lightviz.core.evaldata import EvalData
+from lightviz.io.datasets import digits_split
+from lightviz.io.zoo import SAMPLE_MODELS, SAMPLE_MODELS_DIR, build_sample, list_models  # noqa: E402
 
 SEED = 0
 MIN_ACCURACY = 0.95
@@ -107,7 +108,7 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# --- A minimal, self-contained check for the model card. It uses no lightviz.quant on purpose:
+# --- A minimal, self-contained check for the model card. It uses no lightviz.core.quant on purpose:
 # the card states what the shipped weights do, measured independently of the library.
 
 
@@ -171,7 +172,7 @@ def model_card(rows: list[dict], train_size: int, test: EvalData) -> str:
         "",
         "Small classifiers of scikit-learn's bundled 8x8 digits, shipped so that lightviz runs with",
         "no internet. Weights are safetensors files (no pickle, no code runs when they load);",
-        "`lightviz.zoo.load_model(name)` loads them into the architectures of `lightviz/zoo.py`.",
+        "`lightviz.load_model(name)` loads them into the architectures of `lightviz/io/zoo.py`.",
         "",
         "| name | architecture | parameters | float test accuracy | test images |",
         "|---|---|---:|---:|---:|",
@@ -186,7 +187,7 @@ def model_card(rows: list[dict], train_size: int, test: EvalData) -> str:
         "## Data",
         "",
         "- Inputs: (N, 1, 8, 8) float32, pixel counts 0..16 scaled by 1/16 to [0, 1]; 10 classes.",
-        f"- Split: `lightviz.data.digits_split()` (seed 0, test_size 0.25, stratified by class):",
+        "- Split: `lightviz.digits_split()` (seed 0, test_size 0.25, stratified by class):",
         f"  {train_size} training images, {len(test)} held-out test images. Models are trained on",
         "  the training split only; every accuracy lightviz reports is measured on the test split.",
         "",
@@ -216,7 +217,7 @@ def model_card(rows: list[dict], train_size: int, test: EvalData) -> str:
         "",
         "Test accuracy with BatchNorm folded into the convs and every Conv/Linear weight",
         "fake-quantized symmetrically (weights only, activations float), measured by `train.py`",
-        "with its own few-line reference, independently of `lightviz.quant`:",
+        "with its own few-line reference, independently of `lightviz.core.quant`:",
         "",
         "| name | " + " | ".join(f"{b}-bit tensor | {b}-bit channel" for b in CARD_BITS) + " |",
         "|---|" + "---:|" * (2 * len(CARD_BITS)),
@@ -288,7 +289,7 @@ def main() -> int:
             "params": str(row["params"]),
             "seed": str(SEED),
             "train_config": repr(TRAIN_CONFIGS[row["name"]]),
-            "dataset": "sklearn digits, lightviz.data.digits_split(seed=0, test_size=0.25), train split",
+            "dataset": "sklearn digits, lightviz.io.datasets.digits_split(seed=0, test_size=0.25), train split",
             "torch": torch.__version__,
         })
         path.chmod(0o644)  # safetensors creates 0600 files; these ship and are read by everyone

@@ -8,13 +8,26 @@ import pytest
 import torch
 from torch.ao.quantization.observer import MinMaxObserver
 
-from lightviz import activations, zoo
-from lightviz.activations import (InputFakeQuant, calibration_batches, calibration_inputs, float_plan,
-                                  input_qparams, wa_label)
-from lightviz.data import digits_split
-from lightviz.engine import Engine, uniform_plan
-from lightviz.quant import QParams
-from lightviz.specs import ActivationSpec, LayerConfig, Plan, QuantSpec, plan_from_token, plan_to_token
+from lightviz.core import activations
+from lightviz.core.activations import (
+    InputFakeQuant,
+    calibration_batches,
+    float_plan,
+    input_qparams,
+    wa_label,
+)
+from lightviz.core.engine import Engine, uniform_plan
+from lightviz.core.quant import QParams
+from lightviz.core.specs import (
+    ActivationSpec,
+    LayerConfig,
+    Plan,
+    QuantSpec,
+    plan_from_token,
+    plan_to_token,
+)
+from lightviz.io import zoo
+from lightviz.io.datasets import digits_split
 
 
 def fresh(name):
@@ -88,7 +101,7 @@ def test_quantized_mlp_equals_hand_written_forward(test_data):
     """digits-mlp W8A8 = a forward that fake-quantizes each Linear's input with torch's kernel."""
     engine = Engine(fresh("digits-mlp"))
     plan = replace(uniform_plan(8), activations=ActivationSpec(bits=8))
-    x = calibration_inputs(test_data)
+    x = test_data.calibration_inputs
     qp = engine.activation_qparams(plan, x)
     results = engine.compress_layers(plan)
     model = engine.model
@@ -156,7 +169,7 @@ def test_compress_without_calibration_inputs_explains():
 
 def test_calibration_uses_the_training_split_for_digits_and_first_batches():
     train, test = digits_split()
-    assert calibration_inputs(test) is train.x
+    assert test.calibration_inputs is train.x
     batches = calibration_batches(train.x, ActivationSpec(calib_batches=3, batch_size=100))
     assert [len(b) for b in batches] == [100, 100, 100] and torch.equal(batches[1], train.x[100:200])
     assert sum(len(b) for b in calibration_batches(train.x[:50], ActivationSpec(calib_batches=4))) == 50

@@ -9,9 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from lightviz import analysis, editing, plots
-from lightviz.engine import Engine, uniform_plan
-from lightviz.specs import LayerConfig, Plan, PruneSpec, QuantSpec
+from lightviz.analysis import editing
+from lightviz.analysis import explore as analysis
+from lightviz.core.engine import Engine, uniform_plan
+from lightviz.core.specs import LayerConfig, Plan, PruneSpec, QuantSpec
+from lightviz.plots import explore as plots
+from lightviz.plots import tradeoffs as tradeoff_plots
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +197,7 @@ def test_layer_figures_mark_exact_layers_and_stack_parts(engine):
 def test_tradeoff_figure_has_every_point():
     sweep = pd.DataFrame({"label": ["a", "b", "c"], "scheme": ["symmetric"] * 3, "granularity": ["channel"] * 3,
                           "size_bytes": [100, 200, 300], "accuracy": [0.5, 0.9, 0.8]})
-    fig = plots.tradeoff_figure(sweep, "accuracy", sweep.iloc[:2], (1000, 0.95), (200, 0.9, "b"), None)
+    fig = tradeoff_plots.tradeoff_figure(sweep, "accuracy", sweep.iloc[:2], (1000, 0.95), (200, 0.9, "b"), None)
     points = fig.to_dict()["data"][0]
     assert list(points["x"]) == [100, 200, 300] and list(points["y"]) == [50.0, 90.0, 80.0]
     assert fig.layout.xaxis.type == "log"

@@ -5,10 +5,9 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lightviz import data as datasets
-from lightviz import zoo
-from lightviz.engine import Engine, uniform_plan
-from lightviz.specs import LayerConfig, Plan, QuantSpec, plan_to_token
+from lightviz.core.engine import Engine, uniform_plan
+from lightviz.core.specs import LayerConfig, Plan, QuantSpec, plan_to_token
+from lightviz.io import datasets, zoo
 from lightviz.ui.format import bytes_text, percent
 
 TIMEOUT = 60

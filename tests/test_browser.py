@@ -15,9 +15,15 @@ import statistics
 import time
 
 import pytest
-
-from browser_support import ARTIFACTS, assert_no_exception, metric_value, settle
-from browser_support import browser, page, server  # noqa: F401 (pytest fixtures)
+from browser_support import (  # noqa: F401 (pytest fixtures)
+    ARTIFACTS,
+    assert_no_exception,
+    browser,
+    metric_value,
+    page,
+    server,
+    settle,
+)
 
 
 def test_deep_link_to_a_page_on_a_fresh_server(server, page):
@@ -26,7 +32,7 @@ def test_deep_link_to_a_page_on_a_fresh_server(server, page):
     settle(page)
     assert_no_exception(page, "deep link on a fresh server")
     assert page.locator("h1").first.inner_text() == "Trade-offs"
-    from lightviz.zoo import SAMPLE_MODELS
+    from lightviz.io.zoo import SAMPLE_MODELS
 
     assert SAMPLE_MODELS["digits-mlp"].description in page.locator("[data-testid='stSidebar']").inner_text()
 
@@ -78,10 +84,10 @@ def test_explore_bits_change_updates_accuracy_quickly(server, page):
 
 
 def test_shared_link_restores_model_and_plan(server, page):
-    from lightviz.data import eval_data_for
-    from lightviz.engine import Engine, uniform_plan
-    from lightviz.specs import plan_to_token
-    from lightviz.zoo import load_model
+    from lightviz.core.engine import Engine, uniform_plan
+    from lightviz.core.specs import plan_to_token
+    from lightviz.io.datasets import eval_data_for
+    from lightviz.io.zoo import load_model
 
     plan = uniform_plan(3, "asymmetric", "tensor", sparsity=0.5)
     bundle = load_model("digits-mlp")

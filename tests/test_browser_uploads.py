@@ -20,14 +20,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from browser_support import (  # noqa: F401 (pytest fixtures)
+    ARTIFACTS,
+    ERROR,
+    SIDEBAR,
+    assert_no_exception,
+    browser,
+    expect,
+    metric_value,
+    page,
+    server,
+    settle,
+)
 from safetensors.torch import save_file
 
-from browser_support import ARTIFACTS, ERROR, SIDEBAR, assert_no_exception, expect, metric_value, settle
-from browser_support import browser, page, server  # noqa: F401 (pytest fixtures)
-from lightviz import zoo
-from lightviz.data import EvalData, digits_split
-from lightviz.engine import Engine
-from lightviz.specs import Plan
+from lightviz.core.engine import Engine
+from lightviz.core.evaldata import EvalData
+from lightviz.core.specs import Plan
+from lightviz.io import zoo
+from lightviz.io.datasets import digits_split
 from lightviz.ui.format import percent
 
 WAIT_MS = 60_000  # a busy 2-core machine; every wait ends as soon as its condition holds

@@ -38,7 +38,7 @@ def test_cli_evaluate_int8_channel_close_to_float_and_int2_tensor_drops(name, ca
 
 
 def test_cli_evaluate_plan_file_and_flags(tmp_path, capsys):
-    from lightviz.specs import LayerConfig, Plan, QuantSpec
+    from lightviz.core.specs import LayerConfig, Plan, QuantSpec
 
     plan = Plan(default=LayerConfig(quant=QuantSpec(bits=4)))
     path = tmp_path / "plan.json"

@@ -5,11 +5,11 @@ from dataclasses import replace
 
 import pytest
 
-from lightviz import zoo
 from lightviz.cli import main
-from lightviz.data import eval_data_for
-from lightviz.engine import Engine, uniform_plan
-from lightviz.specs import ActivationSpec, Plan
+from lightviz.core.engine import Engine, uniform_plan
+from lightviz.core.specs import ActivationSpec, Plan
+from lightviz.io import zoo
+from lightviz.io.datasets import eval_data_for
 
 
 def run_json(capsys, *argv):

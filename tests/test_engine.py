@@ -5,11 +5,12 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from lightviz import zoo
-from lightviz.data import EvalData, digits_split
-from lightviz.engine import Engine, eval_batch_size, run_model, uniform_plan
-from lightviz.layers import find_layers
-from lightviz.specs import LayerConfig, Plan, PruneSpec, QuantSpec
+from lightviz.core.engine import Engine, eval_batch_size, run_model, uniform_plan
+from lightviz.core.evaldata import EvalData
+from lightviz.core.layers import find_layers
+from lightviz.core.specs import LayerConfig, Plan, PruneSpec, QuantSpec
+from lightviz.io import zoo
+from lightviz.io.datasets import digits_split
 
 SAMPLES = ["digits-mlp", "digits-cnn", "digits-mobilenet", "digits-resnet"]
 
@@ -224,7 +225,7 @@ def test_plan_json_round_trip_and_validation():
 
 
 def test_run_sweep_reports_configurations_and_progress_inside_each():
-    from lightviz.sweep import run_sweep, sweep_configs
+    from lightviz.analysis.sweep import run_sweep, sweep_configs
 
     engine, data = Engine(fresh("digits-mlp")), digits_split()[1]
     plans = sweep_configs([2, 4], ["symmetric"], ["channel"], [0.0])

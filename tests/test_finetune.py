@@ -12,15 +12,15 @@ from dataclasses import replace
 import pytest
 import torch
 
-from lightviz import zoo
 from lightviz.cli import main
-from lightviz.data import EvalData, digits_split, subset
-from lightviz.distill import distill
-from lightviz.engine import Engine, uniform_plan
-from lightviz.finetune import finetune
-from lightviz.quant import code_range, dequantize, quantize
-from lightviz.specs import ActivationSpec, LayerConfig, PruneSpec, QuantSpec
-
+from lightviz.core.engine import Engine, uniform_plan
+from lightviz.core.evaldata import EvalData, subset
+from lightviz.core.quant import code_range, dequantize, quantize
+from lightviz.core.specs import ActivationSpec, LayerConfig, PruneSpec, QuantSpec
+from lightviz.io import zoo
+from lightviz.io.datasets import digits_split
+from lightviz.recover.distill import distill
+from lightviz.recover.finetune import finetune
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

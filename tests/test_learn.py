@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from torch.ao.quantization.observer import MinMaxObserver
 
-from lightviz import clipping, learn, learn_plots, metrics
-from lightviz.quant import choose_qparams, code_range, fake_quantize
-from lightviz.specs import QuantSpec
+from lightviz.analysis import clipping, learn
+from lightviz.core import metrics
+from lightviz.core.quant import choose_qparams, code_range, fake_quantize
+from lightviz.core.specs import QuantSpec
+from lightviz.plots import learn as learn_plots
 
 PAGE = "pages/learn.py"
 TOY = learn.parse_tensor(learn.DEFAULT_TOY)

@@ -21,12 +21,13 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
-from lightviz import loading, safeload, zoo
 from lightviz.cli import main
-from lightviz.data import EvalData, digits_split
-from lightviz.engine import Engine, uniform_plan
-from lightviz.loading import UntrustedCodeError, load_pretrained, load_user_model
-from lightviz.userdata import check_data, load_user_data
+from lightviz.core.engine import Engine, uniform_plan
+from lightviz.core.evaldata import EvalData
+from lightviz.io import loading, safeload, zoo
+from lightviz.io.datasets import digits_split
+from lightviz.io.loading import UntrustedCodeError, load_pretrained, load_user_model
+from lightviz.io.userdata import check_data, load_user_data
 
 # --------------------------------------------------------------------------- helpers
 
@@ -551,7 +552,7 @@ def test_load_user_model_from_bytes_upload(tmp_path):
 
 
 def test_check_data_accepts_generated_inputs(digits_cnn):
-    from lightviz.data import generated_inputs
+    from lightviz.io.datasets import generated_inputs
 
     check_data(digits_cnn, generated_inputs((1, 8, 8), n=3))
     with pytest.raises(ValueError, match="do not fit"):

@@ -6,12 +6,19 @@ import itertools
 import pytest
 import torch
 
-from lightviz import zoo
-from lightviz.data import digits_split
-from lightviz.engine import Engine
-from lightviz.mixed import allocate, greedy, knapsack, layer_options, mixed_plan, uniform_at
-from lightviz.sensitivity import sensitivity
-from lightviz.specs import Plan
+from lightviz.analysis.mixed import (
+    allocate,
+    greedy,
+    knapsack,
+    layer_options,
+    mixed_plan,
+    uniform_at,
+)
+from lightviz.analysis.sensitivity import sensitivity
+from lightviz.core.engine import Engine
+from lightviz.core.specs import Plan
+from lightviz.io import zoo
+from lightviz.io.datasets import digits_split
 
 BITS = [2, 3, 4, 6, 8]
 

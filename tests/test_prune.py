@@ -5,8 +5,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from lightviz.prune import global_prune_counts, keep_largest, prune_mask
-from lightviz.specs import PruneSpec
+from lightviz.core.prune import global_prune_counts, keep_largest, prune_mask
+from lightviz.core.specs import PruneSpec
 
 SPARSITIES = (0.0, 0.1, 0.25, 0.5, 0.73, 0.9, 1.0)
 

@@ -4,11 +4,19 @@ import pytest
 import torch
 from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
 
-from lightviz import zoo
-from lightviz.layers import find_layers
-from lightviz.quant import (EPS, block_count, choose_qparams, clip_range, code_range, dequantize,
-                            fake_quantize, quantize)
-from lightviz.specs import QuantSpec
+from lightviz.core.layers import find_layers
+from lightviz.core.quant import (
+    EPS,
+    block_count,
+    choose_qparams,
+    clip_range,
+    code_range,
+    dequantize,
+    fake_quantize,
+    quantize,
+)
+from lightviz.core.specs import QuantSpec
+from lightviz.io import zoo
 
 BITS = range(2, 9)
 SCHEMES = ("symmetric", "asymmetric")

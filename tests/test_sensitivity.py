@@ -8,12 +8,20 @@ import pytest
 import torch
 from torch import nn
 
-from lightviz import cli, zoo
-from lightviz.data import EvalData, digits_split, generated_inputs
-from lightviz.engine import Engine
-from lightviz.sensitivity import SENSITIVITY_COLUMNS, pivot, sensitivity, settings, single_layer_plan
-from lightviz.specs import Plan
-from lightviz.split import PrefixCache
+from lightviz import cli
+from lightviz.analysis.sensitivity import (
+    SENSITIVITY_COLUMNS,
+    pivot,
+    sensitivity,
+    settings,
+    single_layer_plan,
+)
+from lightviz.core.engine import Engine
+from lightviz.core.evaldata import EvalData
+from lightviz.core.prefix import PrefixCache
+from lightviz.core.specs import Plan
+from lightviz.io import zoo
+from lightviz.io.datasets import digits_split, generated_inputs
 
 NUMBERS = ["accuracy", "accuracy_drop", "accuracy_se", "agreement", "kl", "layer_size_bytes", "size_bytes"]
 

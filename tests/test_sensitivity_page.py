@@ -7,11 +7,10 @@ from dataclasses import replace
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lightviz import data as datasets
-from lightviz import zoo
-from lightviz.engine import Engine, uniform_plan
-from lightviz.sensitivity import sensitivity
-from lightviz.specs import ActivationSpec
+from lightviz.analysis.sensitivity import sensitivity
+from lightviz.core.engine import Engine, uniform_plan
+from lightviz.core.specs import ActivationSpec
+from lightviz.io import datasets, zoo
 
 TIMEOUT = 120
 

@@ -2,9 +2,9 @@
 
 import torch
 
-from lightviz.prune import prune_mask
-from lightviz.size import weight_size
-from lightviz.specs import PruneSpec, QuantSpec
+from lightviz.core.prune import prune_mask
+from lightviz.core.size import weight_size
+from lightviz.core.specs import PruneSpec, QuantSpec
 
 
 def test_weight_size_float_dense():

@@ -13,8 +13,9 @@ import torch.fx
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from lightviz.data import EvalData, digits_split, generated_inputs
-from lightviz.zoo import (
+from lightviz.core.evaldata import EvalData
+from lightviz.io.datasets import digits_split, generated_inputs
+from lightviz.io.zoo import (
     SAMPLE_MODELS,
     ModelBundle,
     build_sample,

@@ -11,8 +11,13 @@ from dataclasses import replace
 
 import streamlit as st
 
-from lightviz.activations import wa_label
-from lightviz.specs import RANGE_METHOD_HELP, RANGE_METHODS, SCHEMES, ActivationSpec
+from lightviz.core.activations import wa_label
+from lightviz.core.specs import (
+    RANGE_METHOD_HELP,
+    RANGE_METHODS,
+    SCHEMES,
+    ActivationSpec,
+)
 from lightviz.ui import state
 
 FLOAT = "float"

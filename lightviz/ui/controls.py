@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lightviz.engine import Evaluation
-from lightviz.specs import GRANULARITIES, PRUNE_METHOD_HELP, PRUNE_METHODS, RANGE_METHOD_HELP, RANGE_METHODS, \
-    SCHEMES
+from lightviz.core.engine import Evaluation
+from lightviz.core.specs import (
+    GRANULARITIES,
+    PRUNE_METHOD_HELP,
+    PRUNE_METHODS,
+    RANGE_METHOD_HELP,
+    RANGE_METHODS,
+    SCHEMES,
+)
 from lightviz.ui import state
 from lightviz.ui.format import bytes_text, percent
 

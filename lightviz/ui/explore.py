@@ -7,10 +7,12 @@ from functools import partial
 import pandas as pd
 import streamlit as st
 
-from lightviz import analysis, editing, plots
-from lightviz.data import EvalData
-from lightviz.engine import Engine
-from lightviz.specs import GRANULARITIES, SCHEMES, Plan
+from lightviz.analysis import editing
+from lightviz.analysis import explore as analysis
+from lightviz.core.engine import Engine
+from lightviz.core.evaldata import EvalData
+from lightviz.core.specs import GRANULARITIES, SCHEMES, Plan
+from lightviz.plots import explore as plots
 from lightviz.ui import state
 from lightviz.ui.format import bytes_text
 

@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 import pandas as pd
 import streamlit as st
 
-from lightviz import finetune_plots
-from lightviz.data import digits_split, subset
-from lightviz.distill import distill, student_names
-from lightviz.finetune import finetune
-from lightviz.sweep import plan_label
-from lightviz.training import HISTORY_COLUMNS, TrainConfig
+from lightviz.analysis.sweep import plan_label
+from lightviz.core.evaldata import subset
+from lightviz.core.specs import TrainConfig
+from lightviz.io.datasets import digits_split
+from lightviz.plots import finetune as finetune_plots
+from lightviz.recover.distill import distill, student_names
+from lightviz.recover.finetune import finetune
+from lightviz.recover.training import HISTORY_COLUMNS
 from lightviz.ui import registry, state
 from lightviz.ui.format import human_bytes, percent
 

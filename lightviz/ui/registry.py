@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import torch
 
-from lightviz.zoo import ModelBundle
+from lightviz.io.zoo import ModelBundle
 
 LIMIT = 32
 SEPARATOR = "+ft-"

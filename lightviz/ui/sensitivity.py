@@ -1,5 +1,5 @@
 """The Sensitivity page's sections: per-layer sensitivity (heatmap), mixed precision, and range
-methods compared. Computation lives in lightviz.sensitivity, .mixed and .ranges.
+methods compared. Computation lives in lightviz.analysis.sensitivity, .mixed and .ranges.
 
 Session keys (set with setdefault here, read only by this module): `sens_results`
 {model: {"df", "base", "data", "bits"}}, `sens_mixed` {model: (Allocation, uniform rows)}.
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lightviz import data as datasets
-from lightviz import mixed, plots_analysis, ranges, sensitivity, sweep
-from lightviz.activations import wa_label
-from lightviz.specs import RANGE_METHOD_HELP, SCHEMES, Plan
+from lightviz.analysis import mixed, ranges, sensitivity, sweep
+from lightviz.core.activations import wa_label
+from lightviz.core.specs import RANGE_METHOD_HELP, SCHEMES, Plan
+from lightviz.io import datasets
+from lightviz.plots import sensitivity as plots_analysis
 from lightviz.ui import state
 from lightviz.ui.format import bytes_text, percent
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lightviz import analysis, metrics, zoo
+from lightviz.analysis import explore as analysis
+from lightviz.core import metrics
+from lightviz.io import zoo
 from lightviz.ui import registry, state, uploads
 from lightviz.ui.format import bytes_text, human_bytes, percent
 

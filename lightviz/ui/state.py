@@ -13,12 +13,18 @@ from dataclasses import replace
 
 import streamlit as st
 
-from lightviz import analysis, zoo
-from lightviz import data as datasets
-from lightviz.editing import apply_layer_edits
-from lightviz.engine import Engine
-from lightviz.specs import Plan, PruneSpec, QuantSpec, plan_from_token, plan_to_token
-from lightviz.sweep import plan_row
+from lightviz.analysis import explore as analysis
+from lightviz.analysis.editing import apply_layer_edits
+from lightviz.analysis.sweep import plan_row
+from lightviz.core.engine import Engine
+from lightviz.core.specs import (
+    Plan,
+    PruneSpec,
+    QuantSpec,
+    plan_from_token,
+    plan_to_token,
+)
+from lightviz.io import datasets, zoo
 from lightviz.ui import registry
 
 DEFAULT_MODEL = "digits-cnn"

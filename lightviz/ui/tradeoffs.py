@@ -5,9 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from lightviz import analysis, plots, sweep
-from lightviz.specs import GRANULARITIES, PRUNE_METHODS, SCHEMES, Plan
-from lightviz.sweep import plan_label
+from lightviz.analysis import explore as analysis
+from lightviz.analysis import sweep
+from lightviz.analysis.sweep import plan_label
+from lightviz.core.specs import GRANULARITIES, PRUNE_METHODS, SCHEMES, Plan
+from lightviz.plots import tradeoffs as plots
 from lightviz.ui import finetune as finetune_ui
 from lightviz.ui import state
 

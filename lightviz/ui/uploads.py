@@ -1,6 +1,6 @@
 """Sidebar uploads: the user's own model weights and evaluation data, loaded safely.
 
-Files are data, never code: weights load through `lightviz.loading` (safetensors or
+Files are data, never code: weights load through `lightviz.io.loading` (safetensors or
 `torch.load(weights_only=True)`); formats that can run code when loaded need the "trust code"
 setting, off by default. A failed upload shows one message and leaves the loaded model as it was.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lightviz import loading, userdata, zoo
-from lightviz.safeload import TRUST_HINT, max_upload_bytes
+from lightviz.io import loading, userdata, zoo
+from lightviz.io.safeload import TRUST_HINT, max_upload_bytes
 from lightviz.ui import registry, state
 
 DATA_KEY = state.USER_DATA_KEY

@@ -1,0 +1,109 @@
+"""The per-layer table a user edits, and turning its edits into per-layer Plan overrides.
+
+The table shows each layer's configured settings (what the Plan says, not the effective
+float-ness: keep_float is its own column). An edit of a row overrides the default for that
+layer only; an edit back to the default removes the override.
+
+>>> plan = Plan()
+>>> apply_layer_edits(plan, ["fc1", "fc2"], {0: {"bits": 4}}).overrides[0][0]
+'fc1'
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from lightviz.core.engine import Engine
+from lightviz.core.specs import LayerConfig, Plan
+
+FLOAT_BITS_LABEL = "float"
+BITS_CHOICES = [str(b) for b in range(1, 17)] + [FLOAT_BITS_LABEL]
+EDITABLE = ["bits", "scheme", "granularity", "sparsity", "keep_float"]
+EDITOR_COLUMNS = ["layer", "type", "shape", "params", *EDITABLE, "override", "storage"]
+
+
+def bits_label(bits: int | None) -> str:
+    """'8' for 8 bits, 'float' for None."""
+    return FLOAT_BITS_LABEL if bits is None else str(bits)
+
+
+def parse_bits(value: Any) -> int | None:
+    """The bits a cell holds: 'float'/None/'' -> None, '4' or 4 -> 4. Raises ValueError."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", FLOAT_BITS_LABEL)):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"bits must be an integer from 1 to 16 or 'float'; got {value!r}") from None
+    if not number.is_integer():
+        raise ValueError(f"bits must be an integer from 1 to 16 or 'float'; got {value!r}")
+    return int(number)
+
+
+def layer_editor_frame(engine: Engine, plan: Plan, table: pd.DataFrame) -> pd.DataFrame:
+    """One row per layer, in engine order (columns EDITOR_COLUMNS).
+
+    `table` is `engine.layer_table(plan)`, used for the storage format each layer ends up in.
+    """
+    formats = dict(zip(table["name"], table["format"]))
+    overridden = dict(plan.overrides)
+    rows = []
+    for layer in engine.layers:
+        config = plan.config_for(layer.name)
+        rows.append({
+            "layer": layer.name, "type": f"{layer.kind} · {layer.role}", "shape": "×".join(map(str, layer.shape)),
+            "params": layer.n_weights, "bits": bits_label(config.quant.bits), "scheme": config.quant.scheme,
+            "granularity": config.quant.granularity, "sparsity": config.prune.sparsity,
+            "keep_float": config.keep_float, "override": layer.name in overridden,
+            "storage": formats.get(layer.name, ""),
+        })
+    return pd.DataFrame(rows, columns=EDITOR_COLUMNS)
+
+
+def apply_layer_edits(plan: Plan, names: Sequence[str], edited_rows: Mapping[Any, Mapping[str, Any]]) -> Plan:
+    """A new Plan with each edited row's changes as an override of that row's layer.
+
+    Args:
+        plan: the current plan (the table was built from it).
+        names: layer name of each row, in table order.
+        edited_rows: {row position: {column: new value}}, as st.data_editor reports edits
+            (positions may arrive as strings).
+
+    Raises:
+        ValueError: a row outside the table, a read-only column, or a value the specs refuse
+            (the message names the layer).
+    """
+    for row, changes in edited_rows.items():
+        try:
+            position = int(row)
+        except (TypeError, ValueError):
+            raise ValueError(f"edited row must be a row number; got {row!r}") from None
+        if not 0 <= position < len(names):
+            raise ValueError(f"edited row {position} is outside the table of {len(names)} layers")
+        name = names[position]
+        try:
+            config = edit_config(plan.config_for(name), changes)
+        except ValueError as error:
+            raise ValueError(f"layer {name}: {error}") from None
+        plan = plan.with_override(name, config)
+    return plan
+
+
+def edit_config(config: LayerConfig, changes: Mapping[str, Any]) -> LayerConfig:
+    """`config` with the table's editable columns in `changes` applied. Raises ValueError."""
+    quant, prune, keep_float = config.quant, config.prune, config.keep_float
+    for column, value in changes.items():
+        if column == "bits":
+            quant = replace(quant, bits=parse_bits(value))
+        elif column in ("scheme", "granularity"):
+            quant = replace(quant, **{column: value})
+        elif column == "sparsity":
+            prune = replace(prune, sparsity=0.0 if value is None else value)
+        elif column == "keep_float":
+            keep_float = bool(value)
+        else:
+            raise ValueError(f"column {column!r} is read-only; editable columns: {', '.join(EDITABLE)}")
+    return LayerConfig(quant=quant, prune=prune, keep_float=keep_float)

@@ -1,0 +1,174 @@
+"""Per-layer sensitivity: compress one layer at a time and measure what the model loses.
+
+For each layer and each setting (a bit-width with the base plan's scheme, granularity and
+range method; or a sparsity with float weights), the plan keeps every other layer float and
+overrides that one layer (`single_layer_plan`). Each row holds the accuracy, its drop against
+the float model, the binomial standard error of the accuracy, agreement and KL against the
+float model, and the layer's and the model's size.
+
+Speed: the float model's activations before a layer never change while that layer changes.
+`split.PrefixCache` runs the float model once, keeps the values live at every layer, and each
+setting then runs only the network's tail from its layer onward. Logits are bit-identical to
+`Engine.evaluate` of the same single-layer plan (checked on the first setting; on a mismatch,
+or a model torch.fx cannot trace, every setting runs the full forward instead).
+
+Activation quantization is not part of these plans: sensitivity is about weights.
+
+Columns (SENSITIVITY_COLUMNS):
+
+| column                | meaning                                                          |
+|-----------------------|------------------------------------------------------------------|
+| layer, type, params   | the layer, its module class, its weight count                    |
+| setting, kind         | "4 bits" / "50% sparse"; "bits" or "sparsity"                    |
+| bits, sparsity        | the layer's bits (None: float) and sparsity                      |
+| accuracy, float_accuracy | top-1 with only this layer compressed, and of the float model (None without labels) |
+| accuracy_drop         | float_accuracy - accuracy (positive = worse)                     |
+| accuracy_se           | binomial standard error sqrt(p(1-p)/n) of accuracy               |
+| agreement, kl         | top-1 agreement with the float model, mean KL(p_float || p) nats  |
+| layer_size_bytes      | the layer's storage under the setting (layer_float_size_bytes: float32) |
+| size_bytes            | the whole model's storage with only this layer compressed        |
+| n_samples             | evaluation inputs                                                |
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Callable, Iterable
+
+import pandas as pd
+import torch
+
+from lightviz.core import metrics
+from lightviz.core.activations import float_plan
+from lightviz.core.engine import Engine
+from lightviz.core.evaldata import EvalData, subset
+from lightviz.core.prefix import PrefixCache
+from lightviz.core.specs import LayerConfig, Plan, PruneSpec
+
+SENSITIVITY_COLUMNS = [
+    "layer", "type", "params", "setting", "kind", "bits", "sparsity",
+    "accuracy", "float_accuracy", "accuracy_drop", "accuracy_se", "agreement", "kl",
+    "layer_size_bytes", "layer_float_size_bytes", "size_bytes", "n_samples",
+]
+DEFAULT_BITS = (2, 3, 4, 8)
+
+
+def single_layer_plan(base: Plan, layer: str, config: LayerConfig) -> Plan:
+    """Every layer float except `layer`, which gets `config`; folding as `base` says.
+
+    >>> from lightviz.core.specs import QuantSpec
+    >>> single_layer_plan(Plan(), "fc1", LayerConfig(quant=QuantSpec(bits=4))).config_for("fc2").keep_float
+    True
+    """
+    return Plan(default=LayerConfig(keep_float=True), overrides={layer: config}, fold_bn=base.fold_bn)
+
+
+def settings(base: Plan, bits: Iterable[int] = DEFAULT_BITS,
+             sparsities: Iterable[float] = ()) -> list[tuple[str, str, LayerConfig]]:
+    """(label, kind, config) of each setting: bits with the base's quantization, then sparsities.
+
+    Raises:
+        ValueError: no setting, or a bits / sparsity value out of range (the specs' messages).
+    """
+    quant, prune = base.default.quant, base.default.prune
+    out = []
+    for b in dict.fromkeys(bits):
+        out.append((f"{b} bits", "bits", LayerConfig(quant=replace(quant, bits=b))))
+    for s in dict.fromkeys(float(s) for s in sparsities):
+        spec = PruneSpec(sparsity=s, method=prune.method, m=prune.m)
+        out.append((f"{s:.0%} sparse", "sparsity", LayerConfig(quant=replace(quant, bits=None), prune=spec)))
+    if not out:
+        raise ValueError("sensitivity needs at least one setting: give bits (1 to 16) and/or sparsities (0 to 1)")
+    return out
+
+
+def sensitivity(engine: Engine, data: EvalData, bits: Iterable[int] = DEFAULT_BITS,
+                sparsities: Iterable[float] = (), base: Plan | None = None, max_samples: int | None = None,
+                layers: Iterable[str] | None = None, reuse: bool = True,
+                progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """One row per (layer, setting) with only that layer compressed (columns above).
+
+    Args:
+        engine: the float model's engine (its per-layer cache is reused).
+        data: evaluation data; with `max_samples`, a seeded subset of it (data.subset).
+        bits: bit-widths to try, with `base`'s scheme, granularity, group size, range method.
+        sparsities: sparsities to try with float weights, with `base`'s pruning method.
+        base: where those settings and BatchNorm folding come from (default: Plan()).
+        layers: the layers to analyse (default: all, in model order).
+        reuse: run only each layer's tail from cached activations (False: full forwards).
+        progress: called as progress(done, total) after each setting.
+
+    Returns:
+        A DataFrame; `df.attrs` holds "reuse" (whether tails were reused), "note" (why not),
+        "seconds" and "data" (the data's description).
+
+    >>> from lightviz.io.datasets import generated_inputs
+    >>> engine = Engine(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)))
+    >>> df = sensitivity(engine, generated_inputs((4,), n=8), bits=[2, 8])
+    >>> df[["layer", "setting"]].values.tolist()
+    [['1', '2 bits'], ['1', '8 bits']]
+    """
+    started = time.perf_counter()
+    base = base or Plan()
+    chosen = settings(base, bits, sparsities)
+    names = _layer_names(engine, layers)
+    data = subset(data, max_samples)
+    reference = engine.logits(None, data)
+    float_accuracy = metrics.accuracy(reference, data.y) if data.labeled else None
+    runner, note = _runner(engine, data, names, base) if reuse else (None, "reuse turned off")
+    float_sizes = {name: engine.compress_layer(float_plan(base.fold_bn), name).size.total_bytes for name in names}
+    rows, total = [], len(names) * len(chosen)
+    for name in names:
+        info = engine.by_name[name]
+        for label, kind, config in chosen:
+            plan = single_layer_plan(base, name, config)
+            result = engine.compress_layer(plan, name)
+            if runner is not None:
+                logits = runner.run_from(name, {"weight": result.weight_hat})
+                if not rows and not torch.equal(logits, engine.logits(plan, data)):
+                    runner, note = None, "the traced tail did not reproduce the full forward; ran full forwards"
+                    logits = engine.logits(plan, data)
+            else:
+                logits = engine.logits(plan, data)
+            accuracy = metrics.accuracy(logits, data.y) if data.labeled else None
+            rows.append({
+                "layer": name, "type": info.kind, "params": info.n_weights, "setting": label, "kind": kind,
+                "bits": config.effective_quant.bits, "sparsity": result.prune.sparsity,
+                "accuracy": accuracy, "float_accuracy": float_accuracy,
+                "accuracy_drop": None if accuracy is None else float_accuracy - accuracy,
+                "accuracy_se": None if accuracy is None else metrics.standard_error(accuracy, len(data)),
+                "agreement": metrics.agreement(reference, logits), "kl": metrics.mean_kl(reference, logits),
+                "layer_size_bytes": result.size.total_bytes, "layer_float_size_bytes": float_sizes[name],
+                "size_bytes": engine.size_bytes(plan), "n_samples": len(data),
+            })
+            if progress:
+                progress(len(rows), total)
+    df = pd.DataFrame(rows, columns=SENSITIVITY_COLUMNS)
+    df.attrs.update(reuse=runner is not None, note=note, seconds=time.perf_counter() - started,
+                    data=data.description)
+    return df
+
+
+def _layer_names(engine: Engine, layers: Iterable[str] | None) -> list[str]:
+    if layers is None:
+        return [layer.name for layer in engine.layers]
+    names = list(dict.fromkeys(layers))
+    unknown = [name for name in names if name not in engine.by_name]
+    if unknown or not names:
+        raise ValueError(f"layers must be among {list(engine.by_name)}; got {names!r}")
+    return names
+
+
+def _runner(engine: Engine, data: EvalData, names: list[str], base: Plan) -> tuple[PrefixCache | None, str]:
+    """The tail runner on the float model (folded as the base plan says), or None and why."""
+    try:
+        return PrefixCache(engine.compress(float_plan(base.fold_bn)), data.x, names), ""
+    except Exception as error:  # noqa: BLE001 - any tracing failure means "run full forwards"
+        return None, f"torch.fx could not split the model ({type(error).__name__}: {error}); ran full forwards"
+
+
+def pivot(df: pd.DataFrame, value: str = "accuracy_drop") -> pd.DataFrame:
+    """Layers (rows, model order) x settings (columns, given order) of one column."""
+    table = df.pivot(index="layer", columns="setting", values=value)
+    return table.loc[list(dict.fromkeys(df["layer"])), list(dict.fromkeys(df["setting"]))]

@@ -1,0 +1,99 @@
+"""Sweeps over uniform configurations, and the accuracy-vs-size Pareto frontier.
+
+>>> configs = sweep_configs([4, 8], ["symmetric"], ["channel"], [0.0])
+>>> [plan.default.quant.bits for plan in configs]
+[4, 8]
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from typing import Callable, Iterable
+
+import pandas as pd
+
+from lightviz.core.engine import Engine, Progress
+from lightviz.core.evaldata import EvalData
+from lightviz.core.specs import Plan, PruneSpec
+
+SWEEP_COLUMNS = [
+    "label", "bits", "scheme", "granularity", "sparsity", "prune_method",
+    "accuracy", "float_accuracy", "agreement", "kl", "size_bytes", "float_size_bytes",
+    "compression_ratio", "avg_bits_per_weight", "plan",
+]
+
+
+def sweep_configs(bits: Iterable[int | None], schemes: Iterable[str], granularities: Iterable[str],
+                  sparsities: Iterable[float], prune_method: str = "unstructured",
+                  base: Plan | None = None) -> list[Plan]:
+    """One uniform Plan per combination, on top of `base` (its range method, folding, ...)."""
+    base = base or Plan()
+    plans = []
+    for b, scheme, granularity, sparsity in itertools.product(bits, schemes, granularities, sparsities):
+        quant = replace(base.default.quant, bits=b, scheme=scheme, granularity=granularity)
+        prune = PruneSpec(sparsity=sparsity, method=prune_method, m=base.default.prune.m)
+        plan = replace(base, default=replace(base.default, quant=quant, prune=prune, keep_float=False),
+                       overrides=())
+        if plan not in plans:
+            plans.append(plan)
+    return plans
+
+
+def run_sweep(engine: Engine, data: EvalData, plans: list[Plan],
+              progress: Callable[[int, int], None] | None = None,
+              detail: Callable[[int, float, str], None] | None = None) -> pd.DataFrame:
+    """Evaluate each plan; one tidy row per configuration (columns SWEEP_COLUMNS).
+
+    Args:
+        progress: called with (configurations done, configurations) after each one.
+        detail: called with (configuration index, fraction, text) while one is evaluated
+            (Engine.evaluate's progress), for large models where one takes seconds.
+    """
+    rows = []
+    for i, plan in enumerate(plans):
+        inner = None if detail is None else (lambda fraction, text, i=i: detail(i, fraction, text))
+        rows.append(plan_row(engine, data, plan, progress=inner))
+        if progress:
+            progress(i + 1, len(plans))
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+
+
+def plan_row(engine: Engine, data: EvalData, plan: Plan, label: str | None = None,
+             progress: Progress | None = None) -> dict:
+    """A sweep row for any plan (uniform or not); `progress` as Engine.evaluate's."""
+    evaluation = engine.evaluate(plan, data, progress)
+    quant, prune = plan.default.quant, plan.default.prune
+    return {
+        "label": label or plan_label(plan), "bits": quant.bits, "scheme": quant.scheme,
+        "granularity": quant.granularity, "sparsity": prune.sparsity, "prune_method": prune.method,
+        **{key: value for key, value in evaluation.to_dict().items() if key in SWEEP_COLUMNS},
+        "plan": plan.to_json(),
+    }
+
+
+def plan_label(plan: Plan) -> str:
+    """Short name of a plan, e.g. 'int4 sym/channel, unstructured 50%' (+ overrides)."""
+    config = plan.default
+    text = "float32" if config.keep_float else config.quant.label
+    if config.prune.active and not config.keep_float:
+        text += f", {'global ' if plan.global_prune else ''}{config.prune.label}"
+    if plan.activations is not None:  # quantized layer inputs, e.g. ", act int8 asym"
+        text += f", act int{plan.activations.bits} {plan.activations.scheme[:4]}"
+    if plan.overrides:
+        text += f" +{len(plan.overrides)} layer override{'s' if len(plan.overrides) > 1 else ''}"
+    return text
+
+
+def pareto_front(df: pd.DataFrame, x: str = "size_bytes", y: str = "accuracy") -> pd.DataFrame:
+    """Rows not dominated by another (no other row is at most as large and at least as good).
+
+    Sorted by `x`. Rows with a missing `y` are ignored.
+    """
+    rows = df.dropna(subset=[y]).sort_values([x, y], ascending=[True, False])
+    best, keep = float("-inf"), []
+    for index, value in zip(rows.index, rows[y]):
+        if value > best:
+            keep.append(index)
+            best = value
+    return rows.loc[keep]

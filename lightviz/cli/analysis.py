@@ -1,0 +1,157 @@
+"""CLI commands for the deeper analyses, registered into `python -m lightviz` by cli.py.
+
+    python -m lightviz evaluate --model digits-cnn --bits 4 --act-bits 8 --json        # W4A8
+    python -m lightviz sensitivity --model digits-cnn --bits 2,3,4,8 --sparsity 0.5 --json
+    python -m lightviz allocate --model digits-mobilenet --avg-bits 4 --json
+    python -m lightviz allocate --model digits-cnn --max-drop 0.01 --out plan.json
+
+Errors follow cli.py: bad input exits with code 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from lightviz.cli import common as cli
+from lightviz.core.specs import (
+    GRANULARITIES,
+    PRUNE_METHODS,
+    RANGE_METHODS,
+    SCHEMES,
+    Plan,
+)
+
+DEFAULT_SENSITIVITY_BITS = "2,3,4,8"
+DEFAULT_ALLOCATE_BITS = "2,3,4,6,8"
+
+
+# --- activation flags of `evaluate` ------------------------------------------------------------
+
+
+# --- sensitivity and allocate -----------------------------------------------------------------
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the `sensitivity` and `allocate` commands to cli.py's subparsers."""
+    sens = commands.add_parser("sensitivity", help="compress one layer at a time: accuracy drop and KL per setting")
+    cli.model_flags(sens)
+    sens.add_argument("--bits", default=DEFAULT_SENSITIVITY_BITS, help="bit-widths to try (comma-separated)")
+    sens.add_argument("--sparsity", help="sparsities to try with float weights (comma-separated, 0..1)")
+    sens.add_argument("--layers", help="only these layers (comma-separated; default all)")
+    _base_flags(sens)
+    sens.add_argument("--no-reuse", action="store_true", help="run full forwards (no cached activations)")
+    sens.add_argument("--out", help="also write the rows to this CSV file")
+    sens.add_argument("--json", action="store_true", help="print one JSON object")
+    sens.set_defaults(run=_sensitivity)
+
+    alloc = commands.add_parser("allocate", help="mixed precision: bits per layer under a size budget or a drop")
+    cli.model_flags(alloc)
+    budget = alloc.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--avg-bits", type=float, help="storage bits per weight, scales included, at most this")
+    budget.add_argument("--size-bytes", type=int, help="model size in bytes at most this")
+    budget.add_argument("--max-drop", type=float,
+                        help="smallest plan whose accuracy drop is at most this (0.01 = 1 point)")
+    alloc.add_argument("--bits", default=DEFAULT_ALLOCATE_BITS, help="bit-widths a layer may take (comma-separated)")
+    alloc.add_argument("--objective", choices=("kl", "accuracy_drop"), default="kl",
+                       help="per-layer cost summed by the knapsack (default kl: smooth, additive)")
+    alloc.add_argument("--method", choices=("knapsack", "greedy"), default="knapsack")
+    alloc.add_argument("--refine", type=int, default=8, help="knapsack choices measured before picking (default 8)")
+    alloc.add_argument("--compare", action="store_true", help="also evaluate the uniform plans at each --bits")
+    _base_flags(alloc)
+    alloc.add_argument("--out", help="also write the plan JSON to this file (for `evaluate --plan`)")
+    alloc.add_argument("--json", action="store_true", help="print one JSON object")
+    alloc.set_defaults(run=_allocate)
+
+
+def _base_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scheme", choices=SCHEMES, help="weight scheme (default symmetric)")
+    parser.add_argument("--granularity", choices=GRANULARITIES, help="default channel")
+    parser.add_argument("--group-size", type=int, help="weights per group (granularity group)")
+    parser.add_argument("--range-method", choices=RANGE_METHODS)
+    parser.add_argument("--percentile", type=float, help="for --range-method percentile")
+    parser.add_argument("--prune-method", choices=PRUNE_METHODS, help="for --sparsity (default unstructured)")
+    parser.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm separate (default: fold)")
+    parser.add_argument("--plan", help="a plan JSON file whose settings are the base")
+
+
+def _base_plan(args: argparse.Namespace) -> Plan:
+    return cli.plan_from_args(argparse.Namespace(**{**vars(args), "bits": None, "sparsity": None}))
+
+
+def _bits_list(text: str) -> list[int]:
+    bits = [cli.parse_bits(item) for item in cli.split(text, "bits")]
+    if None in bits:
+        raise cli.UsageError("--bits lists bit-widths from 1 to 16 here ('float' is the reference already)")
+    return bits
+
+
+def _sensitivity(args: argparse.Namespace) -> int:
+    from lightviz.analysis.sensitivity import pivot, sensitivity
+    from lightviz.core.engine import Engine
+
+    bundle, data = cli.load(args)
+    bits = _bits_list(args.bits)
+    sparsities = ([cli.parse_float(s, "sparsity") for s in cli.split(args.sparsity, "sparsity")]
+                  if args.sparsity else [])
+    layers = cli.split(args.layers, "layers") if args.layers else None
+    out = cli.out_path(args.out)
+    interactive = sys.stderr.isatty() and not args.json
+    df = sensitivity(Engine(bundle.model), data, bits, sparsities, base=_base_plan(args), layers=layers,
+                     reuse=not args.no_reuse, progress=lambda i, n: interactive and print(
+                         f"\r{i}/{n} layer settings", end="" if i < n else "\n", file=sys.stderr))
+    if out:
+        df.to_csv(out, index=False)
+    if args.json:
+        report = {"model": bundle.name, "data": data.description, "n_samples": len(data),
+                  "float_accuracy": df["float_accuracy"].iloc[0], "settings": list(dict.fromkeys(df["setting"])),
+                  "reused_activations": df.attrs["reuse"], "seconds": df.attrs["seconds"],
+                  "rows": [{key: cli.json_safe(value) for key, value in row.items()} for row in df.to_dict("records")]}
+        print(json.dumps(cli.json_safe(report), allow_nan=False))
+        return 0
+    value = "accuracy_drop" if data.labeled else "kl"
+    table = pivot(df, value) * (100 if data.labeled else 1)
+    print(f"model {bundle.name}: {data.description}")
+    print(f"{'accuracy drop (points)' if data.labeled else 'KL vs float (nats)'} with only that layer compressed:")
+    print(table.round(3).to_string())
+    if out:
+        print(f"wrote {len(df)} rows to {out}")
+    return 0
+
+
+def _allocate(args: argparse.Namespace) -> int:
+    from lightviz.analysis.mixed import allocate, uniform_at
+    from lightviz.analysis.sensitivity import sensitivity
+    from lightviz.core.activations import wa_label
+    from lightviz.core.engine import Engine
+
+    bundle, data = cli.load(args)
+    bits = _bits_list(args.bits)
+    base = _base_plan(args)
+    out = cli.out_path(args.out)
+    engine = Engine(bundle.model)
+    sens = sensitivity(engine, data, bits, base=base)
+    result = allocate(engine, data, sens, base, size_bytes=args.size_bytes, avg_bits=args.avg_bits,
+                      max_drop=args.max_drop, objective=args.objective, method=args.method, refine=args.refine)
+    names = [layer.name for layer in engine.layers]
+    report = {"model": bundle.name, "data": data.description, "wa": wa_label(result.plan, names), **result.to_dict()}
+    if args.compare:
+        report["uniform"] = [{"bits": b, **engine.evaluate(uniform_at(base, b), data).to_dict()} for b in bits]
+    if out:
+        out.write_text(result.plan.to_json(indent=2) + "\n")
+    if args.json:
+        print(json.dumps(cli.json_safe(report), allow_nan=False))
+        return 0
+    ev = result.evaluation
+    print(f"model {bundle.name}: {result.budget}, {result.method} on {result.objective}")
+    print("bits: " + ", ".join(f"{name} {b}" for name, b in result.bits.items()))
+    if ev.accuracy is not None:
+        print(f"accuracy {ev.accuracy:.2%} (float {ev.float_accuracy:.2%})")
+    print(f"size {ev.size_bytes:,} B ({ev.compression_ratio:.2f}x), {ev.avg_bits_per_weight:.2f} bits/weight")
+    for row in report.get("uniform", []):
+        acc = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.2%}"
+        print(f"  uniform {row['bits']} bits: accuracy {acc}, size {row['size_bytes']:,} B")
+    if out:
+        print(f"wrote the plan to {out}")
+    return 0

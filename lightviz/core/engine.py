@@ -1,0 +1,403 @@
+"""Float model + Plan -> compressed copy, with a bounded per-layer cache.
+
+The engine never modifies the float model. Each layer's result is cached under (layer,
+fold_bn, effective quant spec, prune key), so changing one layer's setting recomputes only
+that layer; the cache is an LRU bounded in bytes, not a copy per click.
+
+>>> engine = Engine(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
+>>> engine.compress_layers(Plan())["1"].size.format
+'dense'
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import nn
+
+from lightviz.core import metrics
+from lightviz.core.activations import (
+    CalibrationCache,
+    InputQParams,
+    InputStats,
+    quantize_inputs_,
+)
+from lightviz.core.evaldata import EvalData
+from lightviz.core.layers import LayerInfo, find_layers, folded_weights
+from lightviz.core.prune import global_prune_counts, keep_largest, prune_mask
+from lightviz.core.quant import QParams, choose_qparams, fake_quantize
+from lightviz.core.size import SizeBreakdown, state_bytes, weight_size
+from lightviz.core.specs import LayerConfig, Plan, PruneSpec, QuantSpec
+
+CACHE_BYTES = 512 * 2**20
+EVAL_BATCH = 256  # most samples per forward pass...
+BATCH_VALUES = 2**22  # ...and at most this many input values (16 MiB of float32), for big inputs
+
+Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is being done)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerResult:
+    """One layer compressed: the float reference (after folding) and what replaces it."""
+
+    layer: LayerInfo
+    quant: QuantSpec  # effective (bits=None when kept float)
+    prune: PruneSpec  # effective; a global-pruning count shows as its achieved sparsity
+    weight: torch.Tensor  # float reference, BatchNorm folded when the plan says so
+    weight_hat: torch.Tensor  # pruned then fake-quantized
+    mask: torch.Tensor | None  # True = kept; None when nothing was pruned
+    qparams: QParams | None
+    size: SizeBreakdown
+
+    @property
+    def nbytes(self) -> int:
+        mask = 0 if self.mask is None else self.mask.numel()
+        return self.weight_hat.numel() * self.weight_hat.element_size() + mask
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Model-level numbers for one Plan on one dataset. accuracy is None without labels."""
+
+    accuracy: float | None
+    float_accuracy: float | None
+    agreement: float
+    kl: float
+    n_samples: int
+    size_bytes: int
+    float_size_bytes: int
+    avg_bits_per_weight: float
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.float_size_bytes / max(self.size_bytes, 1)
+
+    def to_dict(self) -> dict:
+        return {
+            "accuracy": self.accuracy, "float_accuracy": self.float_accuracy,
+            "agreement": self.agreement, "kl": self.kl, "n_samples": self.n_samples,
+            "size_bytes": self.size_bytes, "float_size_bytes": self.float_size_bytes,
+            "compression_ratio": self.compression_ratio, "avg_bits_per_weight": self.avg_bits_per_weight,
+        }
+
+
+class Engine:
+    """Compresses one float model under any number of Plans, caching per layer.
+
+    Args:
+        model: the float model; it is put in eval mode and never modified otherwise.
+        cache_bytes: bound on the cached compressed weights (LRU).
+    """
+
+    def __init__(self, model: nn.Module, cache_bytes: int = CACHE_BYTES) -> None:
+        self.model = model.eval()
+        self.layers = find_layers(model)
+        self.by_name = {layer.name: layer for layer in self.layers}
+        self.cache_bytes = cache_bytes
+        self._cache: OrderedDict[tuple, LayerResult] = OrderedDict()
+        self._cached_bytes = 0
+        self._folded: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._logits: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._lock = threading.RLock()  # a Streamlit server shares one engine across sessions
+        self._calibration = CalibrationCache()  # activation ranges (lightviz/core/activations.py)
+        self.float_size_bytes = state_bytes(model.state_dict())
+        self.stats = {"hits": 0, "misses": 0}
+
+    # --- per layer ---------------------------------------------------------------------
+
+    def compress_layers(self, plan: Plan, progress: Callable[[int, int], None] | None = None
+                        ) -> dict[str, LayerResult]:
+        """Every layer's result under `plan`, reusing cached layers.
+
+        Args:
+            progress: called with (layers done, layers) after each layer.
+        """
+        self.check_plan(plan)
+        counts = self._global_counts(plan)
+        results = {}
+        for layer in self.layers:
+            results[layer.name] = self._layer(layer, plan, counts.get(layer.name))
+            if progress is not None:
+                progress(len(results), len(self.layers))
+        return results
+
+    def compress_layer(self, plan: Plan, name: str) -> LayerResult:
+        """One layer's result under `plan`."""
+        self.check_plan(plan)
+        if name not in self.by_name:
+            raise ValueError(f"no compressible layer named {name!r}")
+        return self._layer(self.by_name[name], plan, self._global_counts(plan).get(name))
+
+    def reference_weight(self, name: str, fold_bn: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weight, bias) of a layer as compression sees it: BatchNorm folded or not."""
+        layer = self.by_name[name]
+        if not fold_bn or layer.bn is None:
+            module = dict(self.model.named_modules())[name]
+            bias = getattr(module, "bias", None)
+            return module.weight.detach(), None if bias is None else bias.detach()
+        with self._lock:
+            if name not in self._folded:
+                self._folded[name] = folded_weights(self.model, layer)
+            return self._folded[name]
+
+    def _layer(self, layer: LayerInfo, plan: Plan, global_count: int | None) -> LayerResult:
+        config = plan.config_for(layer.name)
+        quant, prune = config.effective_quant, config.effective_prune
+        fold = plan.fold_bn and layer.bn is not None
+        key = (layer.name, fold, quant, prune if global_count is None else ("global", global_count))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                self.stats["hits"] += 1
+                return hit
+        result = self._compute(layer, fold, quant, prune, global_count)
+        with self._lock:
+            self.stats["misses"] += 1
+            self._cache[key] = result
+            self._cached_bytes += result.nbytes
+            while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
+                _, old = self._cache.popitem(last=False)
+                self._cached_bytes -= old.nbytes
+        return result
+
+    def _compute(self, layer: LayerInfo, fold: bool, quant: QuantSpec, prune: PruneSpec,
+                 global_count: int | None) -> LayerResult:
+        weight, bias = self.reference_weight(layer.name, fold)
+        if global_count is not None:
+            mask = keep_largest(weight, global_count) if global_count else None
+            prune = PruneSpec(sparsity=global_count / weight.numel(), method="unstructured")
+        else:
+            mask = prune_mask(weight, prune, layer.axis) if prune.active else None
+        pruned = weight if mask is None else weight * mask
+        qparams = None if quant.bits is None else choose_qparams(pruned, quant, layer.axis)
+        weight_hat = pruned.clone() if qparams is None else fake_quantize(pruned, quant, layer.axis, qparams)
+        size = weight_size(layer.shape, quant, mask, prune, layer.axis, 0 if bias is None else bias.numel())
+        return LayerResult(layer, quant, prune, weight, weight_hat, mask, qparams, size)
+
+    def _global_counts(self, plan: Plan) -> dict[str, int]:
+        """Per-layer pruned counts when the plan prunes globally, else {}."""
+        spec = plan.default.prune
+        if not (plan.global_prune and spec.method == "unstructured" and spec.active
+                and not plan.default.keep_float):
+            return {}
+        names = [layer.name for layer in self.layers
+                 if plan.config_for(layer.name).prune == spec and not plan.config_for(layer.name).keep_float]
+        weights = [self.reference_weight(name, plan.fold_bn)[0] for name in names]
+        return dict(zip(names, global_prune_counts(weights, spec.sparsity)))
+
+    def check_plan(self, plan: Plan) -> None:
+        """Raise ValueError when `plan` overrides a layer this model does not have."""
+        unknown = [name for name, _ in plan.overrides if name not in self.by_name]
+        if unknown:
+            raise ValueError(f"plan overrides layers this model does not have: {unknown}; "
+                             f"its layers are {list(self.by_name)}")
+
+    # --- whole model -------------------------------------------------------------------
+
+    def compress(self, plan: Plan, calibration: torch.Tensor | EvalData | None = None) -> nn.Module:
+        """A new model with the plan applied (BatchNorm folded into Identity when asked).
+
+        Args:
+            plan: the recipe; when it quantizes activations, each layer's input is
+                fake-quantized with ranges calibrated on `calibration` (activations.py).
+            calibration: inputs (N, ...) for activation calibration; labels are never used.
+                `logits` and `evaluate` pick them for you (`EvalData.calibration_inputs`).
+        """
+        results = self.compress_layers(plan)
+        model = copy.deepcopy(self.model)
+        modules = dict(model.named_modules())
+        for name, result in results.items():
+            module = modules[name]
+            module.weight = nn.Parameter(result.weight_hat.clone(), requires_grad=False)
+            if plan.fold_bn and result.layer.bn is not None:
+                module.bias = nn.Parameter(self.reference_weight(name, True)[1].clone(), requires_grad=False)
+                _set_module(model, result.layer.bn, nn.Identity())
+        if plan.activations is not None:
+            quantize_inputs_(model, self.activation_qparams(plan, calibration), plan.activations)
+        return model.eval()
+
+    def activation_qparams(self, plan: Plan, calibration: torch.Tensor | EvalData | None) -> dict[str, InputQParams]:
+        """Per-layer input clip ranges and qparams of `plan.activations`, calibrated (cached)."""
+        if calibration is None:
+            raise ValueError("the plan quantizes activations: give calibration inputs, e.g. "
+                             "engine.compress(plan, calibration=x); Engine.evaluate picks them itself")
+        inputs = calibration.calibration_inputs if isinstance(calibration, EvalData) else calibration
+        return self._calibration.qparams(self, plan, inputs)
+
+    def activation_stats(self, plan: Plan, calibration: torch.Tensor | EvalData) -> dict[str, InputStats]:
+        """What calibration recorded at each layer's input (min, max, a sample of values); cached."""
+        inputs = calibration.calibration_inputs if isinstance(calibration, EvalData) else calibration
+        return self._calibration.stats(self, plan, inputs)
+
+    def size_bytes(self, plan: Plan, results: dict[str, LayerResult] | None = None) -> int:
+        """Bytes of the compressed model: compressed layers plus everything else at its dtype."""
+        results = results or self.compress_layers(plan)
+        state = self.model.state_dict()
+        covered = set()
+        for layer in self.layers:
+            covered |= {f"{layer.name}.weight", f"{layer.name}.bias"}
+            if plan.fold_bn and layer.bn is not None:  # folded away into the layer's bias
+                covered |= {key for key in state if key.startswith(f"{layer.bn}.")}
+        rest = state_bytes({key: value for key, value in state.items() if key not in covered})
+        return rest + sum(result.size.total_bytes for result in results.values())
+
+    def logits(self, plan: Plan | None, data: EvalData,
+               progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """Logits of the compressed model (or the float one for plan=None) on data.x; cached.
+
+        Activation ranges, when the plan quantizes activations, are calibrated on
+        `data.calibration_inputs`: the training split for the digits test split,
+        else the first batches of data.x.
+
+        Args:
+            progress: called with (samples done, samples) after each batch that runs.
+        """
+        cached = self.cached_logits(plan, data)
+        if cached is not None:
+            return cached
+        if plan is None:
+            model = self.model
+        else:
+            model = self.compress(plan, data.calibration_inputs if plan.activations is not None else None)
+        out = run_model(model, data.x, progress=progress)
+        with self._lock:
+            self._logits[(plan, id(data))] = (data, out)  # holding data keeps its id from being reused
+            while len(self._logits) > 64:
+                self._logits.popitem(last=False)
+        return out
+
+    def cached_logits(self, plan: Plan | None, data: EvalData) -> torch.Tensor | None:
+        """The logits `logits(plan, data)` would return when they are cached, else None."""
+        key = (plan, id(data))
+        with self._lock:
+            entry = self._logits.get(key)
+            if entry is None or entry[0] is not data:
+                return None
+            self._logits.move_to_end(key)
+            return entry[1]
+
+    def evaluate(self, plan: Plan, data: EvalData, progress: Progress | None = None) -> Evaluation:
+        """Accuracy, fidelity to the float model, and size of `plan` on `data`.
+
+        Args:
+            progress: called with (fraction done, what is running) while layers are compressed
+                and while the float and compressed models run (passes already cached are skipped).
+        """
+        passes = [(p, what) for p, what in ((None, "float"), (plan, "compressed"))
+                  if self.cached_logits(p, data) is None]
+        stages = _Stages(progress, [0.1] + [1.0] * len(passes))
+        results = self.compress_layers(plan, stages.reporter(0, "Compressing layers", "layers"))
+        for index, (p, what) in enumerate(passes, start=1):
+            self.logits(p, data, stages.reporter(index, f"Running the {what} model", "samples"))
+        reference, test = self.logits(None, data), self.logits(plan, data)
+        labeled = data.y is not None
+        n_weights = sum(r.size.n_weights for r in results.values())
+        return Evaluation(
+            accuracy=metrics.accuracy(test, data.y) if labeled else None,
+            float_accuracy=metrics.accuracy(reference, data.y) if labeled else None,
+            agreement=metrics.agreement(reference, test),
+            kl=metrics.mean_kl(reference, test),
+            n_samples=len(data.x),
+            size_bytes=self.size_bytes(plan, results),
+            float_size_bytes=self.float_size_bytes,
+            avg_bits_per_weight=sum(r.size.weight_bits for r in results.values()) / max(n_weights, 1),
+        )
+
+    def layer_table(self, plan: Plan) -> pd.DataFrame:
+        """One row per layer; columns documented in LAYER_COLUMNS."""
+        rows = []
+        for name, r in self.compress_layers(plan).items():
+            config = plan.config_for(name)
+            rows.append({
+                "name": name, "type": r.layer.kind, "role": r.layer.role, "shape": "x".join(map(str, r.layer.shape)),
+                "params": r.layer.n_weights, "bits": r.quant.bits, "scheme": config.quant.scheme,
+                "granularity": config.quant.granularity, "range_method": config.quant.range_method,
+                "sparsity": config.effective_prune.sparsity if not plan.global_prune else r.prune.sparsity,
+                "prune_method": config.prune.method, "keep_float": config.keep_float,
+                "overridden": name in dict(plan.overrides), "bn_folded": plan.fold_bn and r.layer.bn is not None,
+                "achieved_sparsity": metrics.sparsity(r.weight_hat), "format": r.size.format,
+                "mse": metrics.mse(r.weight, r.weight_hat), "sqnr_db": metrics.sqnr_db(r.weight, r.weight_hat),
+                "cosine": metrics.cosine_similarity(r.weight, r.weight_hat),
+                "max_abs_error": metrics.max_abs_error(r.weight, r.weight_hat),
+                "size_bytes": r.size.total_bytes, "float_size_bytes": (r.size.n_weights * 32 + r.size.bias_bits) // 8,
+                "bits_per_weight": r.size.bits_per_weight,
+                "value_bytes": r.size.value_bits / 8, "qparam_bytes": r.size.qparam_bits / 8,
+                "index_bytes": r.size.index_bits / 8, "bias_bytes": r.size.bias_bits / 8,
+            })
+        return pd.DataFrame(rows, columns=LAYER_COLUMNS)
+
+
+LAYER_COLUMNS = [
+    "name", "type", "role", "shape", "params",  # the layer
+    "bits", "scheme", "granularity", "range_method", "sparsity", "prune_method", "keep_float",  # its config
+    "overridden", "bn_folded", "achieved_sparsity", "format",
+    "mse", "sqnr_db", "cosine", "max_abs_error",  # fidelity of the weight (vs folded float)
+    "size_bytes", "float_size_bytes", "bits_per_weight",  # storage (size.py)
+    "value_bytes", "qparam_bytes", "index_bytes", "bias_bytes",  # size by part
+]
+
+
+def eval_batch_size(x: torch.Tensor) -> int:
+    """Samples per forward pass over `x`: EVAL_BATCH, fewer for big inputs (memory, progress).
+
+    >>> eval_batch_size(torch.zeros(1000, 1, 8, 8)), eval_batch_size(torch.zeros(64, 3, 224, 224))
+    (256, 27)
+    """
+    per_sample = max(x[0].numel(), 1) if len(x) else 1
+    return max(1, min(EVAL_BATCH, BATCH_VALUES // per_sample))
+
+
+def run_model(model: nn.Module, x: torch.Tensor, batch: int | None = None,
+              progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Logits of `model` on `x`, in batches (default `eval_batch_size(x)`), without gradients.
+
+    Args:
+        progress: called with (samples done, samples) after each batch.
+    """
+    batch = batch or eval_batch_size(x)
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(x), batch):
+            outputs.append(model(x[start:start + batch]))
+            if progress is not None:
+                progress(min(start + batch, len(x)), len(x))
+    return torch.cat(outputs).float()
+
+
+class _Stages:
+    """Turns the (done, total) counts of consecutive stages into one overall Progress;
+    each stage counts for its weight (compressing layers is quick next to a forward pass)."""
+
+    def __init__(self, progress: Progress | None, weights: list[float]) -> None:
+        self.progress, self.weights = progress, weights
+
+    def reporter(self, index: int, what: str, unit: str) -> Callable[[int, int], None] | None:
+        if self.progress is None:
+            return None
+        before, total_weight = sum(self.weights[:index]), sum(self.weights)
+
+        def report(done: int, total: int) -> None:
+            fraction = (before + self.weights[index] * done / max(total, 1)) / total_weight
+            self.progress(fraction, f"{what}: {done:,} of {total:,} {unit}")
+        return report
+
+
+def uniform_plan(bits: int | None = 8, scheme: str = "symmetric", granularity: str = "channel",
+                 sparsity: float = 0.0, prune_method: str = "unstructured", **quant: object) -> Plan:
+    """A Plan with one setting for every layer (a convenience for sweeps and scripts)."""
+    return Plan(default=LayerConfig(
+        quant=QuantSpec(bits=bits, scheme=scheme, granularity=granularity, **quant),
+        prune=PruneSpec(sparsity=sparsity, method=prune_method)))
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+

@@ -1,0 +1,7 @@
+"""Where models and data come from: the sample zoo and torchvision architectures (`zoo`),
+evaluation datasets (`datasets`: scikit-learn's bundled digits, generated inputs), safe loading
+of a user's model files (`loading`, `safeload`: data, never code) and data files (`userdata`).
+
+May import: `lightviz.core` (never the reverse), torch, torchvision, numpy, scikit-learn,
+safetensors, Pillow.
+"""

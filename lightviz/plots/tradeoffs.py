@@ -1,0 +1,73 @@
+"""The Trade-offs page's figures: accuracy against size with the Pareto front and history, and
+weight error against bits per layer."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from lightviz.plots.style import (
+    CURRENT_COLOR,
+    FLOAT_MODEL_COLOR,
+    FRONT_COLOR,
+    HISTORY_COLOR,
+    SERIES_COLORS,
+    layout,
+    log_ticks,
+    short_number,
+)
+
+
+def tradeoff_figure(sweep: pd.DataFrame | None, y: str, front: pd.DataFrame | None,
+                    float_point: tuple[float, float], current: tuple[float, float, str] | None,
+                    history: pd.DataFrame | None) -> go.Figure:
+    """Accuracy (or agreement) in % against size in bytes (log x), one trace per scheme/granularity.
+
+    Points carry customdata [source, row] ("sweep" or "history") so a click finds its plan.
+    """
+    y_title = "top-1 accuracy (%)" if y == "accuracy" else "agreement with float (%)"
+    fig = go.Figure()
+    hover = "%{text}<br>%{x:,.0f} bytes<br>" + y_title + ": %{y:.2f}<extra></extra>"
+    if sweep is not None and len(sweep):
+        groups = sweep.assign(_group=sweep["scheme"].str[:4] + "/" + sweep["granularity"])
+        for i, (group, rows) in enumerate(groups.groupby("_group", sort=True)):
+            fig.add_scatter(x=rows["size_bytes"].tolist(), y=(rows[y] * 100).tolist(), mode="markers",
+                            name=f"sweep {group}", text=rows["label"].tolist(), customdata=[["sweep", int(r)] for r in rows.index],
+                            marker=dict(size=10, color=SERIES_COLORS[i % len(SERIES_COLORS)], opacity=0.85),
+                            hovertemplate=hover)
+    if front is not None and len(front):
+        fig.add_scatter(x=front["size_bytes"].tolist(), y=(front[y] * 100).tolist(), mode="lines", name="Pareto frontier",
+                        line=dict(color=FRONT_COLOR, width=2, shape="hv"), hoverinfo="skip")
+    if history is not None and len(history):
+        fig.add_scatter(x=history["size_bytes"].tolist(), y=(history[y] * 100).tolist(), mode="markers",
+                        name="tried this session", text=history["label"].tolist(), customdata=[["history", int(r)] for r in history.index],
+                        marker=dict(size=11, symbol="circle-open", color=HISTORY_COLOR, line=dict(width=2)),
+                        hovertemplate=hover)
+    fig.add_scatter(x=[float_point[0]], y=[float_point[1] * 100], mode="markers", name="float model",
+                    text=["float32 model"], marker=dict(size=15, symbol="diamond", color=FLOAT_MODEL_COLOR),
+                    hovertemplate=hover)
+    if current is not None:
+        fig.add_scatter(x=[current[0]], y=[current[1] * 100], mode="markers", name="current plan",
+                        text=[current[2]], marker=dict(size=18, symbol="star", color=CURRENT_COLOR,
+                                                       line=dict(width=1, color="white")),
+                        hovertemplate=hover)
+    sizes = [float_point[0]] + ([current[0]] if current else [])
+    for frame in (sweep, history):
+        if frame is not None and len(frame):
+            sizes += frame["size_bytes"].tolist()
+    ticks = log_ticks(min(sizes), max(sizes))
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[short_number(t) for t in ticks])
+    return layout(fig, f"{y_title.split(' (')[0].capitalize()} against size · click a point to make it current",
+                   "model size (bytes, log scale)", y_title, height=440, legend_rows=2)
+
+
+def sqnr_bits_figure(curves: pd.DataFrame, subtitle: str) -> go.Figure:
+    """Weight SQNR against bits, one line per layer."""
+    fig = go.Figure()
+    for i, (layer, rows) in enumerate(curves.groupby("layer", sort=False)):
+        fig.add_scatter(x=rows["bits"], y=rows["sqnr_db"], mode="lines+markers", name=layer,
+                        line=dict(color=SERIES_COLORS[i % len(SERIES_COLORS)]),
+                        hovertemplate=f"{layer}<br>%{{x}} bits: %{{y:.1f}} dB<extra></extra>")
+    fig.update_xaxes(dtick=1)
+    return layout(fig, f"Weight error against bits, per layer · {subtitle}", "bits per weight", "SQNR (dB)",
+                   height=380, legend_rows=2)

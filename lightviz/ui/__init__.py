@@ -1,0 +1,7 @@
+"""The Streamlit glue, and the only room of the library that imports Streamlit: session state
+initialized in one place (`state`), cached loaders and the model registry (`registry`), the
+shared sidebar and uploads, and one module of widgets per page family.
+
+May import: every room below it (plots, analysis, recover, io, core); nothing imports it but
+`app.py` and `pages/`.
+"""
