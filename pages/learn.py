@@ -6,7 +6,7 @@ import torch
 from lightviz.analysis import clipping, learn
 from lightviz.core.specs import RANGE_METHOD_HELP, RANGE_METHODS, SCHEMES
 from lightviz.plots import learn as learn_plots
-from lightviz.ui import state
+from lightviz.ui import charts, state
 
 state.through_router("pages/learn.py")  # opened by URL before the app first ran
 
@@ -76,7 +76,7 @@ def toy_section() -> tuple[torch.Tensor, int]:
             st.dataframe(steps.table, column_config=STEP_COLUMNS, hide_index=True)
             if steps.note:
                 st.caption(steps.note)
-    st.plotly_chart(learn_plots.number_line(list(toy.values())), key="learn_number_line")
+    charts.show(learn_plots.number_line(list(toy.values())), key="learn_number_line")
     st.caption("Each float value (blue) moves to the nearest level of the grid (orange). Drag bits down to 2–4 "
                "to see the grid and the rounding; the green band is what the codes cover.")
     return weight, bits
@@ -117,7 +117,7 @@ def layer_sections() -> None:
     cols[2].metric("zero-point z", layer.zero_point)
     cols[3].metric("MSE (per tensor)", f"{tensor_row['mse']:.3g}")
     cols[4].metric("SQNR (per tensor)", f"{tensor_row['sqnr_db']:.1f} dB")
-    st.plotly_chart(learn_plots.layer_histogram(layer, name), key="learn_layer_histogram")
+    charts.show(learn_plots.layer_histogram(layer, name), key="learn_layer_histogram")
     st.caption(f"{layer.clipped_fraction:.2%} of the weights lie outside the clip range and saturate at its ends.")
     left, right = st.columns(2)
     left.markdown("**Per tensor against per channel** (same bits, scheme and range method)")
@@ -144,7 +144,7 @@ def layer_sections() -> None:
     cols[1].metric("clipped weights", f"{current['clipped_fraction']:.2%}")
     cols[2].metric("clipping / rounding MSE", f"{current['clip_mse']:.3g} / {current['round_mse']:.3g}")
     cols[3].metric("total MSE", f"{current['mse']:.3g}")
-    st.plotly_chart(learn_plots.clip_chart(sweep, methods, current, ratio), key="learn_clip_chart")
+    charts.show(learn_plots.clip_chart(sweep, methods, current, ratio), key="learn_clip_chart")
     if sweep.attrs.get("n_evaluated", layer.n_weights) < layer.n_weights:
         st.caption(f"Errors measured on a fixed random sample of {sweep.attrs['n_evaluated']:,} of the "
                    f"{layer.n_weights:,} weights; the ranges come from all of them.")
@@ -166,7 +166,7 @@ def mistakes_section(weight: torch.Tensor, bits: int) -> None:
     left.latex(r"w_q = \operatorname{round}(w \times 2^{k}) \quad \text{vs} \quad "
                r"q = \operatorname{round}(w \cdot \tfrac{1}{s})")
     left.dataframe(table, hide_index=True, column_config=MISTAKE_COLUMNS)
-    right.plotly_chart(learn_plots.mistakes_chart(table, bits), key="learn_mistakes_chart")
+    charts.show(where=right, fig=learn_plots.mistakes_chart(table, bits), key="learn_mistakes_chart")
     example = learn.wrong_formula_table(torch.tensor([-10.0, -5.0, 10.0]), 8).iloc[1]  # DESIGN.md's example
     st.markdown(
         f"**Wrong:** multiplying by 2^k ignores the range, so codes grow with |w|: {int(table['overflow'].sum())} of "

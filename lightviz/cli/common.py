@@ -42,12 +42,7 @@ class Parser(argparse.ArgumentParser):
 
 def plan_from_args(args: argparse.Namespace, with_default_flags: bool = True) -> Plan:
     """The Plan the flags describe: --plan as a base, explicit flags override its default."""
-    plan = Plan()
-    if getattr(args, "plan", None):
-        path = Path(args.plan)
-        if not path.is_file():
-            raise UsageError(f"--plan: no such file {path}")
-        plan = Plan.from_json(path.read_text())
+    plan = read_plan(args.plan, "plan") if getattr(args, "plan", None) else Plan()
     quant, prune = plan.default.quant, plan.default.prune
     changes = {}
     if with_default_flags and args.bits is not None:
@@ -69,6 +64,16 @@ def plan_from_args(args: argparse.Namespace, with_default_flags: bool = True) ->
     if getattr(args, "global_prune", False):
         plan = replace(plan, global_prune=True)
     return plan
+
+
+def read_plan(text: str, flag: str) -> Plan:
+    """A plan flag's value: a plan JSON file, or the JSON itself (a value starting with '{')."""
+    if text.lstrip().startswith("{"):
+        return Plan.from_json(text)
+    path = Path(text)
+    if not path.is_file():
+        raise UsageError(f"--{flag}: no such file {path} (give a plan JSON file, or the JSON itself)")
+    return Plan.from_json(path.read_text())
 
 
 def terminal_progress():
@@ -173,7 +178,7 @@ def plan_flags(parser: argparse.ArgumentParser, sweepable: bool) -> None:
     parser.add_argument("--prune-method", choices=PRUNE_METHODS)
     parser.add_argument("--global-prune", action="store_true", help="one magnitude threshold over all layers")
     parser.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm separate (default: fold)")
-    parser.add_argument("--plan", help="a plan JSON file (flags override its default)")
+    parser.add_argument("--plan", help="a plan JSON file, or the JSON itself (flags override its default)")
 
 
 def parse_bits(text: str | int | None) -> int | None:

@@ -13,7 +13,7 @@ from lightviz.core.engine import Engine
 from lightviz.core.evaldata import EvalData
 from lightviz.core.specs import GRANULARITIES, SCHEMES, Plan
 from lightviz.plots import explore as plots
-from lightviz.ui import state
+from lightviz.ui import charts, state
 from lightviz.ui.format import bytes_text
 
 MAX_THUMBNAILS = 32
@@ -80,10 +80,10 @@ def layer_charts(table: pd.DataFrame) -> None:
     selected = selected_layer(table["name"].tolist())
     left, right = st.columns(2)
     with left:
-        st.plotly_chart(plots.layer_sqnr_figure(table, selected), key="sqnr_chart", selection_mode="points",
+        charts.show(plots.layer_sqnr_figure(table, selected), key="sqnr_chart", selection_mode="points",
                         on_select=partial(_on_chart_select, "sqnr_chart"))
     with right:
-        st.plotly_chart(plots.layer_size_figure(table, selected), key="size_chart", selection_mode="points",
+        charts.show(plots.layer_size_figure(table, selected), key="size_chart", selection_mode="points",
                         on_select=partial(_on_chart_select, "size_chart"))
 
 
@@ -111,7 +111,7 @@ def histogram_section(engine: Engine, plan: Plan, table: pd.DataFrame) -> None:
     hist = analysis.weight_histogram(result, channel, group)
     label = result.quant.label + (f", {result.prune.label}" if result.prune.active else "")
     chart, details = st.columns([3, 1])
-    chart.plotly_chart(plots.weight_histogram_figure(hist, name, label), key="histogram")
+    charts.show(where=chart, fig=plots.weight_histogram_figure(hist, name, label), key="histogram")
     notes = [hist.note] if hist.note else []
     if hist.saturated:
         notes.append(f"{hist.saturated:,} weights lie outside the clip range and saturate")
@@ -153,7 +153,7 @@ def flips_section(engine: Engine, plan: Plan, data: EvalData, class_names: tuple
                     for t, f, c in zip(shown["true"], shown["float_pred"], shown["compressed_pred"])]
         st.caption("Under each input: " + ("its true class, then " if data.labeled else "")
                    + "the float model's prediction → the compressed model's.")
-        st.plotly_chart(plots.flips_figure(images, captions), key="flips_chart")
+        charts.show(plots.flips_figure(images, captions), key="flips_chart")
         if len(flips) > len(shown):
             st.caption(f"Showing the first {len(shown)} of {len(flips)}" + (" (broken ones first)." if data.labeled
                                                                             else "."))

@@ -28,7 +28,7 @@ from lightviz.plots import finetune as finetune_plots
 from lightviz.recover.distill import distill, student_names
 from lightviz.recover.finetune import finetune
 from lightviz.recover.training import HISTORY_COLUMNS
-from lightviz.ui import registry, state
+from lightviz.ui import charts, registry, state
 from lightviz.ui.format import human_bytes, percent
 
 JOB_KEY = "finetune_job"
@@ -257,7 +257,7 @@ def _follow(job: Job) -> None:
             drawn = len(job.history)
             text = f"epoch {drawn} of {job.total_epochs}" + (" · stopping after this epoch" if job.stop else "")
             bar.progress(min(drawn / job.total_epochs, 1.0), text=text)
-            chart.plotly_chart(_history_figure(job), key=f"finetune_live_{drawn}")
+            charts.show(where=chart, fig=_history_figure(job), key=f"finetune_live_{drawn}")
         time.sleep(POLL_S)
     record_finished()
     st.rerun()  # draw the page again with the job done: results, and Start enabled again
@@ -279,7 +279,7 @@ def _finetune_results(job: Job) -> None:
     cols[3].metric("Size (before and after)", human_bytes(result.size_bytes),
                    delta=f"{result.float_size_bytes / max(result.size_bytes, 1):.1f}x smaller than float",
                    delta_color="off", delta_arrow="off")
-    st.plotly_chart(_history_figure(job), key="finetune_history")
+    charts.show(_history_figure(job), key="finetune_history")
     stopped = f", stopped after {len(result.history)} epochs" if result.stopped else ""
     recovered = result.recovered
     share = ("the plan lost nothing to win back" if math.isnan(recovered)
@@ -312,8 +312,8 @@ def _distill_results(job: Job) -> None:
                          f"{result.teacher_size_bytes / max(result.student_size_bytes, 1):.1f}x smaller",
                    delta_color="off", delta_arrow="off")
     left, right = st.columns(2)
-    left.plotly_chart(_history_figure(job), key="finetune_history")
-    right.plotly_chart(finetune_plots.distill_figure(table), key="distill_chart")
+    charts.show(where=left, fig=_history_figure(job), key="finetune_history")
+    charts.show(where=right, fig=finetune_plots.distill_figure(table), key="distill_chart")
     st.caption("Both students start from the same weights and see the same batches; only the teacher differs. "
                "On the digits data the teacher adds little over the labels: a difference of a few test images "
                "(one image is 0.22 points) changes sign with the seed.")

@@ -14,7 +14,7 @@ from lightviz.core.activations import wa_label
 from lightviz.core.specs import RANGE_METHOD_HELP, SCHEMES, Plan
 from lightviz.io import datasets
 from lightviz.plots import sensitivity as plots_analysis
-from lightviz.ui import state
+from lightviz.ui import charts, state
 from lightviz.ui.format import bytes_text, percent
 
 BITS_CHOICES = list(range(1, 9)) + [16]
@@ -92,7 +92,7 @@ def heatmap_section() -> None:
     value = st.radio("Color by", ["accuracy drop", "KL vs float"] if labeled else ["KL vs float"], horizontal=True,
                      key="sens_color")
     column = "accuracy_drop" if value == "accuracy drop" else "kl"
-    st.plotly_chart(plots_analysis.sensitivity_heatmap(df, column), key="sens_heatmap")
+    charts.show(plots_analysis.sensitivity_heatmap(df, column), key="sens_heatmap")
     n = int(df["n_samples"].iloc[0])
     how = ("reusing the float activations before each layer (torch.fx)" if df.attrs.get("reuse")
            else f"with full forwards ({df.attrs.get('note')})")
@@ -162,7 +162,7 @@ def _show_allocation(result: mixed.Allocation, uniform) -> None:
     cols[3].metric("W/A", wa_label(result.plan, names))
     y = "accuracy" if ev.accuracy is not None else "agreement"
     left, right = st.columns([3, 2])
-    left.plotly_chart(plots_analysis.mixed_figure(
+    charts.show(where=left, fig=plots_analysis.mixed_figure(
         uniform, (ev.size_bytes, getattr(ev, y), label),
         (engine.float_size_bytes, ev.float_accuracy if y == "accuracy" else 1.0), y), key="mixed_chart")
     table = [{"layer": name, "bits": b, "weights": engine.by_name[name].n_weights} for name, b in result.bits.items()]
@@ -212,9 +212,9 @@ def ranges_section() -> None:
     hist = ranges.value_histogram(values, bits, scheme, float(row["lo"]), float(row["hi"]))
     left, right = st.columns(2)
     log_y = source == "activations"  # inputs after a ReLU pile up at zero
-    left.plotly_chart(plots_analysis.range_methods_figure(hist, table, f"{layer} {source}", log_y),
+    charts.show(where=left, fig=plots_analysis.range_methods_figure(hist, table, f"{layer} {source}", log_y),
                       key="ranges_chart")
-    right.plotly_chart(plots_analysis.range_error_figure(table), key="ranges_error_chart")
+    charts.show(where=right, fig=plots_analysis.range_error_figure(table), key="ranges_error_chart")
     st.dataframe(table[["method", "lo", "hi", "scale", "zero_point", "clipped_fraction", "clip_mse", "round_mse",
                         "mse", "sqnr_db"]], hide_index=True, width="stretch", column_config={
         "clipped_fraction": st.column_config.NumberColumn("clipped", format="percent"),
@@ -224,7 +224,7 @@ def ranges_section() -> None:
     st.caption(f"{what}; per tensor, {bits}-bit {scheme}. " + " · ".join(
         f"**{m}**: {h}" for m, h in RANGE_METHOD_HELP.items()))
     kind = "Input activations" if source == "activations" else "Weights"
-    st.plotly_chart(plots_analysis.value_histogram_figure(
+    charts.show(plots_analysis.value_histogram_figure(
         hist, f"{kind} of {layer}: float against {bits}-bit {shown}", f"{bits}-bit {scheme} {shown}", log_y),
         key="ranges_histogram")
     st.caption(f"{hist.clipped:,} of {hist.n_values:,} values ({hist.clipped / max(hist.n_values, 1):.2%}) lie "

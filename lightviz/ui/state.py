@@ -32,6 +32,7 @@ USER_DATA_KEY = "user_data"  # {model name: EvalData the user uploaded for it}
 EVAL_SIZE_KEY = "eval_sizes"  # {model name: samples to evaluate on; absent: all, or the default count}
 PROGRESS_DELAY_S = 0.3  # evaluations faster than this show no progress bar
 HISTORY_LIMIT = 200
+PINNED_KEY = "pinned"  # (model name, Plan) pinned as plan A of the A/B comparison, or None; URL: ?a=
 
 # widget key -> (where in the plan, field)
 WIDGET_KEYS = {
@@ -95,7 +96,8 @@ def init_state() -> None:
     ss = st.session_state
     if "plan" in ss:
         _restore_widgets(ss.plan)
-        if st.query_params.get("model") != ss.model_name or st.query_params.get("plan") != plan_to_token(ss.plan):
+        if (st.query_params.get("model") != ss.model_name or st.query_params.get("plan") != plan_to_token(ss.plan)
+                or st.query_params.get("a") != _pinned_token()):
             sync_url()  # page switches drop the query parameters; the link always shares the plan
         return
     ss.model_name = DEFAULT_MODEL
@@ -104,6 +106,7 @@ def init_state() -> None:
     ss.selected_layer = None
     ss.link_error = None
     ss.editor_generation = 0  # bumped whenever the plan's overrides change outside the table
+    ss[PINNED_KEY] = None
     params = st.query_params
     if "model" in params:
         name = params["model"]
@@ -118,6 +121,13 @@ def init_state() -> None:
             ss.plan = checked(plan)
         except ValueError as error:
             ss.link_error = f"The link's plan could not be used ({error}); showing the default plan."
+    if "a" in params:  # plan A of a shared comparison
+        try:
+            pinned = plan_from_token(params["a"])
+            load_engine(ss.model_name).check_plan(pinned)
+            ss[PINNED_KEY] = (ss.model_name, checked(pinned))
+        except ValueError as error:
+            ss.link_error = f"The link's plan A could not be used ({error}); nothing is pinned."
     write_widgets(ss.plan)
 
 
@@ -213,6 +223,28 @@ def set_model(name: str, keep_plan: bool = False) -> None:
 def sync_url() -> None:
     st.query_params["model"] = st.session_state.model_name
     st.query_params["plan"] = plan_to_token(st.session_state.plan)
+    token = _pinned_token()
+    if token:
+        st.query_params["a"] = token
+    elif "a" in st.query_params:
+        del st.query_params["a"]
+
+
+def pinned_plan() -> Plan | None:
+    """Plan A of the comparison, when one is pinned for the current model."""
+    pinned = st.session_state.get(PINNED_KEY)
+    return pinned[1] if pinned and pinned[0] == current_name() else None
+
+
+def set_pinned(plan: Plan | None) -> None:
+    """Pin `plan` as plan A for the current model (None unpins); the link shares it."""
+    st.session_state[PINNED_KEY] = None if plan is None else (current_name(), plan)
+    sync_url()
+
+
+def _pinned_token() -> str | None:
+    plan = pinned_plan()
+    return None if plan is None else plan_to_token(plan)
 
 
 # --- global widgets <-> plan -------------------------------------------------------------

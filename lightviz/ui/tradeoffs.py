@@ -10,6 +10,8 @@ from lightviz.analysis import sweep
 from lightviz.analysis.sweep import plan_label
 from lightviz.core.specs import GRANULARITIES, PRUNE_METHODS, SCHEMES, Plan
 from lightviz.plots import tradeoffs as plots
+from lightviz.ui import charts
+from lightviz.ui import compare as compare_ui
 from lightviz.ui import finetune as finetune_ui
 from lightviz.ui import state
 
@@ -121,7 +123,8 @@ def tradeoff_chart() -> None:
         (engine.float_size_bytes, float_y), (evaluation.size_bytes, current_y, plan_label(plan)),
         history if len(history) else None)
     fig = finetune_ui.add_to_tradeoffs(fig, y)  # fine-tuned results (pages/finetune.py)
-    st.plotly_chart(fig, key=CHART_KEY, on_select=_on_point_select, selection_mode="points")
+    fig = compare_ui.add_to_tradeoffs(fig, y)  # plan A, when one is pinned (pages/compare.py)
+    charts.show(fig, key=CHART_KEY, on_select=_on_point_select, selection_mode="points")
     if st.session_state.get("made_current"):
         done, link = st.columns([3, 1], vertical_alignment="center")
         done.success(f"Current plan is now: {st.session_state.pop('made_current')}")
@@ -138,7 +141,7 @@ def results_section() -> None:
     found = current_sweep()
     if not found:
         return
-    st.plotly_chart(plots.sqnr_bits_figure(found["curves"], found["curve_settings"]), key="sqnr_bits_chart")
+    charts.show(plots.sqnr_bits_figure(found["curves"], found["curve_settings"]), key="sqnr_bits_chart")
     results = found["results"]
     with st.expander(f"Sweep results ({len(results)} configurations)"):
         st.dataframe(results.drop(columns=["plan"]), hide_index=True, width="stretch")
