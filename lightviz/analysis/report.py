@@ -157,7 +157,8 @@ def collect_report(engine: Engine, bundle: ModelBundle, data: EvalData, plan: Pl
                    sweep: pd.DataFrame | None = None, history: pd.DataFrame | None = None,
                    sensitivity: pd.DataFrame | None = None, training: TrainingSection | None = None,
                    pinned: Plan | None = None, compare_layer: str | None = None, speed: dict | None = None,
-                   model_arg: str | None = None, extra_args: tuple[str, ...] = (), caveat: str = "",
+                   model_arg: str | None = None, extra_args: tuple[str, ...] = (),
+                   report_args: tuple[str, ...] = (), caveat: str = "",
                    seeds: dict | None = None, damaged: int = DAMAGED_LAYERS) -> ReportData:
     """Evaluate `plan` (and `pinned`, plan A, when given) and gather every section of the report.
 
@@ -174,6 +175,8 @@ def collect_report(engine: Engine, bundle: ModelBundle, data: EvalData, plan: Pl
         speed: measured latency, {"float_ms", "compressed_ms", "runtime", "batch"}.
         model_arg, extra_args: how the CLI names the model (default bundle.name) and the extra
             flags it needs (e.g. ("--data", "my.npz")), for the reproducing command.
+        report_args: the `report` command's flags for the optional sections (e.g.
+            ("--sensitivity", "2,4,8")), for the command that writes the report again.
         caveat: why that command may not reproduce the numbers (e.g. weights made in the app).
         seeds: seeds worth recording beyond the data's (e.g. a fine-tune's).
         damaged: how many of the worst layers get histograms.
@@ -197,7 +200,8 @@ def collect_report(engine: Engine, bundle: ModelBundle, data: EvalData, plan: Pl
         weights=sum(layer.n_weights for layer in engine.layers), float_size_bytes=engine.float_size_bytes,
         input_shape=tuple(bundle.input_shape), num_classes=bundle.num_classes)
     data_info = DataInfo(data.name, data.description, len(data), data.labeled, data_words(data))
-    repro = reproducibility(model_arg or bundle.name, plan, pinned, extra_args, caveat, seeds or {}, data)
+    repro = reproducibility(model_arg or bundle.name, plan, pinned, extra_args, caveat, seeds or {}, data,
+                            report_args)
     return ReportData(
         created=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), model=info, data=data_info,
         plan=plan, plan_label=plan_label(plan), evaluation=evaluation, layers=table,
@@ -235,13 +239,13 @@ def _worst_block(result) -> WeightHistogram | None:
 
 
 def reproducibility(model_arg: str, plan: Plan, pinned: Plan | None, extra_args: tuple[str, ...], caveat: str,
-                    seeds: dict, data: EvalData) -> Reproducibility:
+                    seeds: dict, data: EvalData, report_args: tuple[str, ...] = ()) -> Reproducibility:
     """Versions, seeds, the plan JSON and the commands that recompute the report's numbers."""
     base = ["python", "-m", "lightviz"]
     common = ["--model", model_arg, *extra_args, "--plan", plan.to_json()]
     command = shlex.join([*base, "evaluate", *common, "--json"])
     compare = ["--compare-to", pinned.to_json()] if pinned is not None else []
-    report_command = shlex.join([*base, "report", *common, *compare, "--out", "report.html"])
+    report_command = shlex.join([*base, "report", *common, *compare, *report_args, "--out", "report.html"])
     all_seeds = {"evaluation data": _data_seed(data), **seeds}
     return Reproducibility(environment(), all_seeds, plan.to_json(indent=2),
                            None if pinned is None else pinned.to_json(indent=2), command, report_command, caveat)

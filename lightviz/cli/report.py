@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     training = _finetune(bundle, data, plan, epochs, args.seed) if epochs else None
     report = collect_report(engine, bundle, data, plan, sweep=sweep, sensitivity=sensitivity, training=training,
                             pinned=pinned, compare_layer=args.compare_layer, model_arg=args.model,
-                            extra_args=_extra_args(args), seeds={"fine-tuning": str(args.seed)} if epochs else None)
+                            extra_args=_extra_args(args), report_args=_section_args(args),
+                            seeds={"fine-tuning": str(args.seed)} if epochs else None)
     html = render_report(report)
     out.write_text(html, encoding="utf-8")
     ev = report.evaluation
@@ -115,6 +116,15 @@ def _progress(what: str):
     if not sys.stderr.isatty():
         return None
     return lambda i, n: print(f"\r{what} {i}/{n}", end="" if i < n else "\n", file=sys.stderr)
+
+
+def _section_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """The flags of the optional sections as given (the report command in the report repeats them)."""
+    out = [] if args.sweep_bits == DEFAULT_SWEEP_BITS else ["--sweep-bits", str(args.sweep_bits)]
+    for flag in ("compare_layer", "sensitivity", "finetune"):
+        if getattr(args, flag) is not None:
+            out += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return tuple(out + (["--seed", str(args.seed)] if args.finetune and args.seed else []))
 
 
 def _extra_args(args: argparse.Namespace) -> tuple[str, ...]:

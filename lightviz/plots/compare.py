@@ -53,10 +53,9 @@ def ab_layers_figure(diff: pd.DataFrame, what: str = "sqnr", label_a: str = "A",
     n_changed = int(diff["differs"].sum())
     fig.update_layout(barmode="group")
     fig.update_xaxes(type="category")
-    title = ("Weight error per layer, A against B (higher is better)" if what == "sqnr"
-             else "Storage per layer, A against B")
-    note = f" · {n_changed} layer{'s' if n_changed != 1 else ''} set differently (shaded)" if n_changed else ""
-    return layout(fig, title + note, "layer", "SQNR (dB)" if what == "sqnr" else "size (bytes)")
+    title = "SQNR per layer, A and B" if what == "sqnr" else "Storage per layer, A and B"
+    note = f" · {n_changed} changed (shaded)" if n_changed else ""
+    return layout(fig, title + note, "layer", "SQNR (dB, higher is better)" if what == "sqnr" else "size (bytes)")
 
 
 def ab_histogram_figure(hist: OverlaidHistogram, layer: str, label_a: str, label_b: str) -> go.Figure:

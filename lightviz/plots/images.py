@@ -77,6 +77,8 @@ def presentation_figure(fig: go.Figure, scale: float = PRESENTATION_SCALE) -> go
     fig.update_layout(font_size=round((layout.font.size or 12) * scale),
                       title_font_size=round((layout.title.font.size or 17) * scale),
                       legend_font_size=round((layout.legend.font.size or 12) * scale))
+    for axes in (fig.update_xaxes, fig.update_yaxes):  # a theme may set axis fonts of its own
+        axes(tickfont_size=round(12 * scale), title_font_size=round(14 * scale))
     for annotation in layout.annotations:
         annotation.font.size = round((annotation.font.size or 12) * scale)
     for trace in fig.data:

@@ -101,15 +101,16 @@ def headline(c: PlanComparison) -> None:
 
 def layers(c: PlanComparison) -> None:
     """The per-layer table (changed layers highlighted) and the SQNR and size charts."""
-    table = c.layers.assign(sqnr_db_a=c.layers["sqnr_db_a"].map(_db), sqnr_db_b=c.layers["sqnr_db_b"].map(_db))
+    table = c.layers.assign(sqnr_db_a=c.layers["sqnr_db_a"].map(_db), sqnr_db_b=c.layers["sqnr_db_b"].map(_db),
+                            sqnr_delta=c.layers["sqnr_delta"].map(lambda v: "" if math.isnan(v) else f"{v:+.2f}"))
     shown = table[["name", "setting_a", "setting_b", "sqnr_db_a", "sqnr_db_b", "sqnr_delta", "size_bytes_a",
                    "size_bytes_b", "size_delta"]].rename(columns={
         "name": "layer", "setting_a": "A", "setting_b": "B", "sqnr_db_a": "SQNR A (dB)", "sqnr_db_b": "SQNR B (dB)",
         "sqnr_delta": "Δ dB", "size_bytes_a": "size A (B)", "size_bytes_b": "size B (B)", "size_delta": "Δ bytes"})
     changed = c.layers["differs"].tolist()
-    styled = shown.style.apply(lambda row: ["background-color: rgba(238, 202, 59, 0.25)" if changed[row.name] else ""
-                                            for _ in row], axis=1).format({"Δ dB": "{:+.2f}", "Δ bytes": "{:+,}"},
-                                                                          na_rep="")
+    highlight = ["background-color: rgba(238, 202, 59, 0.25)" if flag else "" for flag in changed]
+    styled = shown.style.apply(lambda row: [highlight[row.name]] * len(row), axis=1).format(
+        {"Δ bytes": "{:+,}", "size A (B)": "{:,}", "size B (B)": "{:,}"})
     st.dataframe(styled, hide_index=True, width="stretch")
     n = sum(changed)
     st.caption(f"{n} of {len(changed)} layers are set differently in A and B (highlighted)." if n else

@@ -52,7 +52,19 @@ def report_arguments() -> dict:
         history=history if len(history) else None, sensitivity=None if sens is None else sens["df"],
         training=training, pinned=state.pinned_plan(), compare_layer=ss.get("ab_layer"),
         speed=ss.get(SPEED_KEY, {}).get(name), model_arg=model_arg, extra_args=tuple(extra),
-        caveat=" ".join(caveats), seeds=seeds)
+        report_args=_section_args(sweep_found, sens, training), caveat=" ".join(caveats), seeds=seeds)
+
+
+def _section_args(sweep_found: dict | None, sens: dict | None, training: TrainingSection | None) -> tuple[str, ...]:
+    """`report` flags that recompute this session's sections (uniform sweeps only: no sparsity)."""
+    out = []
+    if sweep_found is None:
+        out += ["--sweep-bits", "none"]
+    if sens is not None:
+        out += ["--sensitivity", ",".join(str(b) for b in sens["bits"])]
+    if training is not None and training.kind == "finetune":
+        out += ["--finetune", str(training.settings.get("epochs", 1)), "--seed", str(training.settings.get("seed", 0))]
+    return tuple(out)
 
 
 def _command_parts(name: str, data) -> tuple[str, list[str], list[str]]:

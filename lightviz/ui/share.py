@@ -19,8 +19,8 @@ EXIT_KEY = "lv_exit_presentation"
 # Hide the chrome and every control of the main area, except the exit button; enlarge text.
 PRESENTATION_CSS = """
 <style>
-[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], [data-testid="stToolbar"],
-[data-testid="stDecoration"], [data-testid="stStatusWidget"] { display: none !important; }
+[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], [data-testid="stMainMenu"],
+[data-testid="stAppDeployButton"], [data-testid="stDecoration"], [data-testid="stStatusWidget"] { display: none !important; }
 html { font-size: 21px; }
 [data-testid="stMainBlockContainer"] { max-width: 100% !important; padding: 3rem 2.5rem 2rem !important; }
 [data-testid="stMain"] :is([data-testid="stForm"], [data-testid="stSlider"], [data-testid="stRadio"],
@@ -29,8 +29,10 @@ html { font-size: 21px; }
   [data-testid="stButton"], [data-testid="stDownloadButton"], [data-testid="stDataFrame"],
   [data-testid="stPageLink"], [data-testid="stExpander"], [data-testid="stSelectSlider"],
   [data-testid="stToggle"]) { display: none !important; }
+[data-testid="stMain"] [data-testid="stHorizontalBlock"]:has(:is([data-testid="stSelectbox"], [data-testid="stButton"],
+  [data-testid="stSlider"])) [data-testid="stCaptionContainer"] { display: none !important; }
 [data-testid="stMain"] .st-key-lv_exit_presentation [data-testid="stButton"] { display: block !important; }
-.st-key-lv_exit_presentation { position: fixed; top: 0.6rem; right: 1rem; z-index: 1000; width: auto !important; }
+.st-key-lv_exit_presentation { display: flex; justify-content: flex-end; }
 [data-testid="stMetricValue"] { font-size: 2.6rem; }
 </style>
 """
