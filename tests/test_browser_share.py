@@ -19,7 +19,6 @@ from browser_support import (  # noqa: F401 (pytest fixtures)
     SIDEBAR,
     assert_no_exception,
     browser,
-    page,
     server,
     settle,
 )

@@ -40,7 +40,8 @@ def cnn():
 
 def test_report_numbers_equal_the_engines_and_plotly_is_inlined_once(cnn):
     bundle, engine, data = cnn
-    plan = uniform_plan(3, "asymmetric", "tensor", sparsity=0.25).with_override("classifier", LayerConfig(keep_float=True))
+    plan = uniform_plan(3, "asymmetric", "tensor", sparsity=0.25).with_override("classifier",
+                                                                                LayerConfig(keep_float=True))
     html = render_report(collect_report(engine, bundle, data, plan))
     expected = Engine(zoo.load_model("digits-cnn").model).evaluate(plan, data)  # a fresh engine: no shared cache
     shown = numbers_of(html)
@@ -165,3 +166,47 @@ def test_ab_state_survives_a_shared_link_and_the_page_shows_the_cli_deltas(capsy
     # swapping makes A current and B pinned; the link follows
     next(button for button in at.button if button.key == "ab_swap").click().run()
     assert at.session_state["plan"] == PLAN_A and at.session_state["pinned"] == ("digits-mlp", PLAN_B)
+
+
+def _report_from_session_script():
+    """AppTest script: the app's state, then the report the sidebar button would download."""
+    import streamlit as st
+
+    from lightviz.ui import report, state
+
+    state.init_state()
+    st.session_state["report_html"] = report.build(report.report_arguments()).decode()
+
+
+def test_app_report_holds_the_sessions_sensitivity_fine_tune_sweep_and_plan_a():
+    from lightviz.analysis.sensitivity import sensitivity
+    from lightviz.analysis.sweep import run_sweep, sweep_configs
+    from lightviz.core.evaldata import subset
+    from lightviz.recover.finetune import finetune
+    from lightviz.ui.finetune import Job
+
+    bundle = zoo.load_model("digits-cnn")
+    engine, data = Engine(bundle.model), datasets.eval_data_for(bundle)
+    plan, pinned = uniform_plan(2), uniform_plan(4)
+    result = finetune(bundle.model, plan, subset(datasets.digits_split()[0], 128), data, epochs=1)
+    job = Job(kind="finetune", model_name="digits-cnn", label="int2 symm/channel", settings={"epochs": 1, "seed": 0},
+              plan_json=plan.to_json(), total_epochs=1, before=result.accuracy_before,
+              float_accuracy=result.float_accuracy, history=result.history, result=result)
+    sweep = run_sweep(engine, data, sweep_configs([2, 8], ["symmetric"], ["tensor"], [0.0]))
+    at = AppTest.from_function(_report_from_session_script, default_timeout=90)
+    at.query_params.update({"model": "digits-cnn", "plan": plan_to_token(plan), "a": plan_to_token(pinned)})
+    at.session_state["finetune_job"] = job
+    at.session_state["sens_results"] = {"digits-cnn": {"df": sensitivity(engine, data, [2, 8], base=plan),
+                                                       "bits": [2, 8]}}
+    at.session_state["sweeps"] = {"digits-cnn": {"results": sweep, "data": data.description}}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    html = at.session_state["report_html"]
+    for section in ("compare", "sensitivity", "training", "tradeoffs"):
+        assert f'id="{section}"' in html, section
+    shown = numbers_of(html)
+    assert shown["evaluation"] == engine.evaluate(plan, data).to_dict()
+    assert shown["comparison"]["a"] == engine.evaluate(pinned, data).to_dict()
+    assert "2 uniform plans of a sweep" in html
+    assert "--sensitivity 2,8 --finetune 1 --seed 0" in html  # the report command repeats the sections
+    assert f"accuracy {result.accuracy_before * 100:.2f} % before, {result.accuracy_after * 100:.2f} % after" in html

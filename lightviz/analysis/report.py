@@ -190,7 +190,8 @@ def collect_report(engine: Engine, bundle: ModelBundle, data: EvalData, plan: Pl
         if compare_layer not in names:
             changed = comparison.changed_layers
             compare_layer = changed[0] if changed else names[0]
-        hist = overlaid_histogram(engine.compress_layer(pinned, compare_layer), engine.compress_layer(plan, compare_layer))
+        hist = overlaid_histogram(engine.compress_layer(pinned, compare_layer),
+                                  engine.compress_layer(plan, compare_layer))
     y = "accuracy" if data.labeled else "agreement"
     shown = [frame for frame in (sweep, history) if frame is not None and len(frame)]
     front = pareto_front(pd.concat(shown, ignore_index=True), y=y) if shown else None

@@ -166,18 +166,18 @@ def _plan(r: ReportData) -> str:
              ("activations", "float" if p.activations is None else
               f"{p.activations.bits}-bit {p.activations.scheme}, {p.activations.range_method} range, "
               f"calibrated on {p.activations.calib_samples} inputs")]
-    heads = ["layer", "type", "shape", "weights", "setting", "zeros", "storage", "size (B)", "float (B)",
-             "bits/weight", "SQNR (dB)", "override"]
+    overrides = bool(r.layers["overridden"].any())
+    heads = ["layer", "shape", "setting", "zeros", "storage", "size (B)", "float (B)", "bits/w", "SQNR (dB)"]
     rows = []
     for row in r.layers.itertuples():
-        setting = setting_label(row)
-        cells = [row.name, row.type, row.shape.replace("x", "×"), f"{row.params:,}", setting,
+        setting = setting_label(row) + (" *" if row.overridden else "")
+        cells = [row.name, f"{row.type} {row.shape.replace('x', '×')}", setting,
                  f"{row.achieved_sparsity:.1%}", row.format, f"{int(row.size_bytes):,}",
-                 f"{int(row.float_size_bytes):,}", f"{row.bits_per_weight:.2f}", _db(row.sqnr_db),
-                 "yes" if row.overridden else ""]
+                 f"{int(row.float_size_bytes):,}", f"{row.bits_per_weight:.2f}", _db(row.sqnr_db)]
         rows.append(cells)
+    note = '<p class="note">* a per-layer override of the plan\'s default.</p>' if overrides else ""
     return (f'<section id="plan"><h2>Plan</h2>{_facts(words)}'
-            f'{_table(heads, rows, numeric={3, 7, 8, 9, 10}, table_id="plan-table")}</section>')
+            f'{_table(heads, rows, numeric={3, 5, 6, 7, 8}, table_id="plan-table")}{note}</section>')
 
 
 def _layers(r: ReportData, charts: _Charts) -> str:

@@ -92,9 +92,10 @@ p, li {{ max-width: 80ch; }}
 .facts dt {{ color: var(--muted); }} .facts dd {{ margin: 0; }}
 nav.toc {{ font-size: 14px; margin: 10px 0; }} nav.toc a {{ margin-right: 14px; color: #2457a6; }}
 table {{ border-collapse: collapse; font-size: 13px; margin: 8px 0; width: 100%; }}
-th, td {{ border-bottom: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }}
+th, td {{ border-bottom: 1px solid var(--line); padding: 4px 6px; text-align: left; vertical-align: top; }}
+td {{ overflow-wrap: anywhere; }}
 th {{ background: var(--soft); font-weight: 600; }}
-td.num, th.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+td.num, th.num {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; overflow-wrap: normal; }}
 tr.changed td {{ background: #fff6d6; }}
 .table-wrap {{ overflow-x: auto; }}
 .chart {{ width: {CHART_WIDTH}px; margin: 10px 0; break-inside: avoid; page-break-inside: avoid; }}
@@ -114,11 +115,12 @@ footer {{ margin-top: 40px; font-size: 12px; color: var(--muted); }}
   nav.toc, .modebar-container, .no-print {{ display: none !important; }}
   h2 {{ break-before: auto; break-after: avoid; page-break-after: avoid; }}
   h3 {{ break-after: avoid; }}
-  .chart, .pair, .cards, table, .card, pre {{ break-inside: avoid; page-break-inside: avoid; }}
+  .chart, .pair, .cards, .card, tr {{ break-inside: avoid; page-break-inside: avoid; }}
+  thead {{ display: table-header-group; }}
   .chart, .pair {{ zoom: {PRINT_ZOOM}; }}
   .pair .chart {{ zoom: 1; }}
   pre {{ max-height: none; overflow: visible; }}
-  table {{ font-size: 9pt; }}
+  table {{ font-size: 8pt; }}
   .table-wrap {{ overflow: visible; }}
   a {{ color: inherit; text-decoration: none; }}
 }}

@@ -92,7 +92,8 @@ def _command_parts(name: str, data) -> tuple[str, list[str], list[str]]:
 def _training(name: str) -> tuple[TrainingSection | None, dict]:
     """The session's last finished fine-tune or distillation of this model (or of its original)."""
     job = st.session_state.get("finetune_job")
-    if job is None or job.running or job.result is None or registry.base_name(job.model_name) != registry.base_name(name):
+    if (job is None or job.running or job.result is None
+            or registry.base_name(job.model_name) != registry.base_name(name)):
         return None, {}
     settings = {key: value for key, value in job.settings.items() if key not in ("student",)}
     result = job.result

@@ -20,7 +20,8 @@ EXIT_KEY = "lv_exit_presentation"
 PRESENTATION_CSS = """
 <style>
 [data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], [data-testid="stMainMenu"],
-[data-testid="stAppDeployButton"], [data-testid="stDecoration"], [data-testid="stStatusWidget"] { display: none !important; }
+[data-testid="stAppDeployButton"], [data-testid="stDecoration"],
+[data-testid="stStatusWidget"] { display: none !important; }
 html { font-size: 21px; }
 [data-testid="stMainBlockContainer"] { max-width: 100% !important; padding: 3rem 2.5rem 2rem !important; }
 [data-testid="stMain"] :is([data-testid="stForm"], [data-testid="stSlider"], [data-testid="stRadio"],
