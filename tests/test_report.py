@@ -42,7 +42,9 @@ def test_report_numbers_equal_the_engines_and_plotly_is_inlined_once(cnn):
     bundle, engine, data = cnn
     plan = uniform_plan(3, "asymmetric", "tensor", sparsity=0.25).with_override("classifier",
                                                                                 LayerConfig(keep_float=True))
-    html = render_report(collect_report(engine, bundle, data, plan))
+    speed = {"float_ms": 2.0, "compressed_ms": 1.25, "runtime": "onnxruntime", "batch": 32}
+    html = render_report(collect_report(engine, bundle, data, plan, speed=speed))
+    assert "Measured speed: 2 ms → 1.25 ms per batch of 32 (onnxruntime)." in html
     expected = Engine(zoo.load_model("digits-cnn").model).evaluate(plan, data)  # a fresh engine: no shared cache
     shown = numbers_of(html)
     assert shown["evaluation"] == expected.to_dict()
