@@ -98,16 +98,21 @@ def test_report_renders_every_chart_offline_with_the_engines_numbers(browser, re
     if name == "full":
         for section in ("#compare", "#sensitivity", "#training"):
             assert page.locator(f"{section} .js-plotly-plot").count() >= 1, section
-        _check_svg_download(page)
+        _check_image_downloads(page)
         _screenshots(page)
     assert problems == [], problems
     context.close()
 
 
-def _check_svg_download(page) -> None:
-    """The report's own modebar button exports a chart as SVG (Plotly in the browser)."""
+def _check_image_downloads(page) -> None:
+    """The report's own modebar buttons export a chart as PNG and SVG (Plotly, in the browser)."""
     chart = page.locator(".js-plotly-plot").first
     chart.hover()
+    with page.expect_download() as download:
+        chart.locator(".modebar-btn[data-title^='Download PNG']").click()
+    image = Image.open(io.BytesIO(Path(download.value.path()).read_bytes()))
+    image.load()
+    assert (image.format, image.size) == ("PNG", (1920, 1080))
     with page.expect_download() as download:
         chart.locator(".modebar-btn[data-title^='Download SVG']").click()
     text = Path(download.value.path()).read_text()
@@ -178,7 +183,7 @@ def test_ab_pair_survives_a_link_goes_into_the_report_and_presentation_mode(serv
     page.get_by_role("button", name="Pin this plan as A").click()
     settle(page)
     slider = page.locator("[data-testid='stSlider']").filter(has_text="Bits").locator("input[type=range]").first
-    for _ in range(4):  # 8 -> 4 bits: plan B
+    for _ in range(2):  # 8 -> 6 bits: plan B
         slider.focus()
         page.keyboard.press("ArrowLeft")
         settle(page)
@@ -190,7 +195,7 @@ def test_ab_pair_survives_a_link_goes_into_the_report_and_presentation_mode(serv
     with page.expect_download() as download:
         page.locator(SIDEBAR).get_by_role("button", name="Download report").click()
     html = Path(download.value.path()).read_text()
-    assert 'id="compare"' in html and "int8 symm/channel (pinned)" in html and "int4 symm/channel" in html
+    assert 'id="compare"' in html and "int8 symm/channel (pinned)" in html and "int6 symm/channel" in html
     page.wait_for_timeout(1500)
     page.screenshot(path=str(ARTIFACTS / "compare.png"))
 
@@ -200,7 +205,7 @@ def test_ab_pair_survives_a_link_goes_into_the_report_and_presentation_mode(serv
     other.goto(link)  # the shared link, in a new session
     settle(other)
     main_text = other.locator("[data-testid='stMain']").inner_text()
-    assert "A (pinned): int8 symm/channel" in main_text and "B (current): int4 symm/channel" in main_text
+    assert "A (pinned): int8 symm/channel" in main_text and "B (current): int6 symm/channel" in main_text
     other.locator(SIDEBAR).get_by_text("Presentation mode").click()
     settle(other)
     other.wait_for_timeout(1500)

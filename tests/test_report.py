@@ -85,21 +85,23 @@ def test_report_escapes_every_user_string():
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html  # shown, as text
 
 
-def test_cli_report_with_every_section(tmp_path, capsys):
+def test_cli_report_with_plan_a_and_sensitivity(tmp_path, capsys):
+    """(The browser test renders a CLI report with a fine-tune section too.)"""
     out = tmp_path / "full.html"
     a = uniform_plan(8).to_json()
     code = main(["report", "--model", "digits-cnn", "--bits", "2", "--granularity", "tensor", "--sweep-bits", "2,8",
-                 "--sensitivity", "2,8", "--finetune", "1", "--compare-to", a, "--out", str(out)])
+                 "--sensitivity", "2,8", "--compare-to", a, "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert printed.startswith(f"wrote {out}") and "smaller, accuracy" in printed
     html = out.read_text()
     for section in ("summary", "model", "plan", "layers", "damaged", "tradeoffs", "compare", "sensitivity",
-                    "training", "reproduce"):
+                    "reproduce"):
         assert f'id="{section}"' in html, section
+    assert 'id="training"' not in html  # not asked for
     figures = json.loads(re.search(r'id="lv-figures">(.*?)</script>', html, re.S).group(1))["figures"]
-    # 2 per-layer charts, 3 damaged layers (per tensor: one histogram each), trade-off, 3 A/B, heatmap, curve
-    assert len(figures) == html.count('class="chart"') == 11
+    # 2 per-layer charts, 3 damaged layers (per tensor: one histogram each), trade-off, 3 A/B, heatmap
+    assert len(figures) == html.count('class="chart"') == 10
     shown = numbers_of(html)
     assert shown["comparison"]["plan_a"] == json.loads(a)
     assert "python -m lightviz evaluate --model digits-cnn --plan" in html

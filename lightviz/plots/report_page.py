@@ -162,8 +162,8 @@ def page(title: str, body: str, figures: dict[str, go.Figure], numbers: dict) ->
     return "".join([
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; script-src 'unsafe-inline' "
-        "'unsafe-eval'; style-src 'unsafe-inline'; img-src data: blob:; font-src data:\">",
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; script-src 'unsafe-inline'; "
+        "style-src 'unsafe-inline'; img-src data: blob:; font-src data:\">",
         f"<title>{esc(title)}</title><style>{STYLE}</style>",
         f"<script>{plotly_js()}</script></head>\n<body><main>\n",
         body,

@@ -71,7 +71,7 @@ def header(c: PlanComparison) -> None:
     a, b = plan_label(c.a), plan_label(c.b)
     st.markdown(f"**A** (pinned): {a}  \n**B** (current): {b}")
     if c.a == c.b:
-        st.info("A and B are the same plan: change a setting on Explore (or here, in the sidebar's link) to get B.")
+        st.info("A and B are the same plan: change a setting on Explore to get B.")
     swap, make, unpin, _ = st.columns([1, 1.3, 1, 3])
     swap.button("Swap A and B", key="ab_swap", on_click=_swap, icon=":material/swap_horiz:")
     make.button("Make A the current plan", key="ab_make_current", on_click=state.set_plan, args=(c.a,))
