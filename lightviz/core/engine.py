@@ -28,6 +28,7 @@ from lightviz.core.activations import (
     InputStats,
     quantize_inputs_,
 )
+from lightviz.core.device import model_device, resolve_device
 from lightviz.core.evaldata import EvalData
 from lightviz.core.layers import LayerInfo, find_layers, folded_weights
 from lightviz.core.prune import global_prune_counts, keep_largest, prune_mask
@@ -93,9 +94,17 @@ class Engine:
     Args:
         model: the float model; it is put in eval mode and never modified otherwise.
         cache_bytes: bound on the cached compressed weights (LRU).
+        device: where compression and forward passes run (lightviz.core.device: "auto",
+            "cpu", "cuda", a torch.device); None: where the model is. On another device than
+            the model's, the engine works on its own copy there. Inputs move one batch at a
+            time; logits and metrics come back to the CPU.
     """
 
-    def __init__(self, model: nn.Module, cache_bytes: int = CACHE_BYTES) -> None:
+    def __init__(self, model: nn.Module, cache_bytes: int = CACHE_BYTES,
+                 device: str | torch.device | None = None) -> None:
+        self.device = model_device(model) if device is None else resolve_device(device)
+        if model_device(model) != self.device:
+            model = copy.deepcopy(model).to(self.device)  # the caller's model stays where it is
         self.model = model.eval()
         self.layers = find_layers(model)
         self.by_name = {layer.name: layer for layer in self.layers}
@@ -358,14 +367,17 @@ def run_model(model: nn.Module, x: torch.Tensor, batch: int | None = None,
               progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Logits of `model` on `x`, in batches (default `eval_batch_size(x)`), without gradients.
 
+    Batches stream to the model's device one at a time; the logits come back to the CPU.
+
     Args:
         progress: called with (samples done, samples) after each batch.
     """
     batch = batch or eval_batch_size(x)
+    device = model_device(model)
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(x), batch):
-            outputs.append(model(x[start:start + batch]))
+            outputs.append(model(x[start:start + batch].to(device)).cpu())
             if progress is not None:
                 progress(min(start + batch, len(x)), len(x))
     return torch.cat(outputs).float()

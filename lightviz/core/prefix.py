@@ -30,6 +30,7 @@ import torch
 from torch import fx, nn
 from torch.func import functional_call
 
+from lightviz.core.device import model_device
 from lightviz.core.engine import eval_batch_size
 
 _INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
@@ -55,6 +56,7 @@ class PrefixCache:
 
     def __init__(self, model: nn.Module, x: torch.Tensor, layers: list[str], batch: int | None = None) -> None:
         self.module = fx.symbolic_trace(model)
+        self.device = model_device(model)  # batches move there one at a time; logits come back to the CPU
         self.nodes = list(self.module.graph.nodes)
         self.modules = dict(self.module.named_modules())
         if [n.op for n in self.nodes].count("placeholder") != 1:
@@ -74,7 +76,7 @@ class PrefixCache:
         self.batches = [x[i:i + batch] for i in range(0, len(x), batch)]
         self.snapshots: dict[str, list[dict[fx.Node, torch.Tensor]]] = {layer: [] for layer in self.start}
         with torch.inference_mode():
-            self.float_logits = torch.cat([self._float_pass(xb) for xb in self.batches]).float()
+            self.float_logits = torch.cat([self._float_pass(xb).cpu() for xb in self.batches]).float()
 
     # --- public --------------------------------------------------------------------------
 
@@ -86,13 +88,13 @@ class PrefixCache:
         with torch.inference_mode():
             for xb, snap in zip(self.batches, self.snapshots[layer]):
                 env = {n: (v.clone() if n in copied else v) for n, v in snap.items()}
-                outs.append(self._execute(start, env, xb, {layer: params}))
+                outs.append(self._execute(start, env, xb, {layer: params}).cpu())
         return torch.cat(outs).float()
 
     def run_full(self, layer: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """The same logits as `run_from`, computing the whole graph (the reference for speed)."""
         with torch.inference_mode():
-            return torch.cat([self._execute(0, {}, xb, {layer: params}) for xb in self.batches]).float()
+            return torch.cat([self._execute(0, {}, xb, {layer: params}).cpu() for xb in self.batches]).float()
 
     # --- execution -----------------------------------------------------------------------
 
@@ -129,7 +131,7 @@ class PrefixCache:
 
     def _run_node(self, node: fx.Node, env: dict, xb: torch.Tensor, overrides: dict) -> object:
         if node.op == "placeholder":
-            return xb
+            return xb.to(self.device)
         if node.op == "get_attr":
             value = self.module
             for atom in node.target.split("."):
