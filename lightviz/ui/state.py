@@ -25,7 +25,7 @@ from lightviz.core.specs import (
     plan_to_token,
 )
 from lightviz.io import datasets, zoo
-from lightviz.ui import registry
+from lightviz.ui import compute, registry
 
 DEFAULT_MODEL = "digits-cnn"
 USER_DATA_KEY = "user_data"  # {model name: EvalData the user uploaded for it}
@@ -58,8 +58,13 @@ def load_bundle(name: str) -> zoo.ModelBundle:
 
 
 @st.cache_resource(show_spinner=False)
+def _load_engine(name: str, device: str) -> Engine:
+    return Engine(load_bundle(name).model, device=device)
+
+
 def load_engine(name: str) -> Engine:
-    return Engine(load_bundle(name).model)
+    """The model's engine on the session's device (the sidebar's choice); one per (model, device)."""
+    return _load_engine(name, compute.device())
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
