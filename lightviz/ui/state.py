@@ -31,6 +31,7 @@ DEFAULT_MODEL = "digits-cnn"
 USER_DATA_KEY = "user_data"  # {model name: EvalData the user uploaded for it}
 EVAL_SIZE_KEY = "eval_sizes"  # {model name: samples to evaluate on; absent: all, or the default count}
 PROGRESS_DELAY_S = 0.3  # evaluations faster than this show no progress bar
+PREFIX_BYTES = 256 * 2**20  # activations an engine keeps so a one-layer change recomputes only what follows
 HISTORY_LIMIT = 200
 
 # widget key -> (where in the plan, field)
@@ -59,7 +60,7 @@ def load_bundle(name: str) -> zoo.ModelBundle:
 
 @st.cache_resource(show_spinner=False)
 def _load_engine(name: str, device: str) -> Engine:
-    return Engine(load_bundle(name).model, device=device)
+    return Engine(load_bundle(name).model, device=device, prefix_bytes=PREFIX_BYTES)
 
 
 def load_engine(name: str) -> Engine:
