@@ -39,7 +39,7 @@ def test_one_layer_changes_recompute_only_the_tail_and_match_full_forwards(resne
         assert torch.equal(got, reference.logits(plan, data)), (step, layer)
         info = engine.run_info(plan, data)
         expected_start = None if step == 3 else layer
-        calls = engine._runner[1].order  # the model's call order (a shortcut runs after its block's convs)
+        calls = next(iter(engine._runners.values()))[1].order  # call order: a shortcut runs after its block's convs
         assert info.start_layer == expected_start, (step, layer)
         assert info.layers_run == (len(calls) if expected_start is None else len(calls) - calls.index(layer))
         assert 0 < info.held_bytes <= info.budget_bytes
@@ -72,14 +72,30 @@ def test_untraceable_model_runs_full_forwards():
     model = Untraceable().eval()
     engine = Engine(model, prefix_bytes=2**20)
     assert torch.equal(engine.logits(uniform_plan(4), data), Engine(model).logits(uniform_plan(4), data))
-    assert engine.run_info(uniform_plan(4), data) is None and "could not trace" in engine._runner[2]
+    assert engine.run_info(uniform_plan(4), data) is None
+    assert "could not trace" in next(iter(engine._runners.values()))[2]
 
 
 def test_explore_says_what_a_one_layer_change_recomputed():
     at = AppTest.from_file("../app.py", default_timeout=60).run()
+    at.sidebar.number_input(key="eval_size_input").set_value(123).run()  # data no other test evaluated
     at.session_state["layer_editor"] = {"edited_rows": {3: {"bits": 4}}, "added_rows": [], "deleted_rows": []}
     at.run()
     assert not at.exception and not at.error
     assert dict(at.session_state["plan"].overrides) == {"classifier": LayerConfig(quant=QuantSpec(bits=4))}
     captions = [c.value for c in at.caption if c.value.startswith("This evaluation recomputed")]
     assert captions and captions[0].startswith("This evaluation recomputed 1 of 4 layers from classifier")
+
+
+def test_two_sessions_taking_turns_each_resume_from_their_own_plan(resnet):
+    bundle, data = resnet
+    engine, reference = Engine(bundle.model, prefix_bytes=64 * 2**20), Engine(bundle.model)
+    alice, bob = uniform_plan(8), uniform_plan(4, scheme="asymmetric")
+    for plan in (alice, bob):
+        engine.logits(plan, data)
+    for _ in range(2):  # alice, then bob, then alice again: each change starts at its own layer
+        alice = alice.with_override("layer3.conv1", LayerConfig(quant=QuantSpec(bits=3 + _)))
+        bob = bob.with_override("fc", LayerConfig(quant=QuantSpec(bits=2 + _)))
+        for plan, layer in ((alice, "layer3.conv1"), (bob, "fc")):
+            assert torch.equal(engine.logits(plan, data), reference.logits(plan, data))
+            assert engine.run_info(plan, data).start_layer == layer

@@ -38,6 +38,7 @@ from lightviz.core.size import SizeBreakdown, state_bytes, weight_size
 from lightviz.core.specs import LayerConfig, Plan, PruneSpec, QuantSpec
 
 CACHE_BYTES = 512 * 2**20
+RUNNERS = 2  # datasets (and foldings) whose activations an engine keeps for prefix reuse
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is being done)
 
@@ -99,7 +100,8 @@ class Engine:
             time; logits and metrics come back to the CPU.
         prefix_bytes: with a positive budget, `logits` of a plan recompute only what follows
             the first layer it changes from the last plan (lightviz.core.incremental), keeping
-            at most this many bytes of activations; `run_info(plan, data)` says what a run reused.
+            at most this many bytes of activations for each of its last RUNNERS (data,
+            folding) pairs; `run_info(plan, data)` says what a run reused.
     """
 
     def __init__(self, model: nn.Module, cache_bytes: int = CACHE_BYTES,
@@ -120,7 +122,7 @@ class Engine:
         self.float_size_bytes = state_bytes(model.state_dict())
         self.stats = {"hits": 0, "misses": 0}
         self.prefix_bytes = int(prefix_bytes)
-        self._runner: tuple | None = None  # ((id(data), fold_bn), PlanRunner or None, why not)
+        self._runners: OrderedDict[tuple, tuple] = OrderedDict()  # (id(data), fold_bn) -> (data, runner, why not)
         self.last_run = None  # incremental.RunInfo of the last plan run incrementally
 
     # --- per layer ---------------------------------------------------------------------
@@ -293,14 +295,18 @@ class Engine:
 
         key = (id(data), plan.fold_bn)
         with self._lock:
-            found = self._runner if self._runner is not None and self._runner[0] == key else None
-        if found is None or found[1] is not None and found[1].data is not data:
+            found = self._runners.get(key)
+            if found is not None and found[0] is data:
+                self._runners.move_to_end(key)
+        if found is None or found[0] is not data:
             try:
-                found = (key, PlanRunner(self, data, plan.fold_bn, self.prefix_bytes), "")
+                found = (data, PlanRunner(self, data, plan.fold_bn, self.prefix_bytes), "")
             except Exception as error:  # noqa: BLE001 - untraceable: full forwards, said once
-                found = (key, None, f"torch.fx could not trace the model ({type(error).__name__}); full forwards")
+                found = (data, None, f"torch.fx could not trace the model ({type(error).__name__}); full forwards")
             with self._lock:
-                self._runner = found  # one runner (and its activations) per engine
+                self._runners[key] = found
+                while len(self._runners) > RUNNERS:  # each keeps at most prefix_bytes of activations
+                    self._runners.popitem(last=False)
         runner = found[1]
         if runner is None:
             return None, None

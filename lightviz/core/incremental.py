@@ -5,16 +5,16 @@ A change to one layer leaves every value computed before that layer as it was. `
 traces the float model once (BatchNorm folded as the plan says; lightviz.core.prefix), runs a
 plan's compressed weights through the graph with `functional_call` (no copy of the model per
 plan), and keeps, for the last plan it ran, the values live at each layer's position, per
-batch, within a byte budget. The next plan starts from the latest kept position before its
-first changed layer.
+batch, within a byte budget (for the last few plans: sessions sharing a server take turns).
+The next plan starts from the latest kept position before its first changed layer.
 
 | step          | what happens                                                                    |
 |---------------|---------------------------------------------------------------------------------|
 | signature     | per layer in call order: its effective quant and prune spec (global pruning     |
 |               | counts included), plus the plan's activation spec: equal prefix = equal values  |
-| start         | the latest kept layer position whose layers before it all match the last plan   |
+| start         | the latest kept layer position whose layers before it all match a kept plan     |
 | run           | batches stream through the graph from there; values at later layer positions    |
-|               | are kept, the earliest dropped first while over budget, never the start's own   |
+|               | are kept; over budget, older plans go first, then the earliest positions        |
 | check         | the first run from the input and the first resumed run are compared bit-for-bit |
 |               | with a full forward of `Engine.compress(plan)`; on a mismatch the runner stops  |
 
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,8 @@ from lightviz.core.batches import eval_batch_size, run_model
 from lightviz.core.evaldata import EvalData
 from lightviz.core.prefix import PreHook, Snapshot, TracedGraph
 from lightviz.core.specs import Plan
+
+MAX_PLANS = 4  # plans whose activations are kept (sessions on a server take turns)
 
 
 @dataclass(frozen=True)
@@ -98,9 +101,8 @@ class PlanRunner:
         self.lock = threading.Lock()
         self.checked = {"full": False, "resumed": False}
         self.broken = ""  # why this runner gave up (a check failed)
-        self._signature: tuple | None = None
-        self._kept: dict[str, list[Snapshot]] = {}
-        self._refs: dict[int, list] = {}  # id(tensor) -> [count, bytes]: shared tensors counted once
+        self._chains: OrderedDict[tuple, dict[str, list[Snapshot]]] = OrderedDict()  # plan -> kept; LRU
+        self._refs: dict[int, list] = {}  # id(tensor) -> [references, bytes, tensor]: shared tensors counted once
         self._held = 0
 
     def logits(self, plan: Plan, results: dict, pre_hooks: dict[str, PreHook] | None,
@@ -119,34 +121,41 @@ class PlanRunner:
     def _logits(self, plan: Plan, results: dict, pre_hooks, progress) -> tuple[torch.Tensor, RunInfo] | None:
         started = time.perf_counter()
         signature = self._plan_signature(plan, results)
-        start_layer = self._start(signature)
-        self._keep_only_before(start_layer)
+        source, start_layer = self._start(signature)
         start = 0 if start_layer is None else self.graph.start[start_layer]
+        kept: dict[str, list[Snapshot]] = {}
+        if source is not None:  # share the source plan's kept values up to the start
+            for layer, snapshots in self._chains[source].items():
+                if self.graph.start[layer] <= start:
+                    for snapshot in snapshots:
+                        self._add(kept, layer, snapshot)
+        self._forget(signature)
+        self._chains[signature] = kept
         overrides = {name: {"weight": result.weight_hat} for name, result in results.items()}
         dropped: set[str] = set()
 
         def record(layer: str, env: dict) -> None:
             if self.graph.start[layer] <= start or layer in dropped:
                 return
-            self._add(layer, self.graph.snapshot(layer, env))
-            self._fit_budget(protect=start_layer, dropped=dropped)
+            self._add(kept, layer, self.graph.snapshot(layer, env))
+            self._fit_budget(signature, start_layer, dropped)
 
         outs = []
         with torch.inference_mode():
             for b, xb in enumerate(self.batches):
-                env = {} if start_layer is None else self.graph.resume(start_layer, self._kept[start_layer][b])
+                env = {} if start_layer is None else self.graph.resume(start_layer, kept[start_layer][b])
                 outs.append(self.graph.run(start, env, xb, overrides, pre_hooks, record).cpu())
                 if progress is not None:
                     progress(min((b + 1) * len(self.batches[0]), len(self.data)), len(self.data))
         logits = torch.cat(outs).float()
-        self._signature = signature
         check = "full" if start_layer is None else "resumed"
         if not self.checked[check]:  # once each: the traced run must be the engine's full forward, bit for bit
             reference = run_model(self.engine.compress(plan, self.data.calibration_inputs
                                                        if plan.activations is not None else None), self.data.x)
             if not torch.equal(logits, reference):
                 self.broken = f"the traced run differed from a full forward ({check}); running full forwards"
-                self._keep_only_before(None)
+                for chain in list(self._chains):
+                    self._forget(chain)
                 return None
             self.checked[check] = True
         layers_run = sum(1 for layer in self.order if self.graph.start[layer] >= start)
@@ -156,24 +165,27 @@ class PlanRunner:
     def _plan_signature(self, plan: Plan, results: dict) -> tuple:
         return (plan.activations,) + tuple((results[name].quant, results[name].prune) for name in self.order)
 
-    def _start(self, signature: tuple) -> str | None:
-        """The latest kept layer whose predecessors (in call order) all match the last plan."""
-        if self._signature is None or signature[0] != self._signature[0]:
-            return None
-        best = None
-        for k, layer in enumerate(self.order):  # signature[1 + k] is layer k's
-            if layer in self._kept:
-                best = layer
-            if signature[1 + k] != self._signature[1 + k]:
-                break
-        else:
-            return best  # nothing changed: the last kept position still serves
+    def _start(self, signature: tuple) -> tuple[tuple | None, str | None]:
+        """(kept plan, layer) to start from: the latest kept layer whose predecessors (in call
+        order) all match that plan, over the plans kept; (None, None) to run from the input."""
+        best: tuple[tuple | None, str | None] = (None, None)
+        for chain, kept in reversed(self._chains.items()):  # most recent first: it wins ties
+            if chain[0] != signature[0]:
+                continue
+            found = None
+            for k, layer in enumerate(self.order):  # signature[1 + k] is layer k's
+                if layer in kept:
+                    found = layer
+                if signature[1 + k] != chain[1 + k]:
+                    break
+            if found is not None and (best[1] is None or self.graph.start[found] > self.graph.start[best[1]]):
+                best = (chain, found)
         return best
 
     # --- the kept activations -------------------------------------------------------------------
 
-    def _add(self, layer: str, snapshot: Snapshot) -> None:
-        self._kept.setdefault(layer, []).append(snapshot)
+    def _add(self, kept: dict[str, list[Snapshot]], layer: str, snapshot: Snapshot) -> None:
+        kept.setdefault(layer, []).append(snapshot)
         for value in snapshot.values():
             if isinstance(value, torch.Tensor):
                 entry = self._refs.setdefault(id(value), [0, value.numel() * value.element_size(), value])
@@ -181,8 +193,8 @@ class PlanRunner:
                 if entry[0] == 1:
                     self._held += entry[1]
 
-    def _drop(self, layer: str) -> None:
-        for snapshot in self._kept.pop(layer, []):
+    def _drop(self, kept: dict[str, list[Snapshot]], layer: str) -> None:
+        for snapshot in kept.pop(layer, []):
             for value in snapshot.values():
                 entry = self._refs.get(id(value)) if isinstance(value, torch.Tensor) else None
                 if entry is not None:
@@ -191,22 +203,23 @@ class PlanRunner:
                         self._held -= entry[1]
                         del self._refs[id(value)]
 
-    def _fit_budget(self, protect: str | None, dropped: set[str]) -> None:
-        """Drop whole layers, earliest first (a late position saves the most work per byte), until
-        the kept activations fit the budget; the run's own start is dropped last."""
-        while self._held > self.budget and self._kept:
-            candidates = [layer for layer in self.order if layer in self._kept and layer != protect]
-            victim = candidates[0] if candidates else protect
-            self._drop(victim)
-            dropped.add(victim)
+    def _forget(self, chain: tuple) -> None:
+        kept = self._chains.pop(chain, None)
+        for layer in list(kept or ()):
+            self._drop(kept, layer)
 
-    def _keep_only_before(self, start_layer: str | None) -> None:
-        """Forget what the last plan kept after `start_layer` (all of it for None)."""
-        limit = -1 if start_layer is None else self.graph.start[start_layer]
-        for layer in [layer for layer in self._kept if self.graph.start[layer] > limit]:
-            self._drop(layer)
-        if start_layer is None:
-            self._signature = None
+    def _fit_budget(self, current: tuple, protect: str | None, dropped: set[str]) -> None:
+        """Within the budget (and MAX_PLANS plans): forget the least recently run plans first;
+        then drop the current plan's layers, earliest first (a late position saves the most work
+        per byte), its own start last."""
+        while len(self._chains) > MAX_PLANS or (self._held > self.budget and len(self._chains) > 1):
+            self._forget(next(iter(self._chains)))  # the oldest; the current plan is the newest
+        kept = self._chains[current]
+        while self._held > self.budget and kept:
+            candidates = [layer for layer in self.order if layer in kept and layer != protect]
+            victim = candidates[0] if candidates else protect
+            self._drop(kept, victim)
+            dropped.add(victim)
 
 
 def input_hooks(plan: Plan, qparams: dict) -> dict[str, PreHook] | None:
