@@ -49,7 +49,8 @@ def test_engine_on_the_cpu_keeps_the_callers_model():
 
 
 @needs_no_cuda
-def test_sidebar_device_choice_refuses_cuda_and_keeps_computing_on_the_cpu():
+def test_sidebar_device_choice_refuses_cuda_and_keeps_computing_on_the_cpu(monkeypatch):
+    monkeypatch.setenv("LIGHTVIZ_DEVICE", "auto")  # the app's own default (conftest pins the CPU)
     at = AppTest.from_file("../app.py", default_timeout=60).run()
     picker = at.sidebar.selectbox(key="device_picker")
     assert picker.value == "auto" and any("Computing on CPU" in c.value for c in at.sidebar.caption)

@@ -163,6 +163,9 @@ class RayBackend:
         self.start()
         refs = [self._put(engine.model, _cpu_copy), self._put(data)]  # in a list: Ray passes them unresolved
         device, gpus = self._task_device(engine)
+        if gpus and not ray.cluster_resources().get("GPU", 0):  # Ray would wait for a GPU forever
+            raise ValueError("the tasks need a CUDA GPU each (device cuda) and the Ray cluster has none; "
+                             "use device 'auto' or 'cpu'")
         remote = _remote(ray).options(num_cpus=self.cpus_per_task, num_gpus=gpus, max_retries=self.max_retries,
                                       retry_exceptions=False)
         pending = {remote.remote(refs, device, task, item): index for index, item in enumerate(items)}

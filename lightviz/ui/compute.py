@@ -72,7 +72,7 @@ def _check(choice: str) -> bool:
     try:
         resolve_device(choice)
     except ValueError as error:
-        st.session_state[DEVICE_ERROR] = f"{error}. Computing on {describe(torch.device(device()))}."
+        st.session_state[DEVICE_ERROR] = f"{error}; the previous choice stays."
         return False
     return True
 
