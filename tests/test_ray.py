@@ -65,6 +65,7 @@ def test_ray_sweep_sensitivity_and_allocation_equal_the_local_run(backend, cnn):
     local_alloc = allocate(Engine(bundle.model), data, local_sens, avg_bits=3.0, refine=2)
     remote_alloc = allocate(Engine(bundle.model), data, local_sens, avg_bits=3.0, refine=2, backend=backend)
     assert remote_alloc.bits == local_alloc.bits and remote_alloc.evaluation == local_alloc.evaluation
+    assert len(backend._puts) == 2  # the weights and the data went to the object store once for all of it
 
 
 def _crash_once(marker: str, engine, data, plan):
@@ -140,6 +141,25 @@ def test_bad_ray_settings_are_one_clear_message():
         with pytest.raises(ValueError, match=expected):
             RayBackend(**kwargs)
     assert LocalBackend().map(lambda e, d, item: item * 2, None, None, [1, 2]) == [2, 4]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--ray-cpus", "2"], "--ray-cpus goes with --ray"),
+    (["--ray", "auto", "--ray-cpus", "2"], "--ray-cpus sizes a local Ray instance"),
+])
+def test_cli_bad_ray_flags_exit_2_in_one_line(tmp_path, capsys, argv, expected):
+    assert main(["sweep", "--model", "digits-mlp", "--bits", "4", "--max-samples", "20", *argv,
+                 "--out", str(tmp_path / "r.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err and not (tmp_path / "r.csv").exists()
+
+
+def test_an_unreachable_cluster_is_one_clear_message_not_minutes_of_retries():
+    from lightviz.analysis.ray_backend import _probe
+
+    with pytest.raises(ValueError, match=r"could not reach the Ray cluster at '127.0.0.1:1': .*ray start --head"):
+        _probe("127.0.0.1:1")
+    _probe("auto")  # Ray finds (or fails to find) a local cluster itself, quickly
 
 
 def test_without_ray_flag_nothing_imports_ray(tmp_path):
