@@ -23,6 +23,7 @@ with metrics_box:  # the progress bar of a long evaluation, then the numbers, sh
         st.stop()
     evaluation, table = results
     controls.metrics_row(evaluation)
+    explore.reuse_caption(engine, plan, data)
 
 explore.layer_charts(table)
 st.subheader("Weights of one layer")

@@ -1,7 +1,13 @@
 """Shared test set-up."""
 
+import os
+
 import pytest
 import torch
+
+# Tests compare against CPU references: the CLI's and the app's default device (auto) would pick
+# a GPU where there is one. The GPU tests (test_device.py) ask for cuda themselves.
+os.environ.setdefault("LIGHTVIZ_DEVICE", "cpu")
 
 
 @pytest.fixture(autouse=True)

@@ -114,7 +114,7 @@ def clip_sweep(weight: torch.Tensor, bits: int, scheme: str,
     >>> sweep["clip_mse"].tolist()[1], bool(sweep["clip_mse"][0] > 0)
     (0.0, True)
     """
-    spec = toy_spec(bits, scheme)
+    spec, weight = toy_spec(bits, scheme), weight.detach().cpu()  # an engine's weight may be on a GPU
     ratios = [float(r) for r in ratios]
     if not ratios or not all(0.0 < r <= 1.0 for r in ratios):
         raise ValueError(f"ratios must be numbers in (0, 1]; got {ratios!r}")
@@ -133,7 +133,7 @@ def clip_at(weight: torch.Tensor, bits: int, scheme: str, ratio: float,
     >>> point["ratio"], point["clip_mse"], round(point["scale"] * 7, 4)
     (1.0, 0.0, 1.0)
     """
-    spec = toy_spec(bits, scheme)
+    spec, weight = toy_spec(bits, scheme), weight.detach().cpu()
     if not (isinstance(ratio, (int, float)) and 0.0 < ratio <= 1.0):
         raise ValueError(f"ratio must be a number in (0, 1]; got {ratio!r}")
     lo, hi = clip_range(weight.detach().reshape(-1).float(), spec)
@@ -156,7 +156,8 @@ def method_ranges(weight: torch.Tensor, bits: int, scheme: str, percentile: floa
     >>> table["method"].tolist(), float(table["ratio"][0])
     (['minmax', 'percentile', 'mse', 'entropy'], 1.0)
     """
-    w = weight.detach().reshape(-1).float()
+    weight = weight.detach().cpu()
+    w = weight.reshape(-1).float()
     base = toy_spec(bits, scheme)
     lo0, hi0 = covered_range(*(x[0] for x in clip_range(w, base)), base)
     width = max(hi0 - lo0, float(torch.finfo(torch.float32).tiny))

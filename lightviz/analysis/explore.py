@@ -112,8 +112,8 @@ def weight_histogram(result: LayerResult, channel: int | None = None, group: int
     """
     quant, axis = result.quant, result.layer.axis
     channels, groups, length = block_grid(result)
-    weight, weight_hat = result.weight, result.weight_hat
-    mask = torch.ones_like(weight, dtype=torch.bool) if result.mask is None else result.mask
+    weight, weight_hat = result.weight.detach().cpu(), result.weight_hat.detach().cpu()  # drawn from the CPU
+    mask = torch.ones_like(weight, dtype=torch.bool) if result.mask is None else result.mask.cpu()
     scope, block = "whole layer", None
     if group is None and groups == 1:
         group = 0  # one group per channel: the channel's block
@@ -186,7 +186,7 @@ def _group_block(result: LayerResult, channel: int, group: int) -> int:
 
 def _levels(quant: QuantSpec, qparams, block: int) -> tuple[np.ndarray, float]:
     """Every value block `block` can dequantize to, ascending, and its scale."""
-    scale = qparams.scale[block].reshape(1)  # float32, as the kernels compute
+    scale = qparams.scale[block].reshape(1).cpu()  # float32, as the kernels compute
     zero_point = float(qparams.zero_point[block])
     if quant.bits == 1 and quant.scheme == "symmetric":  # sign(w) * alpha
         values = torch.tensor([-1.0, 0.0, 1.0]) * scale

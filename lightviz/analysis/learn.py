@@ -251,7 +251,7 @@ def quant_steps(weight: torch.Tensor, spec: QuantSpec) -> QuantSteps:
     """
     if spec.bits is None or spec.granularity != "tensor":
         raise ValueError(f"spec must quantize per tensor (bits set, granularity 'tensor'); got {spec.label}")
-    flat = weight.detach().reshape(-1).float()
+    flat = weight.detach().reshape(-1).float().cpu()
     qparams = choose_qparams(flat, spec)
     codes = quantize(flat, spec, qparams=qparams)
     w_hat = dequantize(codes, qparams, spec)
@@ -332,7 +332,7 @@ def layer_steps(weight: torch.Tensor, bits: int, scheme: str, range_method: str 
     base = toy_spec(bits, scheme)
     tensor_spec = replace(base, range_method=range_method, percentile=percentile)
     channel_spec = replace(tensor_spec, granularity="channel")
-    w = weight.detach().float()
+    w = weight.detach().float().cpu()  # an engine's weight may be on a GPU; the steps are shown from the CPU
     rows, qparams = [], {}
     for spec in (tensor_spec, channel_spec):
         qparams[spec.granularity] = qp = choose_qparams(w, spec, axis)
@@ -373,7 +373,7 @@ def histogram(weight: torch.Tensor, bins: int | None = None) -> tuple[np.ndarray
     >>> counts.tolist(), edges.tolist()
     ([1, 2], [0.0, 0.5, 1.0])
     """
-    values = weight.detach().reshape(-1).double().numpy()
+    values = weight.detach().reshape(-1).double().cpu().numpy()
     if bins is None:
         bins = int(np.clip(2 * np.sqrt(values.size), 10, HIST_BINS))
     if values.size == 0:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from lightviz.analysis.parallel import Backend, LocalBackend, evaluate_plan
 from lightviz.core.activations import float_plan
 from lightviz.core.engine import Engine, Evaluation
 from lightviz.core.evaldata import EvalData, subset
@@ -209,7 +210,7 @@ def uniform_at(base: Plan, bits: int) -> Plan:
 def allocate(engine: Engine, data: EvalData, sens: pd.DataFrame, base: Plan | None = None, *,
              size_bytes: int | None = None, avg_bits: float | None = None, max_drop: float | None = None,
              objective: str = "kl", method: str = "knapsack", refine: int = REFINE,
-             max_samples: int | None = None) -> Allocation:
+             max_samples: int | None = None, backend: Backend | None = None) -> Allocation:
     """Bits per layer under exactly one budget, as a Plan, evaluated on `data`.
 
     Args:
@@ -224,6 +225,8 @@ def allocate(engine: Engine, data: EvalData, sens: pd.DataFrame, base: Plan | No
         refine: the knapsack's objective is a proxy (layers are not independent), so its
             `refine` best choices within the budget are evaluated and the best *measured* one
             is returned (accuracy, then agreement, then lower KL); 1 gives the plain optimum.
+        backend: where those candidates are evaluated (parallel.py; default here). The
+            max_drop bisection measures one plan after another, here.
     """
     base = base or Plan()
     given = {"size_bytes": size_bytes, "avg_bits": avg_bits, "max_drop": max_drop}
@@ -260,7 +263,10 @@ def allocate(engine: Engine, data: EvalData, sens: pd.DataFrame, base: Plan | No
         choice = greedy(costs, options.value, budget)
         return _result(engine, data, options, base, choice, text, objective, method, False)
     choices, exact = candidates(costs, options.value, budget, refine)
-    found = [_result(engine, data, options, base, choice, text, objective, method, exact) for choice in choices]
+    plans = [mixed_plan(base, _bits(options, choice)) for choice in choices]
+    evaluations = (backend or LocalBackend()).map(evaluate_plan, engine, data, plans)
+    found = [_result(engine, data, options, base, choice, text, objective, method, exact, evaluation)
+             for choice, evaluation in zip(choices, evaluations)]
     best = max(found, key=_measured)
     if len(found) > 1:
         best.notes.append(f"best measured of the knapsack's {len(found)} best choices "
@@ -303,9 +309,14 @@ def _drop(allocation: Allocation) -> float:
     return ev.float_accuracy - ev.accuracy if ev.accuracy is not None else 1.0 - ev.agreement
 
 
+def _bits(options: Options, choice: list[int]) -> dict[str, int]:
+    return {name: options.bits[j][i] for j, (name, i) in enumerate(zip(options.layers, choice))}
+
+
 def _result(engine: Engine, data: EvalData, options: Options, base: Plan, choice: list[int], budget: str,
-            objective: str, method: str, exact: bool) -> Allocation:
-    bits = {name: options.bits[j][i] for j, (name, i) in enumerate(zip(options.layers, choice))}
+            objective: str, method: str, exact: bool, evaluation: Evaluation | None = None) -> Allocation:
+    bits = _bits(options, choice)
     plan = mixed_plan(base, bits)
     predicted = float(sum(options.value[j][i] for j, i in enumerate(choice)))
-    return Allocation(plan, bits, budget, objective, method, exact, predicted, engine.evaluate(plan, data))
+    evaluation = evaluation if evaluation is not None else engine.evaluate(plan, data)
+    return Allocation(plan, bits, budget, objective, method, exact, predicted, evaluation)

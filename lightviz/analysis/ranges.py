@@ -61,7 +61,7 @@ def layer_values(engine: Engine, plan: Plan, data: EvalData, layer: str, source:
         raise ValueError(f"layer must be one of {list(engine.by_name)}; got {layer!r}")
     if source == "weights":
         weight = engine.reference_weight(layer, plan.fold_bn)[0]
-        return weight.reshape(-1).float(), f"{weight.numel():,} weights" + (
+        return weight.reshape(-1).float().cpu(), f"{weight.numel():,} weights" + (
             " (BatchNorm folded)" if plan.fold_bn and engine.by_name[layer].bn else "")
     stats = activation_stats(engine, plan, data, spec)
     if layer not in stats:

@@ -39,6 +39,7 @@ from typing import Callable, Iterable
 import pandas as pd
 import torch
 
+from lightviz.analysis.parallel import Backend, LocalBackend, slices
 from lightviz.core import metrics
 from lightviz.core.activations import float_plan
 from lightviz.core.engine import Engine
@@ -86,7 +87,8 @@ def settings(base: Plan, bits: Iterable[int] = DEFAULT_BITS,
 def sensitivity(engine: Engine, data: EvalData, bits: Iterable[int] = DEFAULT_BITS,
                 sparsities: Iterable[float] = (), base: Plan | None = None, max_samples: int | None = None,
                 layers: Iterable[str] | None = None, reuse: bool = True,
-                progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+                progress: Callable[[int, int], None] | None = None,
+                backend: Backend | None = None) -> pd.DataFrame:
     """One row per (layer, setting) with only that layer compressed (columns above).
 
     Args:
@@ -97,7 +99,9 @@ def sensitivity(engine: Engine, data: EvalData, bits: Iterable[int] = DEFAULT_BI
         base: where those settings and BatchNorm folding come from (default: Plan()).
         layers: the layers to analyse (default: all, in model order).
         reuse: run only each layer's tail from cached activations (False: full forwards).
-        progress: called as progress(done, total) after each setting.
+        progress: called as progress(done, total) after each setting (each slice on Ray).
+        backend: where it runs (parallel.py): default here; a RayBackend runs contiguous
+            slices of layers as tasks, each reusing its own float activations. Same rows.
 
     Returns:
         A DataFrame; `df.attrs` holds "reuse" (whether tails were reused), "note" (why not),
@@ -114,6 +118,37 @@ def sensitivity(engine: Engine, data: EvalData, bits: Iterable[int] = DEFAULT_BI
     chosen = settings(base, bits, sparsities)
     names = _layer_names(engine, layers)
     data = subset(data, max_samples)
+    total = len(names) * len(chosen)
+    if backend is None or isinstance(backend, LocalBackend):
+        parts = [layer_rows(engine, data, (names, chosen, base, reuse), progress=progress)]
+    else:
+        done = [0]
+
+        def finished(index: int, part: tuple[list[dict], bool, str]) -> None:
+            done[0] += len(part[0])
+            if progress:
+                progress(done[0], total)
+        items = [(names_slice, chosen, base, reuse) for names_slice in slices(names, backend.workers)]
+        parts = backend.map(layer_rows, engine, data, items, on_result=finished)
+    rows = [row for part in parts for row in part[0]]
+    notes = [part[2] for part in parts if part[2]]
+    df = pd.DataFrame(rows, columns=SENSITIVITY_COLUMNS)
+    df.attrs.update(reuse=all(part[1] for part in parts), note=notes[0] if notes else "",
+                    seconds=time.perf_counter() - started, data=data.description)
+    return df
+
+
+def layer_rows(engine: Engine, data: EvalData, item: tuple, progress: Callable[[int, int], None] | None = None
+               ) -> tuple[list[dict], bool, str]:
+    """The sensitivity rows of some layers: a backend task (parallel.py).
+
+    Args:
+        item: (layer names, settings, base plan, reuse), as `sensitivity` cuts them.
+
+    Returns:
+        (rows, whether tails were reused, why not).
+    """
+    names, chosen, base, reuse = item
     reference = engine.logits(None, data)
     float_accuracy = metrics.accuracy(reference, data.y) if data.labeled else None
     runner, note = _runner(engine, data, names, base) if reuse else (None, "reuse turned off")
@@ -144,10 +179,7 @@ def sensitivity(engine: Engine, data: EvalData, bits: Iterable[int] = DEFAULT_BI
             })
             if progress:
                 progress(len(rows), total)
-    df = pd.DataFrame(rows, columns=SENSITIVITY_COLUMNS)
-    df.attrs.update(reuse=runner is not None, note=note, seconds=time.perf_counter() - started,
-                    data=data.description)
-    return df
+    return rows, runner is not None, note
 
 
 def _layer_names(engine: Engine, layers: Iterable[str] | None) -> list[str]:

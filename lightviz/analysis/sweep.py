@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
+from lightviz.analysis.parallel import Backend, LocalBackend
 from lightviz.core.engine import Engine, Progress
 from lightviz.core.evaldata import EvalData
 from lightviz.core.specs import Plan, PruneSpec
@@ -42,14 +43,20 @@ def sweep_configs(bits: Iterable[int | None], schemes: Iterable[str], granularit
 
 def run_sweep(engine: Engine, data: EvalData, plans: list[Plan],
               progress: Callable[[int, int], None] | None = None,
-              detail: Callable[[int, float, str], None] | None = None) -> pd.DataFrame:
+              detail: Callable[[int, float, str], None] | None = None,
+              backend: Backend | None = None) -> pd.DataFrame:
     """Evaluate each plan; one tidy row per configuration (columns SWEEP_COLUMNS).
 
     Args:
         progress: called with (configurations done, configurations) after each one.
         detail: called with (configuration index, fraction, text) while one is evaluated
-            (Engine.evaluate's progress), for large models where one takes seconds.
+            (Engine.evaluate's progress), for large models where one takes seconds; here only.
+        backend: where the plans are evaluated (parallel.py): default here, one after another;
+            a RayBackend evaluates one plan per task. The rows are the same either way.
     """
+    if backend is not None and not isinstance(backend, LocalBackend):
+        rows = backend.map(plan_row, engine, data, plans, progress=progress)
+        return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
     rows = []
     for i, plan in enumerate(plans):
         inner = None if detail is None else (lambda fraction, text, i=i: detail(i, fraction, text))

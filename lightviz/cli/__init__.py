@@ -7,7 +7,9 @@
 - `finetune`: `finetune` (quantization-aware fine-tuning, distillation).
 - `report`: `report` (a self-contained HTML report, optionally comparing two plans).
 
-Bad input exits with code 2 and one line on stderr, never a traceback. The CLI may import
+Bad input exits with code 2 and one line on stderr, never a traceback; Ctrl-C exits with 130.
+`--device auto|cpu|cuda` picks where models run; `sweep`, `sensitivity` and `allocate` take
+`--ray [ADDRESS]` to run their evaluations as Ray tasks (Ray is imported only then). The CLI may import
 every room below it (plots, analysis, recover, io, core) but nothing of `lightviz.ui`. Heavy
 modules (torch, torchvision's zoo, pandas) are imported inside the commands that need them, so
 `--help` and `models` start fast.
@@ -15,6 +17,7 @@ modules (torch, torchvision's zoo, pandas) are imported inside the commands that
     python -m lightviz evaluate --model digits-cnn --bits 4 --granularity tensor --json
     python -m lightviz sweep --model digits-cnn --bits 2,4,8 --scheme symmetric,asymmetric --out r.csv
     python -m lightviz evaluate --model weights.safetensors --arch resnet18 --data images.zip --json
+    python -m lightviz sweep --model resnet18 --bits 2,4,8 --ray --out r.csv   # a local Ray instance
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (common.UsageError, ValueError, OSError) as error:  # OSError: a missing or unreadable file
         print(f"lightviz: error: {common.one_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ray tasks are cancelled on the way out (ray_backend.py)
+        print("lightviz: interrupted: the remaining work was cancelled; --out files are written only by a "
+              "command that completes", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - users see one line, never a traceback
         print(f"lightviz: internal error ({type(error).__name__}): {common.one_line(error)}", file=sys.stderr)

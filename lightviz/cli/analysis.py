@@ -42,6 +42,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     sens.add_argument("--layers", help="only these layers (comma-separated; default all)")
     _base_flags(sens)
     sens.add_argument("--no-reuse", action="store_true", help="run full forwards (no cached activations)")
+    cli.ray_flags(sens)
     sens.add_argument("--out", help="also write the rows to this CSV file")
     sens.add_argument("--json", action="store_true", help="print one JSON object")
     sens.set_defaults(run=_sensitivity)
@@ -60,6 +61,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     alloc.add_argument("--refine", type=int, default=8, help="knapsack choices measured before picking (default 8)")
     alloc.add_argument("--compare", action="store_true", help="also evaluate the uniform plans at each --bits")
     _base_flags(alloc)
+    cli.ray_flags(alloc)
     alloc.add_argument("--out", help="also write the plan JSON to this file (for `evaluate --plan`)")
     alloc.add_argument("--json", action="store_true", help="print one JSON object")
     alloc.set_defaults(run=_allocate)
@@ -89,7 +91,6 @@ def _bits_list(text: str) -> list[int]:
 
 def _sensitivity(args: argparse.Namespace) -> int:
     from lightviz.analysis.sensitivity import pivot, sensitivity
-    from lightviz.core.engine import Engine
 
     bundle, data = cli.load(args)
     bits = _bits_list(args.bits)
@@ -97,12 +98,13 @@ def _sensitivity(args: argparse.Namespace) -> int:
                   if args.sparsity else [])
     layers = cli.split(args.layers, "layers") if args.layers else None
     out = cli.out_path(args.out)
-    interactive = sys.stderr.isatty() and not args.json
-    df = sensitivity(Engine(bundle.model), data, bits, sparsities, base=_base_plan(args), layers=layers,
-                     reuse=not args.no_reuse, progress=lambda i, n: interactive and print(
-                         f"\r{i}/{n} layer settings", end="" if i < n else "\n", file=sys.stderr))
+    engine = cli.engine(args, bundle)
+    with cli.backend(args) as backend:
+        df = sensitivity(engine, data, bits, sparsities, base=_base_plan(args), layers=layers,
+                         reuse=not args.no_reuse, backend=backend,
+                         progress=cli.progress_printer(sys.stderr.isatty() and not args.json, "layer settings"))
     if out:
-        df.to_csv(out, index=False)
+        cli.write_atomic(out, lambda path: df.to_csv(path, index=False))
     if args.json:
         report = {"model": bundle.name, "data": data.description, "n_samples": len(data),
                   "float_accuracy": df["float_accuracy"].iloc[0], "settings": list(dict.fromkeys(df["setting"])),
@@ -122,24 +124,27 @@ def _sensitivity(args: argparse.Namespace) -> int:
 
 def _allocate(args: argparse.Namespace) -> int:
     from lightviz.analysis.mixed import allocate, uniform_at
+    from lightviz.analysis.parallel import evaluate_plan
     from lightviz.analysis.sensitivity import sensitivity
     from lightviz.core.activations import wa_label
-    from lightviz.core.engine import Engine
 
     bundle, data = cli.load(args)
     bits = _bits_list(args.bits)
     base = _base_plan(args)
     out = cli.out_path(args.out)
-    engine = Engine(bundle.model)
-    sens = sensitivity(engine, data, bits, base=base)
-    result = allocate(engine, data, sens, base, size_bytes=args.size_bytes, avg_bits=args.avg_bits,
-                      max_drop=args.max_drop, objective=args.objective, method=args.method, refine=args.refine)
+    engine = cli.engine(args, bundle)
+    with cli.backend(args) as backend:
+        sens = sensitivity(engine, data, bits, base=base, backend=backend)
+        result = allocate(engine, data, sens, base, size_bytes=args.size_bytes, avg_bits=args.avg_bits,
+                          max_drop=args.max_drop, objective=args.objective, method=args.method, refine=args.refine,
+                          backend=backend)
+        uniform = backend.map(evaluate_plan, engine, data, [uniform_at(base, b) for b in bits]) if args.compare else []
     names = [layer.name for layer in engine.layers]
     report = {"model": bundle.name, "data": data.description, "wa": wa_label(result.plan, names), **result.to_dict()}
     if args.compare:
-        report["uniform"] = [{"bits": b, **engine.evaluate(uniform_at(base, b), data).to_dict()} for b in bits]
+        report["uniform"] = [{"bits": b, **evaluation.to_dict()} for b, evaluation in zip(bits, uniform)]
     if out:
-        out.write_text(result.plan.to_json(indent=2) + "\n")
+        cli.write_atomic(out, lambda path: path.write_text(result.plan.to_json(indent=2) + "\n"))
     if args.json:
         print(json.dumps(cli.json_safe(report), allow_nan=False))
         return 0

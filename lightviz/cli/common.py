@@ -8,11 +8,14 @@ prints it as one line and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable, Iterator
 
 from lightviz.core.specs import (
     GRANULARITIES,
@@ -89,8 +92,10 @@ def terminal_progress():
 
 def load(args: argparse.Namespace):
     """(bundle, data) the flags name: a model by name or file, data from --data or the default."""
+    from lightviz.core.device import resolve_device
     from lightviz.io import datasets, userdata
 
+    resolve_device(device_choice(args))  # `cuda` without CUDA: one line, before anything loads
     bundle = _load_bundle(args)
     max_samples = positive(args.max_samples, "max-samples")
     if args.data:
@@ -161,6 +166,9 @@ def model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-samples", type=int,
                         help="evaluate on a seeded random subset of this many samples "
                              "(models without a dataset: this many generated inputs; default 32)")
+    parser.add_argument("--device", default=None,
+                        help="where to compute: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda "
+                             "(refused without CUDA), cuda:N; default $LIGHTVIZ_DEVICE or auto")
 
 
 def plan_flags(parser: argparse.ArgumentParser, sweepable: bool) -> None:
@@ -293,3 +301,70 @@ def json_safe(value):
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return None
     return value
+
+
+# --- device, Ray, safe output ------------------------------------------------------------------
+
+
+def device_choice(args: argparse.Namespace) -> str:
+    """--device as given, else $LIGHTVIZ_DEVICE, else auto."""
+    from lightviz.core.device import default_choice
+
+    return getattr(args, "device", None) or default_choice()
+
+
+def engine(args: argparse.Namespace, bundle):
+    """The float model's Engine on the --device the flags name (`cuda` without CUDA: exit 2)."""
+    from lightviz.core.engine import Engine
+
+    return Engine(bundle.model, device=device_choice(args))
+
+
+def ray_flags(parser: argparse.ArgumentParser) -> None:
+    """--ray [ADDRESS] and --ray-cpus, for commands that evaluate many plans or layers."""
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="run the evaluations as Ray tasks: alone, start a local Ray instance; with an "
+                             "address ('auto', 'ray://host:10001'), join that cluster. Ray is imported only then")
+    parser.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray instance (default: all this process "
+                                                     "may use); each task takes one")
+
+
+@contextlib.contextmanager
+def backend(args: argparse.Namespace) -> Iterator:
+    """Where the command's evaluations run: here, or Ray (--ray), shut down when done."""
+    from lightviz.analysis.parallel import LocalBackend
+
+    if getattr(args, "ray", None) is None:
+        if getattr(args, "ray_cpus", None) is not None:
+            raise UsageError("--ray-cpus goes with --ray (a local Ray instance)")
+        yield LocalBackend()
+        return
+    from lightviz.analysis.ray_backend import LOCAL, RayBackend
+
+    cpus = positive(args.ray_cpus, "ray-cpus")
+    if cpus is not None and args.ray != LOCAL:
+        raise UsageError("--ray-cpus sizes a local Ray instance; a cluster (--ray ADDRESS) has its own")
+    with RayBackend(None if args.ray == LOCAL else args.ray, num_cpus=cpus, device=device_choice(args)) as ray:
+        yield ray
+
+
+def progress_printer(enabled: bool, unit: str) -> Callable[[int, int], None]:
+    """A (done, total) callback drawing 'i/n unit' on one line of stderr when enabled."""
+    def report(done: int, total: int) -> None:
+        if enabled:
+            print(f"\r{done}/{total} {unit}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+    return report
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """write(temporary path) next to `path`, then rename it to `path`: the file is complete or absent
+    (an interrupted run leaves no partial file that looks complete, and an older file intact)."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

@@ -34,7 +34,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     sweep = commands.add_parser("sweep", help="evaluate every combination; one CSV row each")
     cli.model_flags(sweep)
     cli.plan_flags(sweep, sweepable=True)
-    sweep.add_argument("--out", required=True, help="CSV file to write")
+    cli.ray_flags(sweep)
+    sweep.add_argument("--out", required=True, help="CSV file to write (written whole at the end, or not at all)")
     sweep.set_defaults(run=_sweep)
 
 
@@ -54,11 +55,9 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from lightviz.core.engine import Engine
-
     bundle, data = cli.load(args)
     plan = cli.apply_activation_flags(cli.plan_from_args(args), args)
-    engine = Engine(bundle.model)
+    engine = cli.engine(args, bundle)
     evaluation = engine.evaluate(plan, data, cli.terminal_progress())
     table = engine.layer_table(plan)
     report = {
@@ -84,7 +83,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from lightviz.analysis.sweep import run_sweep, sweep_configs
-    from lightviz.core.engine import Engine
 
     bundle, data = cli.load(args)
     bits = [cli.parse_bits(b) for b in cli.split(args.bits, "bits")]
@@ -94,11 +92,12 @@ def _sweep(args: argparse.Namespace) -> int:
     base = cli.plan_from_args(args, with_default_flags=False)
     plans = sweep_configs(bits, schemes, granularities, sparsities, args.prune_method or "unstructured", base)
     out = cli.out_path(args.out)
-    interactive = sys.stderr.isatty()
-    df = run_sweep(Engine(bundle.model), data, plans, progress=lambda i, n: interactive and print(
-        f"\r{i}/{n} configurations", end="" if i < n else "\n", file=sys.stderr))
+    engine = cli.engine(args, bundle)
+    with cli.backend(args) as backend:
+        df = run_sweep(engine, data, plans, progress=cli.progress_printer(sys.stderr.isatty(), "configurations"),
+                       backend=backend)
     df.insert(0, "model", bundle.name)
-    df.to_csv(out, index=False)
+    cli.write_atomic(out, lambda path: df.to_csv(path, index=False))
     print(f"wrote {len(df)} configurations to {out}")
     return 0
 

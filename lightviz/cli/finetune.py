@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     plan = cli.apply_activation_flags(cli.plan_from_args(args), args)
     Engine(bundle.model).check_plan(plan)
     result = finetune(bundle.model, plan, train, test, teacher=bundle.model if args.distill else None,
-                      progress=_echo(args), **_settings(args))
+                      progress=_echo(args), device=cli.device_choice(args), **_settings(args))
     report = {"model": bundle.name, "train_data": train.description, "test_data": test.description,
               "distill": args.distill, **cli.json_safe(result.summary()),
               "compression_ratio": result.float_size_bytes / max(result.size_bytes, 1)}
@@ -89,7 +89,7 @@ def _distill(args: argparse.Namespace) -> int:
                              f"{bundle.name} takes {tuple(bundle.input_shape)} with {bundle.num_classes} classes")
     train = _train_data(args, bundle)
     result = distill(bundle.model, args.student, train, test, baseline=not args.no_baseline,
-                     progress=_echo(args), **_settings(args))
+                     progress=_echo(args), device=cli.device_choice(args), **_settings(args))
     report = {"teacher": bundle.name, "train_data": train.description, "test_data": test.description,
               **cli.json_safe(result.summary())}
     _print(report, args.json, _distill_lines)

@@ -127,17 +127,18 @@ def collect_input_stats(model: nn.Module, names: list[str], batches: list[torch.
             entry["min"] = lo if entry["min"] is None else torch.min(lo, entry["min"])  # MinMaxObserver
             entry["max"] = hi if entry["max"] is None else torch.max(hi, entry["max"])
             flat = x.detach().reshape(-1).float()
-            if flat.numel() > per_batch:
-                flat = flat[torch.randint(flat.numel(), (per_batch,), generator=generator)]
-            entry["parts"].append(flat.clone())
+            if flat.numel() > per_batch:  # the same CPU-drawn indices on every device
+                flat = flat[torch.randint(flat.numel(), (per_batch,), generator=generator).to(flat.device)]
+            entry["parts"].append(flat.to("cpu", copy=True))
             entry["n"] += x.numel()
         return record
 
     handles = [modules[name].register_forward_pre_hook(hook(name)) for name in names]
     try:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
         with torch.inference_mode():
             for batch in batches:
-                model(batch)
+                model(batch.to(device))  # one batch at a time on the model's device
     finally:
         for handle in handles:
             handle.remove()
@@ -148,7 +149,7 @@ def collect_input_stats(model: nn.Module, names: list[str], batches: list[torch.
             continue
         sample = torch.cat(entry["parts"])
         if sample.numel() < entry["n"]:  # a sample: keep the true extremes in it
-            sample = torch.cat([sample, entry["min"].reshape(1).float(), entry["max"].reshape(1).float()])
+            sample = torch.cat([sample, entry["min"].reshape(1).float().cpu(), entry["max"].reshape(1).float().cpu()])
         stats[name] = InputStats(name, float(entry["min"]), float(entry["max"]), sample, entry["n"], n_samples)
     return stats
 

@@ -28,6 +28,8 @@ from lightviz.core.activations import (
     InputStats,
     quantize_inputs_,
 )
+from lightviz.core.batches import BATCH_VALUES, EVAL_BATCH, eval_batch_size, run_model  # noqa: F401
+from lightviz.core.device import model_device, resolve_device
 from lightviz.core.evaldata import EvalData
 from lightviz.core.layers import LayerInfo, find_layers, folded_weights
 from lightviz.core.prune import global_prune_counts, keep_largest, prune_mask
@@ -36,8 +38,7 @@ from lightviz.core.size import SizeBreakdown, state_bytes, weight_size
 from lightviz.core.specs import LayerConfig, Plan, PruneSpec, QuantSpec
 
 CACHE_BYTES = 512 * 2**20
-EVAL_BATCH = 256  # most samples per forward pass...
-BATCH_VALUES = 2**22  # ...and at most this many input values (16 MiB of float32), for big inputs
+RUNNERS = 2  # datasets (and foldings) whose activations an engine keeps for prefix reuse
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is being done)
 
@@ -93,9 +94,21 @@ class Engine:
     Args:
         model: the float model; it is put in eval mode and never modified otherwise.
         cache_bytes: bound on the cached compressed weights (LRU).
+        device: where compression and forward passes run (lightviz.core.device: "auto",
+            "cpu", "cuda", a torch.device); None: where the model is. On another device than
+            the model's, the engine works on its own copy there. Inputs move one batch at a
+            time; logits and metrics come back to the CPU.
+        prefix_bytes: with a positive budget, `logits` of a plan recompute only what follows
+            the first layer it changes from the last plan (lightviz.core.incremental), keeping
+            at most this many bytes of activations for each of its last RUNNERS (data,
+            folding) pairs; `run_info(plan, data)` says what a run reused.
     """
 
-    def __init__(self, model: nn.Module, cache_bytes: int = CACHE_BYTES) -> None:
+    def __init__(self, model: nn.Module, cache_bytes: int = CACHE_BYTES,
+                 device: str | torch.device | None = None, prefix_bytes: int = 0) -> None:
+        self.device = model_device(model) if device is None else resolve_device(device)
+        if model_device(model) != self.device:
+            model = copy.deepcopy(model).to(self.device)  # the caller's model stays where it is
         self.model = model.eval()
         self.layers = find_layers(model)
         self.by_name = {layer.name: layer for layer in self.layers}
@@ -108,6 +121,9 @@ class Engine:
         self._calibration = CalibrationCache()  # activation ranges (lightviz/core/activations.py)
         self.float_size_bytes = state_bytes(model.state_dict())
         self.stats = {"hits": 0, "misses": 0}
+        self.prefix_bytes = int(prefix_bytes)
+        self._runners: OrderedDict[tuple, tuple] = OrderedDict()  # (id(data), fold_bn) -> (data, runner, why not)
+        self.last_run = None  # incremental.RunInfo of the last plan run incrementally
 
     # --- per layer ---------------------------------------------------------------------
 
@@ -262,16 +278,45 @@ class Engine:
         cached = self.cached_logits(plan, data)
         if cached is not None:
             return cached
-        if plan is None:
-            model = self.model
-        else:
-            model = self.compress(plan, data.calibration_inputs if plan.activations is not None else None)
-        out = run_model(model, data.x, progress=progress)
+        out, info = (None, None) if plan is None or not self.prefix_bytes else self._incremental(plan, data, progress)
+        if out is None:
+            model = self.model if plan is None else self.compress(
+                plan, data.calibration_inputs if plan.activations is not None else None)
+            out = run_model(model, data.x, progress=progress)
         with self._lock:
-            self._logits[(plan, id(data))] = (data, out)  # holding data keeps its id from being reused
+            self._logits[(plan, id(data))] = (data, out, info)  # holding data keeps its id from being reused
             while len(self._logits) > 64:
                 self._logits.popitem(last=False)
         return out
+
+    def _incremental(self, plan: Plan, data: EvalData, progress) -> tuple:
+        """(logits, RunInfo) from the prefix runner of (data, folding), or (None, None): run a full forward."""
+        from lightviz.core.incremental import PlanRunner, input_hooks
+
+        key = (id(data), plan.fold_bn)
+        with self._lock:
+            found = self._runners.get(key)
+            if found is not None and found[0] is data:
+                self._runners.move_to_end(key)
+        if found is None or found[0] is not data:
+            try:
+                found = (data, PlanRunner(self, data, plan.fold_bn, self.prefix_bytes), "")
+            except Exception as error:  # noqa: BLE001 - untraceable: full forwards, said once
+                found = (data, None, f"torch.fx could not trace the model ({type(error).__name__}); full forwards")
+            with self._lock:
+                self._runners[key] = found
+                while len(self._runners) > RUNNERS:  # each keeps at most prefix_bytes of activations
+                    self._runners.popitem(last=False)
+        runner = found[1]
+        if runner is None:
+            return None, None
+        hooks = (input_hooks(plan, self.activation_qparams(plan, data.calibration_inputs))
+                 if plan.activations is not None else None)
+        done = runner.logits(plan, self.compress_layers(plan), hooks, progress)
+        if done is None:
+            return None, None
+        self.last_run = done[1]
+        return done
 
     def cached_logits(self, plan: Plan | None, data: EvalData) -> torch.Tensor | None:
         """The logits `logits(plan, data)` would return when they are cached, else None."""
@@ -282,6 +327,13 @@ class Engine:
                 return None
             self._logits.move_to_end(key)
             return entry[1]
+
+    def run_info(self, plan: Plan, data: EvalData):
+        """How the cached logits of (plan, data) were computed (incremental.RunInfo), or None for a
+        full forward or logits no longer cached."""
+        with self._lock:
+            entry = self._logits.get((plan, id(data)))
+            return entry[2] if entry is not None and entry[0] is data else None
 
     def evaluate(self, plan: Plan, data: EvalData, progress: Progress | None = None) -> Evaluation:
         """Accuracy, fidelity to the float model, and size of `plan` on `data`.
@@ -342,33 +394,6 @@ LAYER_COLUMNS = [
     "size_bytes", "float_size_bytes", "bits_per_weight",  # storage (size.py)
     "value_bytes", "qparam_bytes", "index_bytes", "bias_bytes",  # size by part
 ]
-
-
-def eval_batch_size(x: torch.Tensor) -> int:
-    """Samples per forward pass over `x`: EVAL_BATCH, fewer for big inputs (memory, progress).
-
-    >>> eval_batch_size(torch.zeros(1000, 1, 8, 8)), eval_batch_size(torch.zeros(64, 3, 224, 224))
-    (256, 27)
-    """
-    per_sample = max(x[0].numel(), 1) if len(x) else 1
-    return max(1, min(EVAL_BATCH, BATCH_VALUES // per_sample))
-
-
-def run_model(model: nn.Module, x: torch.Tensor, batch: int | None = None,
-              progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Logits of `model` on `x`, in batches (default `eval_batch_size(x)`), without gradients.
-
-    Args:
-        progress: called with (samples done, samples) after each batch.
-    """
-    batch = batch or eval_batch_size(x)
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, len(x), batch):
-            outputs.append(model(x[start:start + batch]))
-            if progress is not None:
-                progress(min(start + batch, len(x)), len(x))
-    return torch.cat(outputs).float()
 
 
 class _Stages:

@@ -1,14 +1,20 @@
 """Run a model from any layer onward, reusing the activations computed before that layer.
 
 Sensitivity analysis changes one layer at a time; everything upstream of that layer computes
-the same values every time. `PrefixCache` traces the model with torch.fx, runs it once on the
-inputs, and keeps, at each layer's position in the graph, the values *live* there: the nodes
-computed before the layer and used by it or by anything after it (the layer's input, plus
-e.g. a residual branch's input). `run_from(layer, params)` then executes only the graph's
-tail, with the layer's parameters replaced. For a sequential net the live set is one tensor.
+the same values every time. `TracedGraph` traces the model with torch.fx and knows, at each
+layer's position in the graph, the values *live* there: the nodes computed before the layer
+and used by it or by anything after it (the layer's input, plus e.g. a residual branch's
+input). `run(start, env, ...)` executes the graph from a position, given those values; it can
+record them at later positions on the way (`record`). For a sequential net the live set is one
+tensor.
 
-Works for any model torch.fx can trace with one tensor input; `PrefixCache(...)` raises
-otherwise and the caller falls back to a full forward. Inputs run in the same batches as
+- `PrefixCache` runs the float model once, keeps the live values at every layer, and
+  `run_from(layer, params)` executes only the graph's tail with the layer's parameters
+  replaced (sensitivity, `lightviz.analysis.sensitivity`).
+- `lightviz.core.incremental.PlanRunner` keeps them for whole compressed plans (Explore).
+
+Works for any model torch.fx can trace with one tensor input; the constructors raise otherwise
+and the caller falls back to a full forward. Inputs run in the same batches as
 `engine.run_model`, so the tail's logits are bit-identical to a full forward.
 
 In-place ops (ReLU(inplace=True), `x += y`) in a tail could overwrite a cached value; those
@@ -25,42 +31,45 @@ True
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 
 import torch
 from torch import fx, nn
 from torch.func import functional_call
 
-from lightviz.core.engine import eval_batch_size
+from lightviz.core.device import model_device
+from lightviz.core.batches import eval_batch_size
 
 _INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
                       operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor}
 _FRESH_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
                   nn.Linear, nn.Embedding)  # outputs are new tensors, never views of the input
 
+Snapshot = dict[fx.Node, torch.Tensor]  # the values live at one layer's position, for one batch
+PreHook = Callable[[nn.Module, tuple], "tuple | None"]  # a forward pre-hook (activation fake-quant)
 
-class PrefixCache:
-    """A traced model with the values live at each layer cached, per batch.
+
+class TracedGraph:
+    """A model traced by torch.fx, runnable from the position of any of `layers`.
 
     Args:
-        model: a private model (the engine's float copy); it is traced, not modified.
-        x: inputs (N, ...).
+        model: a private model (e.g. the engine's float copy); it is traced, not modified.
         layers: names of call_module targets to split at.
-        batch: batch size of the passes; default `eval_batch_size(x)`, as engine.run_model,
-                for bit-identical logits.
 
     Raises:
         Exception: whatever torch.fx raises for an untraceable model; or ValueError when the
             graph has not exactly one input or a layer is never called.
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, layers: list[str], batch: int | None = None) -> None:
+    def __init__(self, model: nn.Module, layers: list[str]) -> None:
         self.module = fx.symbolic_trace(model)
+        self.device = model_device(model)  # batches move there one at a time; logits come back to the CPU
         self.nodes = list(self.module.graph.nodes)
         self.modules = dict(self.module.named_modules())
         if [n.op for n in self.nodes].count("placeholder") != 1:
             raise ValueError("the traced model must take exactly one input tensor")
         index = {node: i for i, node in enumerate(self.nodes)}
-        self.start = {}
+        self.start: dict[str, int] = {}
         for layer in layers:
             calls = [i for i, n in enumerate(self.nodes) if n.op == "call_module" and n.target == layer]
             if not calls:
@@ -70,56 +79,39 @@ class PrefixCache:
         self.live = {layer: [n for n in self.nodes[:i] if self.last_use[n] >= i and n.op != "get_attr"]
                      for layer, i in self.start.items()}
         self.copied = {layer: self._mutated_in_tail(layer) for layer in self.start}
-        batch = batch or eval_batch_size(x)
-        self.batches = [x[i:i + batch] for i in range(0, len(x), batch)]
-        self.snapshots: dict[str, list[dict[fx.Node, torch.Tensor]]] = {layer: [] for layer in self.start}
-        with torch.inference_mode():
-            self.float_logits = torch.cat([self._float_pass(xb) for xb in self.batches]).float()
-
-    # --- public --------------------------------------------------------------------------
-
-    def run_from(self, layer: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits with `layer`'s parameters replaced by `params` (e.g. {"weight": w_hat}),
-        computing only the graph from `layer` onward."""
-        start, copied = self.start[layer], self.copied[layer]
-        outs = []
-        with torch.inference_mode():
-            for xb, snap in zip(self.batches, self.snapshots[layer]):
-                env = {n: (v.clone() if n in copied else v) for n, v in snap.items()}
-                outs.append(self._execute(start, env, xb, {layer: params}))
-        return torch.cat(outs).float()
-
-    def run_full(self, layer: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The same logits as `run_from`, computing the whole graph (the reference for speed)."""
-        with torch.inference_mode():
-            return torch.cat([self._execute(0, {}, xb, {layer: params}) for xb in self.batches]).float()
-
-    # --- execution -----------------------------------------------------------------------
-
-    def _float_pass(self, xb: torch.Tensor) -> torch.Tensor:
-        starts: dict[int, list[str]] = {}
+        self._starts: dict[int, list[str]] = {}
         for layer, i in self.start.items():
-            starts.setdefault(i, []).append(layer)
-        env: dict[fx.Node, object] = {}
-        for i, node in enumerate(self.nodes):
-            for layer in starts.get(i, ()):
-                copied = self.copied[layer]
-                self.snapshots[layer].append({n: (env[n].clone() if n in copied else env[n])
-                                              for n in self.live[layer]})
-            if node.op == "output":
-                return self._run_node(node, env, xb, {})
-            env[node] = self._run_node(node, env, xb, {})
-            self._free(env, node, i)
-        raise ValueError("the traced graph has no output")
+            self._starts.setdefault(i, []).append(layer)
 
-    def _execute(self, start: int, env: dict, xb: torch.Tensor, overrides: dict) -> torch.Tensor:
+    def snapshot(self, layer: str, env: dict) -> Snapshot:
+        """The values live at `layer`'s position in `env`, copied where a tail would overwrite them."""
+        copied = self.copied[layer]
+        return {n: (env[n].clone() if n in copied else env[n]) for n in self.live[layer]}
+
+    def resume(self, layer: str, snapshot: Snapshot) -> dict:
+        """A fresh environment to run from `layer` (values a tail overwrites are copied again)."""
+        copied = self.copied[layer]
+        return {n: (v.clone() if n in copied else v) for n, v in snapshot.items()}
+
+    def run(self, start: int, env: dict, xb: torch.Tensor, overrides: dict[str, dict[str, torch.Tensor]],
+            pre_hooks: dict[str, PreHook] | None = None,
+            record: Callable[[str, dict], None] | None = None) -> torch.Tensor:
+        """The graph's output for batch `xb`, executing nodes from index `start` with `env` holding
+        the values live there. `overrides` replace modules' parameters (functional_call),
+        `pre_hooks` transform their inputs, `record(layer, env)` sees the environment at the
+        position of every layer after `start` (and at `start` itself)."""
         for i in range(start, len(self.nodes)):
+            if record is not None:
+                for layer in self._starts.get(i, ()):
+                    record(layer, env)
             node = self.nodes[i]
             if node.op == "output":
-                return self._run_node(node, env, xb, overrides)
-            env[node] = self._run_node(node, env, xb, overrides)
+                return self._run_node(node, env, xb, overrides, pre_hooks)
+            env[node] = self._run_node(node, env, xb, overrides, pre_hooks)
             self._free(env, node, i)
         raise ValueError("the traced graph has no output")
+
+    # --- execution -----------------------------------------------------------------------
 
     def _free(self, env: dict, node: fx.Node, i: int) -> None:
         """Drop the values nothing after node i needs (snapshots keep their own references)."""
@@ -127,9 +119,10 @@ class PrefixCache:
             if self.last_use[arg] <= i:
                 env.pop(arg, None)
 
-    def _run_node(self, node: fx.Node, env: dict, xb: torch.Tensor, overrides: dict) -> object:
+    def _run_node(self, node: fx.Node, env: dict, xb: torch.Tensor, overrides: dict,
+                  pre_hooks: dict | None) -> object:
         if node.op == "placeholder":
-            return xb
+            return xb.to(self.device)
         if node.op == "get_attr":
             value = self.module
             for atom in node.target.split("."):
@@ -145,6 +138,9 @@ class PrefixCache:
             self_obj, *rest = args
             return getattr(self_obj, node.target)(*rest, **kwargs)
         module = self.modules[node.target]
+        hook = pre_hooks.get(node.target) if pre_hooks else None
+        if hook is not None:  # as a forward pre-hook on the module would
+            args = hook(module, args) or args
         if node.target in overrides:
             return functional_call(module, overrides[node.target], args, kwargs)
         return module(*args, **kwargs)
@@ -180,3 +176,45 @@ class PrefixCache:
         """Whether a node's value is certainly a new tensor (not a view of an input)."""
         return node.op in ("placeholder", "get_attr") or (
             node.op == "call_module" and isinstance(self.modules[node.target], _FRESH_MODULES))
+
+
+class PrefixCache(TracedGraph):
+    """A traced float model with the values live at each layer cached, per batch.
+
+    Args:
+        model: a private model (the engine's float copy); it is traced, not modified.
+        x: inputs (N, ...).
+        layers: names of call_module targets to split at.
+        batch: batch size of the passes; default `eval_batch_size(x)`, as engine.run_model,
+                for bit-identical logits.
+
+    Raises:
+        Exception: as TracedGraph.
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, layers: list[str], batch: int | None = None) -> None:
+        super().__init__(model, layers)
+        batch = batch or eval_batch_size(x)
+        self.batches = [x[i:i + batch] for i in range(0, len(x), batch)]
+        self.snapshots: dict[str, list[Snapshot]] = {layer: [] for layer in self.start}
+
+        def record(layer: str, env: dict) -> None:
+            self.snapshots[layer].append(self.snapshot(layer, env))
+
+        with torch.inference_mode():
+            self.float_logits = torch.cat([self.run(0, {}, xb, {}, record=record).cpu()
+                                           for xb in self.batches]).float()
+
+    def run_from(self, layer: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits with `layer`'s parameters replaced by `params` (e.g. {"weight": w_hat}),
+        computing only the graph from `layer` onward."""
+        outs = []
+        with torch.inference_mode():
+            for xb, snap in zip(self.batches, self.snapshots[layer]):
+                outs.append(self.run(self.start[layer], self.resume(layer, snap), xb, {layer: params}).cpu())
+        return torch.cat(outs).float()
+
+    def run_full(self, layer: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The same logits as `run_from`, computing the whole graph (the reference for speed)."""
+        with torch.inference_mode():
+            return torch.cat([self.run(0, {}, xb, {layer: params}).cpu() for xb in self.batches]).float()

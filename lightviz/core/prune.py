@@ -70,7 +70,7 @@ def global_prune_counts(weights: Sequence[torch.Tensor], sparsity: float) -> lis
     total = round(sparsity * magnitudes.numel())
     if not total:
         return [0] * len(weights)
-    ends = torch.tensor([w.numel() for w in weights]).cumsum(0)
+    ends = torch.tensor([w.numel() for w in weights], device=magnitudes.device).cumsum(0)
     owner = torch.searchsorted(ends, _smallest(magnitudes, total), right=True)
     return torch.bincount(owner, minlength=len(weights)).tolist()
 
@@ -86,7 +86,7 @@ def _smallest(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
 
 def _filter_rows(flat: torch.Tensor, n_pruned: int) -> torch.Tensor:
     """(C_out,) bool: rows kept after removing the n_pruned of smallest L1 norm."""
-    kept = torch.ones(flat.shape[0], dtype=torch.bool)
+    kept = torch.ones(flat.shape[0], dtype=torch.bool, device=flat.device)
     if n_pruned:
         norms = flat.abs().sum(dim=1)
         kept[torch.argsort(norms, stable=True)[:n_pruned]] = False

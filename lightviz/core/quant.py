@@ -196,8 +196,9 @@ class _Blocks:
         outs, start = [], 0
         for part in self.parts:
             n = part.shape[0]
-            scale = qparams.scale[start:start + n].reshape(n, 1)
-            zero_point = qparams.zero_point[start:start + n].reshape(n, 1).float()
+            # qparams may live elsewhere (activation qparams are calibrated on the CPU)
+            scale = qparams.scale[start:start + n].reshape(n, 1).to(part.device)
+            zero_point = qparams.zero_point[start:start + n].reshape(n, 1).to(part.device, torch.float32)
             outs.append(fn(part, scale, zero_point))
             start += n
         if start != len(qparams):
@@ -215,7 +216,7 @@ class _Blocks:
 
 def _choose_block_qparams(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
     if _is_binary(spec):  # XNOR-Net: alpha = mean |w|
-        return x.abs().mean(dim=1, keepdim=True), torch.zeros(x.shape[0], 1)
+        return x.abs().mean(dim=1, keepdim=True), torch.zeros(x.shape[0], 1, device=x.device)
     qmin, qmax = code_range(spec)
     lo, hi = _clip_block_range(x, spec)
     return _qparams_from_range(lo, hi, qmin, qmax, spec.scheme)
@@ -266,7 +267,7 @@ def _mse_range(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
                spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """Shrink [lo, hi] by the ratio on MSE_GRID that minimizes each block's squared error."""
     qmin, qmax = code_range(spec)
-    best_err = torch.full((x.shape[0], 1), float("inf"))
+    best_err = torch.full((x.shape[0], 1), float("inf"), device=x.device)
     best_lo, best_hi = lo.clone(), hi.clone()
     for ratio in MSE_GRID:
         cand_lo, cand_hi = lo * ratio, hi * ratio
@@ -297,8 +298,8 @@ def _entropy_threshold(absx: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     n_blocks = absx.shape[0]
     width = torch.where(amax > 0, amax / HIST_BINS, torch.ones_like(amax))
     idx = torch.clamp((absx / width.reshape(-1, 1)).long(), max=HIST_BINS - 1)
-    flat = (idx + torch.arange(n_blocks).reshape(-1, 1) * HIST_BINS).reshape(-1)
-    hist = torch.bincount(flat, minlength=n_blocks * HIST_BINS).reshape(n_blocks, HIST_BINS).double().numpy()
+    flat = (idx + torch.arange(n_blocks, device=absx.device).reshape(-1, 1) * HIST_BINS).reshape(-1)
+    hist = torch.bincount(flat, minlength=n_blocks * HIST_BINS).reshape(n_blocks, HIST_BINS).double().cpu().numpy()
     hist[:, 0] = hist[:, 1]
     above = hist.sum(axis=1, keepdims=True) - np.cumsum(hist, axis=1)  # counts above each bin
     start = max(ENTROPY_START_BIN, levels)
@@ -317,7 +318,7 @@ def _entropy_threshold(absx: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
         kl = _kl_rows(p, q)
         better = kl <= best_kl  # ties go to the larger threshold
         best_kl[better], best_i[better] = kl[better], i
-    threshold = torch.from_numpy(best_i).float() * width
+    threshold = torch.from_numpy(best_i).float().to(width.device) * width
     return torch.where(amax > 0, threshold, amax).reshape(-1, 1)
 
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from lightviz.core.layers import COMPRESSIBLE, CONVS, find_layers
 from lightviz.io import zoo
+from lightviz.io.imagenet import weights_preprocess
 from lightviz.io.safeload import (  # noqa: F401 - re-exported: the loading API in one import
     MAX_UPLOAD_BYTES,
     MAX_UPLOAD_ENV,
@@ -287,6 +288,8 @@ def _bundle_from_file(file: _File, arch: str | None, trust_code: bool,
               if digits else
               "your weights; without your own data only fidelity to the float model (agreement, KL) on "
               "generated inputs is measurable"),
+        preprocess=(weights_preprocess(arch, shape[-1]) if arch not in zoo.SAMPLE_MODELS and len(shape) == 3
+                    and shape[1] == shape[2] else None),  # torchvision backbones expect ImageNet's recipe
     )
 
 
@@ -355,6 +358,7 @@ def load_pretrained(arch: str, *, max_bytes: int | None = None) -> zoo.ModelBund
     file = read_source(path, None, max_bytes, "model file")
     bundle = _bundle_from_file(file, arch, False, (3, size, size), build_kwargs)
     categories = tuple(weights.meta.get("categories") or ())
+    recipe = weights_preprocess(arch)
     mean = ", ".join(f"{v:g}" for v in transforms.mean)
     std = ", ".join(f"{v:g}" for v in transforms.std)
     return replace(
@@ -364,6 +368,9 @@ def load_pretrained(arch: str, *, max_bytes: int | None = None) -> zoo.ModelBund
         class_names=categories if len(categories) == bundle.num_classes else bundle.class_names,
         description=f"torchvision {arch} with pretrained weights {weights} from the local cache "
                     f"({size}x{size} RGB input, {bundle.num_classes} classes)",
-        note=f"pretrained ImageNet weights; for accuracy, give images resized to {size}x{size} and "
-             f"normalized with mean {mean}, std {std}",
+        note=f"pretrained ImageNet weights: accuracy is real on ImageNet images, e.g. a validation subset in "
+             f"class folders named by WordNet id (n01440764) or category (tench), which are resized to "
+             f"{recipe.resize} px (shorter side), center-cropped to {size}x{size} and normalized with mean {mean}, "
+             f"std {std}, as the weights expect",
+        preprocess=recipe,  # an image folder gets exactly the weights' transform
     )

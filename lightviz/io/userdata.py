@@ -6,9 +6,16 @@
 | folder / `.zip` of class folders | images resized to the model's size (or `image_size`), pixels in [0, 1], then `(p - mean) / std`, converted to the model's 1 (grey) or 3 (RGB) channels | the class folder's index |
 
 Class folders are sorted by name and numbered from 0, as torchvision's ImageFolder does, except
-when every folder is named after one of the model's classes: then each folder's label is that
-class. Without labels only fidelity to the float model (agreement, KL) is measurable, and the
+when every folder names one of the model's classes: by WordNet id (`n01440764`, for a 1000-class
+ImageNet model) or by class name (`tench`, `great_white_shark`; see `imagenet.py`). Then each
+folder's label is that class, so top-1 accuracy on an ImageNet validation subset is real.
+Without labels only fidelity to the float model (agreement, KL) is measurable, and the
 data's description says so.
+
+Images are preprocessed as the model's weights expect when the bundle says how
+(`ModelBundle.preprocess`, torchvision's recipe for ImageNet architectures: resize the shorter
+side, center-crop, normalize); `image_size` (resize straight to it), `mean` and `std` override
+their parts of it. Without a recipe: resized to the model's input size, pixels in [0, 1].
 
 Nothing here extracts an archive to disk or unpickles: `.npz` loads with `allow_pickle=False`,
 zip members are read in memory after their paths are checked, and sizes are checked against
@@ -27,6 +34,7 @@ import numpy as np
 import torch
 
 from lightviz.core.evaldata import EvalData, subset
+from lightviz.io.imagenet import ImagePreprocess, folder_labels
 from lightviz.io.safeload import (
     Source,
     check_memory,
@@ -247,13 +255,22 @@ def _images(entries: list[tuple[list[str], int, Callable[[], bytes]]], name: str
     if total > limit:
         raise ValueError(f"{name} holds {human_bytes(total)} of images, over the upload limit of {human_bytes(limit)}")
     channels, size = _image_geometry(bundle, image_size)
-    mean_t, std_t = _normalization(mean, 0.0, "mean", channels), _normalization(std, 1.0, "std", channels)
+    recipe = getattr(bundle, "preprocess", None) if channels == 3 else None
+    mean_t = _normalization(mean if mean is not None or recipe is None else recipe.mean, 0.0, "mean", channels)
+    std_t = _normalization(std if std is not None or recipe is None else recipe.std, 1.0, "std", channels)
     if bool((std_t <= 0).any()):
         raise ValueError(f"std must be positive; got {std}")
+    if recipe is not None and image_size is None and recipe.resize is not None:  # the weights' resize and crop
+        recipe = ImagePreprocess(crop=recipe.crop, resize=recipe.resize, mean=tuple(mean_t.tolist()),
+                                 std=tuple(std_t.tolist()), interpolation=recipe.interpolation, source=recipe.source)
+        size = recipe.crop
+    else:
+        recipe = None
     labeled.sort(key=lambda entry: entry[0])  # ImageFolder's order: by class folder, then path
     classes = sorted({parts[0] for parts, _, _ in labeled})
-    by_name = all(c in bundle.class_names for c in classes)
-    index = {c: (bundle.class_names.index(c) if by_name else i) for i, c in enumerate(classes)}
+    mapping, matched_by = folder_labels(classes, tuple(bundle.class_names))
+    by_name = mapping is not None
+    index = mapping if by_name else {c: i for i, c in enumerate(classes)}
     n_total = len(labeled)
     if max_samples is not None:
         if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
@@ -263,22 +280,28 @@ def _images(entries: list[tuple[list[str], int, Callable[[], bytes]]], name: str
             labeled = [labeled[int(i)] for i in keep]
     check_memory(len(labeled) * channels * size[0] * size[1] * 4 * 2, f"{len(labeled)} images at {size[0]}x{size[1]}")
     mode = "L" if channels == 1 else "RGB"
-    x = torch.from_numpy(np.stack([_decode(read(), "/".join(parts), mode, size) for parts, _, read in labeled]))
-    if channels == 1:
-        x = x.unsqueeze(1)  # (N, 1, H, W)
+    if recipe is not None:  # torchvision's own transform: (3, H, W), normalized
+        transform = recipe.transform()
+        x = torch.stack([_decode(read(), "/".join(parts), mode, size, transform) for parts, _, read in labeled])
     else:
-        x = x.permute(0, 3, 1, 2).contiguous()  # (N, H, W, 3) -> (N, 3, H, W)
-    x = (x - mean_t.view(1, -1, 1, 1)) / std_t.view(1, -1, 1, 1)
+        x = torch.from_numpy(np.stack([_decode(read(), "/".join(parts), mode, size) for parts, _, read in labeled]))
+        if channels == 1:
+            x = x.unsqueeze(1)  # (N, 1, H, W)
+        else:
+            x = x.permute(0, 3, 1, 2).contiguous()  # (N, H, W, 3) -> (N, 3, H, W)
+        x = (x - mean_t.view(1, -1, 1, 1)) / std_t.view(1, -1, 1, 1)
     y = torch.tensor([index[parts[0]] for parts, _, _ in labeled], dtype=torch.int64)
     _check_labels(y, bundle.num_classes, name)  # before EvalData, so the message is ours
-    labels = ("labels by folder name = the model's class names" if by_name
+    labels = (f"labels: folders matched to the model's class names by {matched_by}" if by_name
               else f"labels = folders sorted by name: {short_list([f'{i} {c}' for i, c in enumerate(classes)])}")
     sampled = f", a random subset of {len(labeled)} of {n_total} (seed {seed})" if len(labeled) < n_total else ""
+    how = (f"{recipe.describe()}" + (f" ({recipe.source}'s preprocessing)" if recipe.source else "")
+           if recipe is not None else
+           f"resized to {size[0]}x{size[1]} {'grey' if channels == 1 else 'RGB'}, normalized with mean "
+           f"{_fmt(mean_t)} and std {_fmt(std_t)}")
     return EvalData(
         x=x, y=y, name=name, class_names=None if by_name else tuple(classes),
-        description=(f"{name}: {len(labeled)} images in {len(classes)} class folders{sampled}, resized to "
-                     f"{size[0]}x{size[1]} {'grey' if channels == 1 else 'RGB'}, normalized with mean "
-                     f"{_fmt(mean_t)} and std {_fmt(std_t)}; {labels}"),
+        description=f"{name}: {len(labeled)} images in {len(classes)} class folders{sampled}, {how}; {labels}",
     )
 
 
@@ -311,8 +334,9 @@ def _normalization(values, default: float, what: str, channels: int) -> torch.Te
     return tensor.expand(channels).clone()
 
 
-def _decode(data: bytes, path: str, mode: str, size: tuple[int, int]) -> np.ndarray:
-    """One image as float32 in [0, 1]: (H, W) for mode "L", (H, W, 3) for "RGB"."""
+def _decode(data: bytes, path: str, mode: str, size: tuple[int, int], transform=None):
+    """One image as float32 in [0, 1]: (H, W) for mode "L", (H, W, 3) for "RGB"; with a torchvision
+    `transform`, what it makes of the RGB image ((3, H, W), normalized)."""
     from PIL import Image
 
     try:
@@ -323,6 +347,8 @@ def _decode(data: bytes, path: str, mode: str, size: tuple[int, int]) -> np.ndar
     if pixels > MAX_IMAGE_PIXELS:
         raise ValueError(f"image {path} has {pixels:,} pixels, over the limit of {MAX_IMAGE_PIXELS:,}")
     try:
+        if transform is not None:
+            return transform(image.convert(mode))
         image = image.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
         return np.asarray(image, dtype=np.float32) / 255.0
     except Exception as error:  # noqa: BLE001

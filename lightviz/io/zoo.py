@@ -22,6 +22,7 @@ from torch import nn
 
 from lightviz.io.catalog import SAMPLE_DESCRIPTIONS
 from lightviz.io.datasets import DIGITS_CLASSES, DIGITS_INPUT_SHAPE
+from lightviz.io.imagenet import ImagePreprocess, weights_preprocess
 
 __all__ = [
     "DigitsMLP",
@@ -225,6 +226,9 @@ class ModelBundle:
             from a user's file, see `lightviz.io.loading`).
         description: one line on the architecture.
         note: a caveat to show next to results (empty when none).
+        preprocess: how images become inputs for this model's weights (an image folder's
+            default: torchvision's recipe for ImageNet architectures); None: resize to the
+            input size, pixels in [0, 1].
     """
 
     name: str
@@ -236,6 +240,7 @@ class ModelBundle:
     kind: str
     description: str
     note: str = ""
+    preprocess: ImagePreprocess | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in BUNDLE_KINDS:
@@ -461,4 +466,5 @@ def _load_torchvision(name: str) -> ModelBundle:
             "random initialization: no pretrained weights are downloaded, so accuracy is "
             "meaningless; reports show fidelity to the float model only"
         ),
+        preprocess=weights_preprocess(name, size),
     )

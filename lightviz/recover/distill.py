@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from lightviz.core.device import model_device, resolve_device
 from lightviz.core.evaldata import EvalData
 from lightviz.core.metrics import accuracy
 from lightviz.core.size import state_bytes
@@ -142,7 +143,7 @@ class DistillResult:
 def distill(teacher: nn.Module, student: str | nn.Module, train: EvalData, test: EvalData, *,
             epochs: int = 10, lr: float = 3e-3, batch_size: int = 64, seed: int = 0,
             distill_weight: float = 0.5, temperature: float = 2.0, baseline: bool = True,
-            progress: Progress | None = None) -> DistillResult:
+            progress: Progress | None = None, device: str | torch.device | None = None) -> DistillResult:
     """Train `student` on `train` with `teacher`'s soft targets, and the baseline without them.
 
     Args:
@@ -158,6 +159,8 @@ def distill(teacher: nn.Module, student: str | nn.Module, train: EvalData, test:
         baseline: also train the student on labels alone, for the same epochs and seed.
         progress: called after each epoch with that run's history (its `run` column says
             which); returning False stops, and a student stopped early gets no baseline.
+        device: where both models run ("auto", "cpu", "cuda"; None: where `teacher` is); the
+            returned students are on the CPU.
 
     Raises:
         ValueError: bad settings or data, or an unknown student name.
@@ -176,6 +179,11 @@ def distill(teacher: nn.Module, student: str | nn.Module, train: EvalData, test:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         initial = build_student(student) if isinstance(student, str) else copy.deepcopy(student)
+    target = model_device(teacher) if device is None else resolve_device(device)
+    sizes = state_bytes(teacher.state_dict()), sum(p.numel() for p in teacher.parameters())
+    if model_device(teacher) != target:
+        teacher = copy.deepcopy(teacher).to(target)  # the caller's teacher stays where it is
+    initial = initial.to(target)
     teacher_logits = frozen_logits(teacher, train.x)
     runs, histories, stopped = {}, [], False
     for run, soft_targets in [(DISTILLED, teacher_logits)] + ([(BASELINE, None)] if baseline else []):
@@ -187,15 +195,16 @@ def distill(teacher: nn.Module, student: str | nn.Module, train: EvalData, test:
             break
     test_logits = frozen_logits(teacher, test.x)
     student_model, baseline_model = runs[DISTILLED], runs.get(BASELINE)
+    student_accuracy = accuracy(frozen_logits(student_model, test.x), test.y)
+    baseline_accuracy = None if baseline_model is None else accuracy(frozen_logits(baseline_model, test.x), test.y)
     return DistillResult(
-        student_name=name, student=student_model, baseline=baseline_model,
+        student_name=name, student=student_model.cpu(), baseline=None if baseline_model is None else baseline_model.cpu(),
         history=pd.concat(histories, ignore_index=True),
         teacher_accuracy=accuracy(test_logits, test.y),
-        student_accuracy=accuracy(frozen_logits(student_model, test.x), test.y),
-        baseline_accuracy=None if baseline_model is None else accuracy(frozen_logits(baseline_model, test.x), test.y),
-        teacher_size_bytes=state_bytes(teacher.state_dict()),
+        student_accuracy=student_accuracy, baseline_accuracy=baseline_accuracy,
+        teacher_size_bytes=sizes[0],
         student_size_bytes=state_bytes(student_model.state_dict()),
-        teacher_params=sum(p.numel() for p in teacher.parameters()),
+        teacher_params=sizes[1],
         student_params=sum(p.numel() for p in student_model.parameters()), stopped=stopped)
 
 

@@ -47,6 +47,7 @@ from torch import nn
 from torch.func import functional_call
 
 from lightviz.core.activations import InputFakeQuant, InputQParams
+from lightviz.core.device import model_device
 from lightviz.core.engine import Engine, LayerResult, eval_batch_size
 from lightviz.core.evaldata import EvalData
 from lightviz.core.metrics import accuracy
@@ -107,7 +108,7 @@ class FinetuneResult:
 def finetune(model: nn.Module, plan: Plan, train: EvalData, test: EvalData, *, epochs: int = 10,
              lr: float = 3e-3, batch_size: int = 64, seed: int = 0, teacher: nn.Module | None = None,
              distill_weight: float = 0.5, temperature: float = 4.0,
-             progress: Progress | None = None) -> FinetuneResult:
+             progress: Progress | None = None, device: str | torch.device | None = None) -> FinetuneResult:
     """Quantization-aware fine-tuning of `model` under `plan`; `model` itself is not modified.
 
     Args:
@@ -122,6 +123,8 @@ def finetune(model: nn.Module, plan: Plan, train: EvalData, test: EvalData, *, e
         distill_weight: alpha, the soft loss's share when a teacher is given.
         temperature: T of the soft targets.
         progress: called after each epoch with the history so far; returning False stops.
+        device: where training runs ("auto", "cpu", "cuda"; None: where `model` is). The
+            returned model and weights are on the CPU either way.
 
     Raises:
         ValueError: bad settings, unlabeled or overlapping data, or a plan this model
@@ -134,7 +137,11 @@ def finetune(model: nn.Module, plan: Plan, train: EvalData, test: EvalData, *, e
     if teacher is not None and not isinstance(teacher, nn.Module):
         raise ValueError(f"teacher must be a torch nn.Module or None; got {type(teacher).__name__}")
     check_training_data(train, test, needs_labels=teacher is None or config.distill_weight < 1)
-    engine = Engine(model)
+    engine = Engine(model, device=device)
+    if teacher is model:  # the usual "the float model teaches": its copy on the device
+        teacher = engine.model
+    elif teacher is not None and model_device(teacher) != engine.device:
+        teacher = copy.deepcopy(teacher).to(engine.device)
     results = engine.compress_layers(plan)
     before = engine.evaluate(plan, test)
     with torch.random.fork_rng(devices=[]):  # the caller's RNG state is left as it was
@@ -148,7 +155,7 @@ def finetune(model: nn.Module, plan: Plan, train: EvalData, test: EvalData, *, e
             batch = eval_batch_size(test.x)
             with torch.inference_mode():
                 weights = fake_weights(student, layers, straight_through=False)
-                logits = torch.cat([functional_call(student, weights, (test.x[i:i + batch],))
+                logits = torch.cat([functional_call(student, weights, (test.x[i:i + batch].to(engine.device),)).cpu()
                                     for i in range(0, len(test), batch)])
             return accuracy(logits, test.y)
 
@@ -160,10 +167,10 @@ def finetune(model: nn.Module, plan: Plan, train: EvalData, test: EvalData, *, e
                 progress=progress)
     student.requires_grad_(False)
     with torch.no_grad():
-        weights_hat = {name[:-len(".weight")]: w.clone()
+        weights_hat = {name[:-len(".weight")]: w.to("cpu", copy=True)
                        for name, w in fake_weights(student, layers, straight_through=False).items()}
     after = Engine(student).evaluate(plan, test)
-    return FinetuneResult(model=student.eval(), plan=plan, history=history, accuracy_before=before.accuracy,
+    return FinetuneResult(model=student.cpu().eval(), plan=plan, history=history, accuracy_before=before.accuracy,
                           accuracy_after=after.accuracy, float_accuracy=before.float_accuracy,
                           size_bytes=after.size_bytes, float_size_bytes=before.float_size_bytes,
                           weights_hat=weights_hat, stopped=stopped)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightviz.core.device import model_device
 from lightviz.core.evaldata import EvalData
 from lightviz.core.specs import TrainConfig
 
@@ -63,10 +64,12 @@ def check_training_data(train: EvalData, test: EvalData, needs_labels: bool = Tr
 
 @torch.no_grad()
 def frozen_logits(model: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """Logits of a teacher in eval mode (a copy is used if it is in train mode), no gradients."""
+    """Logits of a teacher in eval mode (a copy is used if it is in train mode), no gradients;
+    batches run on the model's device, the logits come back to the CPU."""
     if model.training:  # evaluating in train mode would update BatchNorm statistics
         model = copy.deepcopy(model).eval()
-    return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)]).float()
+    device = model_device(model)
+    return torch.cat([model(x[i:i + batch].to(device)).cpu() for i in range(0, len(x), batch)]).float()
 
 
 def fit(step_forward: Callable[[torch.Tensor], torch.Tensor], parameters: list[torch.nn.Parameter],
@@ -84,6 +87,8 @@ def fit(step_forward: Callable[[torch.Tensor], torch.Tensor], parameters: list[t
         after_step: called after each optimizer step (e.g. to re-apply pruning masks).
         progress: called with the history so far after each epoch; False stops early.
 
+    Batches move to the device of `parameters` one at a time (inputs, labels, soft targets).
+
     Returns:
         (history with HISTORY_COLUMNS, whether progress stopped it early). The caller seeds
         torch's global RNG; the batch order comes from its own generator seeded by config.seed.
@@ -93,6 +98,7 @@ def fit(step_forward: Callable[[torch.Tensor], torch.Tensor], parameters: list[t
     steps = config.epochs * -(-len(train) // config.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     generator = torch.Generator().manual_seed(config.seed)
+    device = parameters[0].device if parameters else torch.device("cpu")
     rows, stopped = [], False
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
@@ -100,9 +106,10 @@ def fit(step_forward: Callable[[torch.Tensor], torch.Tensor], parameters: list[t
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(order), config.batch_size):
             index = order[start:start + config.batch_size]
-            logits = step_forward(train.x[index])  # (B, classes)
-            hard = F.cross_entropy(logits, train.y[index]) if train.y is not None else logits.new_zeros(())
-            soft = (distillation_loss(logits, teacher_logits[index], config.temperature)
+            logits = step_forward(train.x[index].to(device))  # (B, classes)
+            hard = (F.cross_entropy(logits, train.y[index].to(device)) if train.y is not None
+                    else logits.new_zeros(()))
+            soft = (distillation_loss(logits, teacher_logits[index].to(device), config.temperature)
                     if alpha > 0 else logits.new_zeros(()))
             loss = (1 - alpha) * hard + alpha * soft
             optimizer.zero_grad(set_to_none=True)

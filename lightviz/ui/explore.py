@@ -161,3 +161,14 @@ def flips_section(engine: Engine, plan: Plan, data: EvalData, class_names: tuple
     with st.expander("All changed predictions as a table", expanded=not (data.x.dim() == 4 and data.x.shape[1] == 1)):
         st.dataframe(table.rename(columns={"index": "sample", "float_pred": "float model",
                                            "compressed_pred": "compressed"}), hide_index=True, width="stretch")
+
+
+def reuse_caption(engine: Engine, plan: Plan, data: EvalData) -> None:
+    """What the last evaluation of `plan` recomputed and the activations kept for the next change."""
+    info = engine.run_info(plan, data)
+    if info is not None:
+        st.caption(f"This evaluation {info.describe()}.",
+                   help="A change to one layer leaves everything computed before it as it was: the engine keeps "
+                        "the activations at each layer (within the limit, latest layers first) and recomputes "
+                        "only what follows the first layer you changed. Numbers are bit-identical to a full run.")
+

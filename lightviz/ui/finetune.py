@@ -28,7 +28,7 @@ from lightviz.plots import finetune as finetune_plots
 from lightviz.recover.distill import distill, student_names
 from lightviz.recover.finetune import finetune
 from lightviz.recover.training import HISTORY_COLUMNS
-from lightviz.ui import charts, registry, state
+from lightviz.ui import charts, compute, registry, state
 from lightviz.ui.format import human_bytes, percent
 
 JOB_KEY = "finetune_job"
@@ -200,7 +200,9 @@ def start_finetune(settings: dict) -> None:
               plan_json=plan.to_json(), total_epochs=kwargs["epochs"], before=evaluation.accuracy,
               float_accuracy=evaluation.float_accuracy)
     st.session_state[JOB_KEY] = job
-    job.start(lambda progress: finetune(model, plan, train, test, teacher=teacher, progress=progress, **kwargs))
+    device = compute.device()  # read here: the job's thread has no session
+    job.start(lambda progress: finetune(model, plan, train, test, teacher=teacher, progress=progress, device=device,
+                                        **kwargs))
 
 
 def start_distill(settings: dict) -> None:
@@ -212,7 +214,9 @@ def start_distill(settings: dict) -> None:
               settings=dict(settings),
               total_epochs=2 * kwargs["epochs"])
     st.session_state[JOB_KEY] = job
-    job.start(lambda progress: distill(teacher, settings["student"], train, test, progress=progress, **kwargs))
+    device = compute.device()
+    job.start(lambda progress: distill(teacher, settings["student"], train, test, progress=progress, device=device,
+                                       **kwargs))
 
 
 def _request_stop() -> None:

@@ -14,7 +14,7 @@ from lightviz.core.activations import wa_label
 from lightviz.core.specs import RANGE_METHOD_HELP, SCHEMES, Plan
 from lightviz.io import datasets
 from lightviz.plots import sensitivity as plots_analysis
-from lightviz.ui import charts, state
+from lightviz.ui import charts, compute, state
 from lightviz.ui.format import bytes_text, percent
 
 BITS_CHOICES = list(range(1, 9)) + [16]
@@ -72,9 +72,11 @@ def run(chosen: dict) -> None:
     """Run the sensitivity with a progress bar; keep the result for this model in the session."""
     engine, base = state.current_engine(), state.current_plan()
     data = datasets.subset(state.current_data(), chosen["max_samples"])  # kept: later evaluations hit the cache
-    bar = st.progress(0.0, text="starting…")
-    df = sensitivity.sensitivity(engine, data, chosen["bits"], chosen["sparsities"], base=base,
-                                 progress=lambda i, n: bar.progress(i / n, text=f"{i} of {n} layer settings"))
+    where = compute.backend()
+    on = compute.backend_caption(where)
+    bar = st.progress(0.0, text=f"starting{on}…")
+    df = sensitivity.sensitivity(engine, data, chosen["bits"], chosen["sparsities"], base=base, backend=where,
+                                 progress=lambda i, n: bar.progress(i / n, text=f"{i} of {n} layer settings{on}"))
     bar.empty()
     _results()[state.current_name()] = {"df": df, "base": base, "data": data, "bits": chosen["bits"]}
     st.session_state.setdefault("sens_mixed", {}).pop(state.current_name(), None)
@@ -135,10 +137,11 @@ def mixed_section() -> None:
     if button_col.button("Allocate bits", type="primary", key="mixed_run"):
         budget = {BUDGETS[0]: {"avg_bits": float(amount)}, BUDGETS[1]: {"size_bytes": int(amount)},
                   BUDGETS[2]: {"max_drop": float(amount) / 100}}[kind]
-        result = state.attempt(lambda: mixed.allocate(engine, data, found["df"], base, **budget),
+        where = compute.backend()
+        result = state.attempt(lambda: mixed.allocate(engine, data, found["df"], base, backend=where, **budget),
                                "Could not allocate bits", "raise the budget or run the sensitivity with fewer bits")
         if result is not None:
-            uniform = sweep.run_sweep(engine, data, [mixed.uniform_at(base, b) for b in bits])
+            uniform = sweep.run_sweep(engine, data, [mixed.uniform_at(base, b) for b in bits], backend=where)
             st.session_state.setdefault("sens_mixed", {})[state.current_name()] = result, uniform
     found_mixed = st.session_state.get("sens_mixed", {}).get(state.current_name())
     if found_mixed is None:

@@ -7,7 +7,7 @@ import streamlit as st
 from lightviz.analysis import explore as analysis
 from lightviz.core import metrics
 from lightviz.io import zoo
-from lightviz.ui import registry, state, uploads
+from lightviz.ui import compute, registry, state, uploads
 from lightviz.ui.format import bytes_text, human_bytes, percent
 
 MODEL_PICKER_KEY = "model_picker"
@@ -49,6 +49,7 @@ def render() -> bool:
                      help="Samples (digits-*) ship trained weights and are scored on the digits test split. "
                           "torchvision architectures are built with random weights (nothing is downloaded): "
                           "only fidelity to the float model means something. Large ones take a while to build.")
+        compute.render_device()
         uploads.render()
         try:
             _eval_size_input()

@@ -25,12 +25,13 @@ from lightviz.core.specs import (
     plan_to_token,
 )
 from lightviz.io import datasets, zoo
-from lightviz.ui import registry
+from lightviz.ui import compute, registry
 
 DEFAULT_MODEL = "digits-cnn"
 USER_DATA_KEY = "user_data"  # {model name: EvalData the user uploaded for it}
 EVAL_SIZE_KEY = "eval_sizes"  # {model name: samples to evaluate on; absent: all, or the default count}
 PROGRESS_DELAY_S = 0.3  # evaluations faster than this show no progress bar
+PREFIX_BYTES = 256 * 2**20  # activations an engine keeps so a one-layer change recomputes only what follows
 HISTORY_LIMIT = 200
 PINNED_KEY = "pinned"  # (model name, Plan) pinned as plan A of the A/B comparison, or None; URL: ?a=
 
@@ -59,8 +60,13 @@ def load_bundle(name: str) -> zoo.ModelBundle:
 
 
 @st.cache_resource(show_spinner=False)
+def _load_engine(name: str, device: str) -> Engine:
+    return Engine(load_bundle(name).model, device=device, prefix_bytes=PREFIX_BYTES)
+
+
 def load_engine(name: str) -> Engine:
-    return Engine(load_bundle(name).model)
+    """The model's engine on the session's device (the sidebar's choice); one per (model, device)."""
+    return _load_engine(name, compute.device())
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)

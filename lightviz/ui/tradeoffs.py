@@ -10,10 +10,9 @@ from lightviz.analysis import sweep
 from lightviz.analysis.sweep import plan_label
 from lightviz.core.specs import GRANULARITIES, PRUNE_METHODS, SCHEMES, Plan
 from lightviz.plots import tradeoffs as plots
-from lightviz.ui import charts
+from lightviz.ui import charts, compute, state
 from lightviz.ui import compare as compare_ui
 from lightviz.ui import finetune as finetune_ui
-from lightviz.ui import state
 
 MAX_CONFIGS = 200
 SPARSITY_OPTIONS = [0.0, 0.25, 0.5, 0.75, 0.9]
@@ -69,13 +68,16 @@ def run(chosen: dict) -> None:
         reason = analysis.interactive_cost_error(engine, plan)
         if reason:
             raise ValueError(f"{plan_label(plan)}: {reason}")
-    n = len(plans)
-    bar = st.progress(0.0, text=f"0 of {n} configurations")
+    n, where = len(plans), compute.backend()
+    on = compute.backend_caption(where)
+    bar = st.progress(0.0, text=f"0 of {n} configurations{on}")
 
     def detail(i: int, fraction: float, text: str) -> None:  # inside one configuration: large models
         bar.progress((i + fraction) / n, text=f"Configuration {i + 1} of {n}: {text}")
 
-    results = sweep.run_sweep(engine, data, plans, detail=detail)
+    results = sweep.run_sweep(engine, data, plans, detail=detail, backend=where,
+                              progress=lambda i, total: bar.progress(i / total, text=f"{i} of {total} "
+                                                                                    f"configurations done{on}"))
     curves = analysis.sqnr_vs_bits(engine, base, chosen["bits"])
     bar.empty()
     quant = base.default.quant

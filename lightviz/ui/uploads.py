@@ -41,9 +41,17 @@ def render() -> None:
         with st.form("data_upload", clear_on_submit=False, border=False):
             data = st.file_uploader("Evaluation data", type=DATA_TYPES,
                                     help=".npz with x (and y for labels), or a .zip of class folders of images. "
-                                         "Without labels, only fidelity to the float model is measured.")
+                                         "ImageNet-style folders, named by WordNet id (n01440764) or category "
+                                         "(tench), take the model's own class numbers, so accuracy on an ImageNet "
+                                         "validation subset is real. Without labels, only fidelity to the float "
+                                         "model is measured.")
+            recipe = bundle.preprocess
+            if recipe is not None:
+                st.caption(f"Images are {recipe.describe()}, as {recipe.source or 'the model'} expects, unless "
+                           "you set them below.")
             size = st.number_input("Image size (px, zip only)", min_value=0, value=0,
-                                   help="0 keeps the model's input size")
+                                   help="0: the model's own preprocessing (or its input size); a size resizes "
+                                        "images straight to it")
             mean = st.text_input("Mean per channel (zip only)", value="", placeholder="e.g. 0.485, 0.456, 0.406")
             std = st.text_input("Std per channel (zip only)", value="", placeholder="e.g. 0.229, 0.224, 0.225")
             subset = st.number_input("Load at most (samples)", min_value=0, value=0,
