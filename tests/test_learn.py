@@ -71,8 +71,13 @@ def test_toy_steps_tensor_symmetric_1bit_is_binarization():
     steps = learn.toy_steps(TOY, bits=1, scheme="symmetric")
     alpha = TOY.abs().mean()
     assert steps.binary and steps.scale == float(alpha)
-    assert torch.equal(torch.tensor(steps.table["w_hat"].to_numpy(), dtype=torch.float32), torch.sign(TOY) * alpha)
+    assert torch.equal(torch.tensor(steps.table["w_hat"].to_numpy(), dtype=torch.float32),
+                       torch.where(TOY >= 0, 1.0, -1.0) * alpha)  # TOY holds a 0: it takes +alpha
     assert "binarization" in steps.latex()[0][0]
+    zeros = learn.toy_steps(torch.tensor([-1.0, 0.0, 2.0]), bits=1, scheme="symmetric")
+    assert zeros.table["q"].tolist() == [-1, 1, 1]  # sign(0) = +1: two levels, as the engine
+    assert sorted(set(zeros.table["w_hat"].tolist())) == [-1.0, 1.0]
+    assert r"\operatorname{sign}(0) = +1" in zeros.latex()[0][1]
 
 
 def test_toy_steps_tensor_asymmetric_clamps_at_3bits():

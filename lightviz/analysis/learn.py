@@ -32,6 +32,7 @@ import torch
 from lightviz.core import metrics
 from lightviz.core.quant import (
     QParams,
+    binary_sign,
     choose_qparams,
     clip_range,
     code_range,
@@ -197,7 +198,7 @@ class QuantSteps:
             return [
                 ("1. Range: 1 bit symmetric is binarization (XNOR-Net)",
                  rf"\alpha = \operatorname{{mean}}|w| = {_tex(self.scale)}, \quad q \in \{{-1, +1\}}"
-                 r" \text{ (and } \operatorname{sign}(0) = 0\text{)}"),
+                 r" \text{ (and } \operatorname{sign}(0) = +1\text{)}"),
                 ("2. Scale", rf"s = \alpha = {s}"),
                 ("3. Zero-point", r"z = 0"),
                 ("4. Codes", rf"q = \operatorname{{sign}}(w), \quad q({w}) = {q}"),
@@ -260,7 +261,7 @@ def quant_steps(weight: torch.Tensor, spec: QuantSpec) -> QuantSteps:
     scale = qparams.scale.reshape(())
     lo, hi = covered_range(lo.reshape(-1)[0], hi.reshape(-1)[0], spec)
     if is_binary(spec):
-        w_over_s = torch.sign(flat)
+        w_over_s = binary_sign(flat)
         lo, hi = -float(scale), float(scale)
     else:
         w_over_s = torch.mul(flat, torch.reciprocal(scale))  # as the kernels: w * (1/s)

@@ -178,6 +178,8 @@ class Engine:
         pruned = weight if mask is None else weight * mask
         qparams = None if quant.bits is None else choose_qparams(pruned, quant, layer.axis)
         weight_hat = pruned.clone() if qparams is None else fake_quantize(pruned, quant, layer.axis, qparams)
+        if mask is not None and qparams is not None:  # 1-bit codes map 0 to +s: pruned weights stay 0
+            weight_hat.mul_(mask)
         size = weight_size(layer.shape, quant, mask, prune, layer.axis, 0 if bias is None else bias.numel())
         return LayerResult(layer, quant, prune, weight, weight_hat, mask, qparams, size)
 
