@@ -1,7 +1,16 @@
 """Shared test set-up."""
 
+import os
+
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_model_store(tmp_path_factory):
+    """Fine-tuned models the tests make are stored in a temporary folder, never in ~/.cache
+    (servers the browser tests start inherit it)."""
+    os.environ["LIGHTVIZ_MODEL_STORE"] = str(tmp_path_factory.mktemp("model-store"))
 
 
 @pytest.fixture(autouse=True)

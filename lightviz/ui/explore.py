@@ -14,7 +14,7 @@ from lightviz.core.evaldata import EvalData
 from lightviz.core.specs import GRANULARITIES, SCHEMES, Plan
 from lightviz.plots import explore as plots
 from lightviz.ui import state
-from lightviz.ui.format import bytes_text
+from lightviz.ui.format import bytes_text, human_bytes
 
 MAX_THUMBNAILS = 32
 READ_ONLY = ["layer", "type", "shape", "params", "override", "storage"]
@@ -22,14 +22,15 @@ STORAGE_HELP = ("How the layer is stored, the cheapest that applies: dense, bitm
                 "values), n:m (kept values + log2(m)-bit indices), filters removed (nothing stored for them).")
 
 
-def layer_editor(engine: Engine) -> Plan:
-    """The per-layer table: an edit overrides the global default for that layer only.
+def layer_editor(engine: Engine) -> pd.DataFrame:
+    """The per-layer table: an edit overrides that one field of that layer only.
 
-    Returns the plan that is current once the table's edits are absorbed.
+    Returns the engine's layer table of the current plan (for the charts below it).
     """
     names = [layer.name for layer in engine.layers]
     plan = state.current_plan()
-    frame = editing.layer_editor_frame(engine, plan, state.current_layer_table(plan))
+    table = state.current_layer_table(plan)
+    frame = editing.layer_editor_frame(engine, plan, table)
     generation = st.session_state.editor_generation
     # A new index gives the table a new identity after its edits were absorbed (state.py).
     frame.index = pd.RangeIndex(generation * len(frame), (generation + 1) * len(frame))
@@ -37,30 +38,36 @@ def layer_editor(engine: Engine) -> Plan:
         frame, key=state.LAYER_EDITOR_KEY, hide_index=True, disabled=READ_ONLY, width="stretch",
         on_change=state.absorb_layer_edits, args=(names,),
         column_config={
-            "layer": st.column_config.TextColumn("layer", pinned=True),
-            "type": st.column_config.TextColumn("type · role"),
-            "params": st.column_config.NumberColumn("weights", format="localized"),
+            "layer": st.column_config.TextColumn("layer", pinned=True, width="medium"),
+            "type": st.column_config.TextColumn("type · role", width="small"),
+            "shape": st.column_config.TextColumn("shape", width="small"),
+            "params": st.column_config.NumberColumn("weights", format="localized", width="small"),
             "bits": st.column_config.SelectboxColumn("bits", options=editing.BITS_CHOICES, required=True,
-                                                     help="bits per weight, or float"),
-            "scheme": st.column_config.SelectboxColumn("scheme", options=list(SCHEMES), required=True),
+                                                     help="bits per weight, or float", width="small"),
+            "scheme": st.column_config.SelectboxColumn("scheme", options=list(SCHEMES), required=True, width="small"),
             "granularity": st.column_config.SelectboxColumn("granularity", options=list(GRANULARITIES),
-                                                            required=True),
+                                                            required=True, width="small"),
             "sparsity": st.column_config.NumberColumn("sparsity", min_value=0.0, max_value=1.0, step=0.05,
-                                                      format="%.2f", help="fraction of weights zeroed, 0 to 1"),
-            "keep_float": st.column_config.CheckboxColumn("keep float", help="neither quantize nor prune"),
-            "override": st.column_config.CheckboxColumn("overridden"),
-            "storage": st.column_config.TextColumn("storage", help=STORAGE_HELP),
+                                                      format="%.2f", width="small",
+                                                      help="fraction of weights zeroed, 0 to 1 (n:m: as achieved)"),
+            "keep_float": st.column_config.CheckboxColumn("float", help="keep this layer float: neither quantize "
+                                                                        "nor prune", width="small"),
+            "override": st.column_config.CheckboxColumn("pinned", width="small",
+                                                        help="this layer overrides some global setting"),
+            "storage": st.column_config.TextColumn("storage", help=STORAGE_HELP, width="small"),
         })
     state.absorb_layer_edits(names)
-    plan = state.current_plan()
+    if state.current_plan() != plan:  # edits seeded without a callback (AppTest)
+        plan, table = state.current_plan(), state.current_layer_table()
     overrides = plan.overrides
     button, note = st.columns([1, 5], vertical_alignment="center")
     button.button("Reset overrides", on_click=state.reset_overrides, disabled=not overrides)
-    note.caption(f"{len(overrides)} layer override{'s' if len(overrides) != 1 else ''}: "
-                 f"{', '.join(name for name, _ in overrides)}" if overrides else
-                 "Edit bits, scheme, granularity, sparsity or keep float to override the global settings "
-                 "for one layer.")
-    return plan
+    note.caption("; ".join(f"{name}: {', '.join(path.split('.')[-1] for path in plan.pins_for(name))}"
+                           for name, _ in overrides) + " — overridden; every other field follows the global "
+                 "settings." if overrides else
+                 "Edit bits, scheme, granularity, sparsity or float to override that one field of one layer; "
+                 "its other fields keep following the global settings.")
+    return table
 
 
 def _on_chart_select(key: str) -> None:
@@ -122,7 +129,8 @@ def histogram_section(engine: Engine, plan: Plan, table: pd.DataFrame) -> None:
     details.markdown(
         f"| **{name}** | {row['type']} {row['shape'].replace('x', '×')} |\n|---|---|\n"
         f"| setting | {label} |\n| storage | {row['format']} |\n"
-        f"| size | {bytes_text(row['size_bytes'])} (float {bytes_text(row['float_size_bytes'])}) |\n"
+        f"| size | {human_bytes(row['size_bytes'])} (float {human_bytes(row['float_size_bytes'])}) |\n"
+        f"| bytes | {bytes_text(row['size_bytes'])} (float {bytes_text(row['float_size_bytes'])}) |\n"
         f"| bits / weight | {row['bits_per_weight']:.2f} |\n| SQNR | {_db(row['sqnr_db'])} |\n"
         f"| MSE | {row['mse']:.3g} |\n| max abs error | {row['max_abs_error']:.3g} |\n"
         f"| cosine | {row['cosine']:.6f} |\n| zeros | {row['achieved_sparsity']:.1%} |\n"
@@ -135,7 +143,7 @@ def _db(value: float) -> str:
 
 def flips_section(engine: Engine, plan: Plan, data: EvalData, class_names: tuple[str, ...]) -> None:
     """The evaluation inputs whose top-1 class changed, as thumbnails (1-channel images) or a table."""
-    flips = analysis.flipped_samples(engine.logits(None, data), engine.logits(plan, data), data.y)
+    flips = analysis.flipped_samples(state.reference_logits(), engine.logits(plan, data), data.y)
     if flips.empty:
         st.success(f"No prediction changed: the compressed model picks the same class as the float model "
                    f"on all {len(data)} inputs.")

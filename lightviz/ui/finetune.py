@@ -25,6 +25,7 @@ from lightviz.core.evaldata import subset
 from lightviz.core.specs import TrainConfig
 from lightviz.io.datasets import digits_split
 from lightviz.plots import finetune as finetune_plots
+from lightviz.recover import saved
 from lightviz.recover.distill import distill, student_names
 from lightviz.recover.finetune import finetune
 from lightviz.recover.training import HISTORY_COLUMNS
@@ -294,6 +295,7 @@ def _finetune_results(job: Job) -> None:
         reset.button("Back to the original model", key="finetune_reset", on_click=reset_model,
                      icon=":material/undo:")
     link.page_link("pages/tradeoffs.py", label="See it on Trade-offs", icon=":material/show_chart:")
+    _download(job.result.model, _finetuned_meta(job), "the fine-tuned weights", "finetune_download")
 
 
 def _distill_results(job: Job) -> None:
@@ -317,22 +319,60 @@ def _distill_results(job: Job) -> None:
     st.caption("Both students start from the same weights and see the same batches; only the teacher differs. "
                "On the digits data the teacher adds little over the labels: a difference of a few test images "
                "(one image is 0.22 points) changes sign with the seed.")
+    if result.student_name in student_names():
+        meta = saved.TrainedMeta(kind="distilled", arch=result.student_name, num_classes=_classes(result.student),
+                                 base=registry.base_name(job.model_name),
+                                 description=f"{result.student_name} distilled from {display_name(job.model_name)}: "
+                                             f"{percent(result.student_accuracy)}")
+        use, download = st.columns([1.3, 2.2], vertical_alignment="center")
+        use.button("Use the distilled student as the current model", key="distill_keep", icon=":material/check:",
+                   on_click=_use_trained, args=(result.student, meta))
+        with download:
+            _download(result.student, meta, "the distilled student", "distill_download")
 
 
 # --- keeping weights; Trade-offs -----------------------------------------------------------------
 
 
-def _keep(job: Job) -> None:
-    """Register the fine-tuned model and make it the session's current model (plan kept)."""
-    result, base = job.result, state.load_bundle(registry.base_name(job.model_name))
-    description = (f"{base.name} fine-tuned for {job.label}: {len(result.history)} epochs"
+def _finetuned_meta(job: Job) -> saved.TrainedMeta:
+    result, base = job.result, registry.base_name(job.model_name)
+    description = (f"{base} fine-tuned for {job.label}: {len(result.history)} epochs"
                    f"{', distilled from the float model' if job.settings['distill'] else ''}, "
                    f"{percent(result.accuracy_after)} under that plan")
-    name = registry.register(base, result.model, description)
+    return saved.TrainedMeta(kind="finetuned", arch=base, num_classes=_classes(result.model),
+                             identity=saved.folded_modules(result.model, base), base=base,
+                             plan=job.plan_json or "", description=description)
+
+
+def _classes(model) -> int:
+    return [m for m in model.modules() if hasattr(m, "out_features")][-1].out_features
+
+
+def _keep(job: Job) -> None:
+    """Register the fine-tuned model and make it the session's current model (plan kept)."""
+    _use_trained(job.result.model, _finetuned_meta(job))
+
+
+def _use_trained(model, meta: saved.TrainedMeta) -> None:
+    """Register fine-tuned or distilled weights and make them the current model. A fine-tuned
+    model keeps the plan (same layers); a distilled student is a new float model."""
+    name = registry.register_trained(model, meta)
     names = st.session_state.setdefault(registry.SESSION_KEY, [])
     if name not in names:
         names.append(name)
-    state.set_model(name, keep_plan=True)
+    state.set_model(name, keep_plan=meta.kind == "finetuned")
+
+
+def _download(model, meta: saved.TrainedMeta, what: str, key: str) -> None:
+    """A download button for trained weights as .safetensors; the file loads back in the sidebar
+    (Your own model and data), under the same name, so links to it work again."""
+    name = registry.register_trained(model, meta)  # the name the file's weights will have
+    st.download_button(f"Download {what} (.safetensors)", data=saved.to_bytes(model, meta),
+                       file_name=f"{name.replace('+', '_')}.safetensors", mime="application/octet-stream",
+                       key=key, icon=":material/download:", on_click="ignore",
+                       help="Plain safetensors with lightviz metadata (architecture, folded BatchNorms, the plan). "
+                            "Upload it in the sidebar (Your own model and data) to load it again, here or on "
+                            "another lightviz server.")
 
 
 def reset_model() -> None:

@@ -114,11 +114,11 @@ def tradeoff_chart() -> None:
         history = history[same].reset_index(drop=True)
     st.session_state.tradeoff_sources = {"sweep": results if results is not None else pd.DataFrame(),
                                          "history": history}
-    float_y = evaluation.float_accuracy if data.labeled else 1.0
+    float_y = evaluation.float_accuracy if data.labeled else 1.0  # the original float model's, when fine-tuned
     current_y = evaluation.accuracy if data.labeled else evaluation.agreement
     fig = plots.tradeoff_figure(
         results, y, sweep.pareto_front(results, y=y) if results is not None and len(results) else None,
-        (engine.float_size_bytes, float_y), (evaluation.size_bytes, current_y, plan_label(plan)),
+        (state.current_baseline(plan).size_bytes, float_y), (evaluation.size_bytes, current_y, plan_label(plan)),
         history if len(history) else None)
     fig = finetune_ui.add_to_tradeoffs(fig, y)  # fine-tuned results (pages/finetune.py)
     st.plotly_chart(fig, key=CHART_KEY, on_select=_on_point_select, selection_mode="points")
