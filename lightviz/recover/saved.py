@@ -10,6 +10,7 @@ The file is plain safetensors (tensors only, never code) with one metadata entry
 | `arch`        | the architecture: a sample model or a distillation student (`student_names()`)   |
 | `num_classes` | outputs of the last layer                                                        |
 | `identity`    | modules replaced by Identity: BatchNorms folded into the layer before them       |
+|               | (whose bias, if it had none, comes from the weights)                             |
 | `base`        | fine-tuned: the float model it came from; distilled: its teacher                 |
 | `plan`        | fine-tuned: the plan JSON it was trained for                                     |
 | `description` | one line for the model picker                                                    |
@@ -136,6 +137,16 @@ def from_bytes(data: bytes) -> tuple[nn.Module, TrainedMeta]:
         except AttributeError:
             raise ValueError(f"{meta.arch} has no module {name!r} to fold") from None
         setattr(owner, child, nn.Identity())
+    expected = model.state_dict()
+    for key in state:  # folding gave a bias-free conv the bias of its BatchNorm
+        owner_name, _, attr = key.rpartition(".")
+        if key not in expected and attr == "bias":
+            try:
+                owner = model.get_submodule(owner_name)
+            except AttributeError:
+                continue
+            if getattr(owner, "bias", False) is None:
+                owner.bias = nn.Parameter(torch.zeros_like(state[key]))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:

@@ -171,10 +171,10 @@ def metrics_row(evaluation: Evaluation, base: Baseline, plan: Plan) -> None:
                     **_delta(bits_change, f"{bits_change:+.2f}", inverse=True),
                     help="storage bits of the compressible weights (values, scales, zero-points, indices) per weight; "
                          "float32 is 32")
-    _notes(ev, base, reference, spread, sqnr)
+    _notes(ev, base, reference, spread)
 
 
-def _notes(ev: Evaluation, base: Baseline, reference: str | None, spread, sqnr: float) -> None:
+def _notes(ev: Evaluation, base: Baseline, reference: str | None, spread) -> None:
     """One line each on what the numbers above are measured against, where it is not obvious."""
     bundle = state.current_bundle()
     if reference:

@@ -103,7 +103,7 @@ def _on_point_select() -> None:
 
 def tradeoff_chart() -> None:
     """Accuracy (agreement without labels) against size: sweep, frontier, float, current, history."""
-    engine, data, plan = state.current_engine(), state.current_data(), state.current_plan()
+    data, plan = state.current_data(), state.current_plan()
     y = "accuracy" if data.labeled else "agreement"
     evaluation = state.current_evaluation(plan)
     found = current_sweep()
