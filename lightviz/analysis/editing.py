@@ -25,9 +25,10 @@ from lightviz.core.specs import LayerConfig, Plan, PruneSpec
 FLOAT_BITS_LABEL = "float"
 BITS_CHOICES = [str(b) for b in range(1, 17)] + [FLOAT_BITS_LABEL]
 EDITABLE = ["bits", "scheme", "granularity", "sparsity", "keep_float"]
-EDITOR_COLUMNS = ["layer", "type", "shape", "params", *EDITABLE, "override", "storage"]
+EDITOR_COLUMNS = ["layer", "type", "shape", "params", *EDITABLE, "override", "pinned", "storage"]
 COLUMN_FIELDS = {"bits": "quant.bits", "scheme": "quant.scheme", "granularity": "quant.granularity",
                  "sparsity": "prune.sparsity", "keep_float": "keep_float"}  # table column -> Plan field
+COLUMN_NAMES = {path: "float" if column == "keep_float" else column for column, path in COLUMN_FIELDS.items()}
 
 
 def bits_label(bits: int | None) -> str:
@@ -59,10 +60,11 @@ def layer_editor_frame(engine: Engine, plan: Plan, table: pd.DataFrame) -> pd.Da
     for layer in engine.layers:
         config = plan.config_for(layer.name)
         rows.append({
-            "layer": layer.name, "type": f"{layer.kind} · {layer.role}", "shape": "×".join(map(str, layer.shape)),
+            "layer": layer.name, "type": layer.role, "shape": "×".join(map(str, layer.shape)),
             "params": layer.n_weights, "bits": bits_label(config.quant.bits), "scheme": config.quant.scheme,
             "granularity": config.quant.granularity, "sparsity": shown_sparsity(config.prune),
             "keep_float": config.keep_float, "override": layer.name in overridden,
+            "pinned": ", ".join(COLUMN_NAMES.get(path, path.split(".")[-1]) for path in plan.pins_for(layer.name)),
             "storage": formats.get(layer.name, ""),
         })
     return pd.DataFrame(rows, columns=EDITOR_COLUMNS)

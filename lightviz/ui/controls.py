@@ -75,7 +75,7 @@ def global_controls() -> None:
         group.number_input("Group size", step=1, key="group_size", disabled=is_float,
                            help=FLOAT_REASON if is_float else HELP["group_size"], **_change("group_size"))
 
-    range_col, pct_col, prune_col, sparsity_col, flags = st.columns([2.2, 1.2, 2.2, 2.4, 2.0])
+    range_col, pct_col, prune_col, sparsity_col, flags = st.columns([2.1, 1.1, 2.1, 2.3, 2.4])
     range_col.selectbox("Range method", RANGE_METHODS, key="range_method", disabled=is_float,
                         help=FLOAT_REASON if is_float else None, **_change("range_method"))
     range_col.caption(sentence_case(RANGE_METHOD_HELP[ss.range_method]))
@@ -159,9 +159,9 @@ def metrics_row(evaluation: Evaluation, base: Baseline, plan: Plan) -> None:
                             if spread.degenerate else ""))
     ratio, change = base.ratio(ev.size_bytes), round((ev.size_bytes / base.size_bytes - 1) * 100, 1)
     tiles[3].metric("Size", human_bytes(ev.size_bytes),
-                    **_delta(change, f"{change:+.1f}% · {ratio:.2f}× smaller" if change else "float baseline · 1.00×",
+                    **_delta(change, f"{change:+.1f}% · {ratio:.2f}×" if change else "float baseline · 1.00×",
                              inverse=True),
-                    help=f"{bytes_text(ev.size_bytes)}: what a packed file holds (codes, scales, zero-points, sparse "
+                    help=f"{bytes_text(ev.size_bytes)}, {ratio:.2f}× smaller than the float baseline: what a packed file holds (codes, scales, zero-points, sparse "
                          f"indices, float biases and other tensors). Float baseline {human_bytes(base.size_bytes)} "
                          f"({bytes_text(base.size_bytes)})" + (", BatchNorm folded as this plan deploys it; stored "
                                                                f"unfolded {bytes_text(base.stored_bytes)}"

@@ -17,7 +17,8 @@ from lightviz.ui import state
 from lightviz.ui.format import bytes_text, human_bytes
 
 MAX_THUMBNAILS = 32
-READ_ONLY = ["layer", "type", "shape", "params", "override", "storage"]
+READ_ONLY = ["layer", "type", "shape", "params", "override", "pinned", "storage"]
+SHOWN = ["layer", "type", "shape", "bits", "scheme", "granularity", "sparsity", "keep_float", "pinned", "storage"]
 STORAGE_HELP = ("How the layer is stored, the cheapest that applies: dense, bitmask (1 bit per weight + kept "
                 "values), n:m (kept values + log2(m)-bit indices), filters removed (nothing stored for them).")
 
@@ -36,25 +37,28 @@ def layer_editor(engine: Engine) -> pd.DataFrame:
     frame.index = pd.RangeIndex(generation * len(frame), (generation + 1) * len(frame))
     st.data_editor(
         frame, key=state.LAYER_EDITOR_KEY, hide_index=True, disabled=READ_ONLY, width="stretch",
-        on_change=state.absorb_layer_edits, args=(names,),
-        column_config={
-            "layer": st.column_config.TextColumn("layer", pinned=True, width="medium"),
-            "type": st.column_config.TextColumn("type · role", width="small"),
-            "shape": st.column_config.TextColumn("shape", width="small"),
-            "params": st.column_config.NumberColumn("weights", format="localized", width="small"),
+        on_change=state.absorb_layer_edits, args=(names,), column_order=SHOWN,
+        column_config={  # compact: the table fits a 1280-pixel screen beside the sidebar without scrolling
+            "layer": st.column_config.TextColumn("layer", pinned=True),
+            "type": st.column_config.TextColumn("role", help="conv, depthwise / pointwise / grouped conv, linear, "
+                                                             "..."),
+            "shape": st.column_config.TextColumn("shape", help="weight shape (output channels first)"),
             "bits": st.column_config.SelectboxColumn("bits", options=editing.BITS_CHOICES, required=True,
-                                                     help="bits per weight, or float", width="small"),
-            "scheme": st.column_config.SelectboxColumn("scheme", options=list(SCHEMES), required=True, width="small"),
-            "granularity": st.column_config.SelectboxColumn("granularity", options=list(GRANULARITIES),
-                                                            required=True, width="small"),
+                                                     help="bits per weight, or float"),
+            "scheme": st.column_config.SelectboxColumn("scheme", options=list(SCHEMES), required=True,
+                                                       format_func=lambda s: {"symmetric": "sym"}.get(s, "asym"),
+                                                       help="sym: symmetric (zero-point 0), asym: asymmetric"),
+            "granularity": st.column_config.SelectboxColumn("per", options=list(GRANULARITIES), required=True,
+                                                            help="granularity: one scale per tensor, per output "
+                                                                 "channel or per group of weights"),
             "sparsity": st.column_config.NumberColumn("sparsity", min_value=0.0, max_value=1.0, step=0.05,
-                                                      format="%.2f", width="small",
+                                                      format="%.2f",
                                                       help="fraction of weights zeroed, 0 to 1 (n:m: as achieved)"),
             "keep_float": st.column_config.CheckboxColumn("float", help="keep this layer float: neither quantize "
-                                                                        "nor prune", width="small"),
-            "override": st.column_config.CheckboxColumn("pinned", width="small",
-                                                        help="this layer overrides some global setting"),
-            "storage": st.column_config.TextColumn("storage", help=STORAGE_HELP, width="small"),
+                                                                        "nor prune"),
+            "pinned": st.column_config.TextColumn("pinned", help="the fields this layer overrides; every other "
+                                                                 "field follows the global settings"),
+            "storage": st.column_config.TextColumn("storage", help=STORAGE_HELP),
         })
     state.absorb_layer_edits(names)
     if state.current_plan() != plan:  # edits seeded without a callback (AppTest)
@@ -85,6 +89,7 @@ def selected_layer(names: list[str]) -> str:
 def layer_charts(table: pd.DataFrame) -> None:
     """SQNR and storage per layer, side by side; clicking a bar selects that layer."""
     selected = selected_layer(table["name"].tolist())
+    st.caption("Click a bar to pick that layer for the histogram below.")
     left, right = st.columns(2)
     with left:
         st.plotly_chart(plots.layer_sqnr_figure(table, selected), key="sqnr_chart", selection_mode="points",
@@ -117,7 +122,7 @@ def histogram_section(engine: Engine, plan: Plan, table: pd.DataFrame) -> None:
             group = int(group_col.number_input(f"Group (0–{groups - 1})", 0, groups - 1, key="hist_group"))
     hist = analysis.weight_histogram(result, channel, group)
     label = result.quant.label + (f", {result.prune.label}" if result.prune.active else "")
-    chart, details = st.columns([3, 1])
+    chart, details = st.columns([2.6, 1.4])
     chart.plotly_chart(plots.weight_histogram_figure(hist, name, label), key="histogram")
     notes = [hist.note] if hist.note else []
     if hist.saturated:
@@ -129,12 +134,17 @@ def histogram_section(engine: Engine, plan: Plan, table: pd.DataFrame) -> None:
     details.markdown(
         f"| **{name}** | {row['type']} {row['shape'].replace('x', '×')} |\n|---|---|\n"
         f"| setting | {label} |\n| storage | {row['format']} |\n"
-        f"| size | {human_bytes(row['size_bytes'])} (float {human_bytes(row['float_size_bytes'])}) |\n"
-        f"| bytes | {bytes_text(row['size_bytes'])} (float {bytes_text(row['float_size_bytes'])}) |\n"
+        f"| size | {_size(row['size_bytes'])} |\n| float size | {_size(row['float_size_bytes'])} |\n"
         f"| bits / weight | {row['bits_per_weight']:.2f} |\n| SQNR | {_db(row['sqnr_db'])} |\n"
         f"| MSE | {row['mse']:.3g} |\n| max abs error | {row['max_abs_error']:.3g} |\n"
         f"| cosine | {row['cosine']:.6f} |\n| zeros | {row['achieved_sparsity']:.1%} |\n"
         f"| BN folded | {'yes' if row['bn_folded'] else 'no'} |")
+
+
+def _size(n: int) -> str:
+    """'9.3 KiB (9,476 B)'; '272 B' alone when that is all."""
+    human, exact = human_bytes(n), bytes_text(n)
+    return human if human == exact else f"{human} ({exact})"
 
 
 def _db(value: float) -> str:

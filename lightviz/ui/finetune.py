@@ -131,7 +131,7 @@ def common_settings(prefix: str, temperature: float) -> dict:
                                   help="Same seed, same numbers: batch order and initial weights."),
         "train_samples": samples.selectbox(
             "Training images", TRAIN_SAMPLES, key=f"{prefix}_train_samples",
-            format_func=lambda n: f"all {len(digits_split()[0]):,} (training split)" if n is None else f"{n} (subset)",
+            format_func=lambda n: f"all {len(digits_split()[0]):,}" if n is None else f"{n} (subset)",
             help="From the digits training split only; accuracy is always measured on the held-out test split."),
     }
     alpha, temp = st.columns(2)

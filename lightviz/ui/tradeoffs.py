@@ -30,7 +30,8 @@ def sweep_form() -> dict | None:
     with st.form("sweep_form", border=True):
         chosen = {"bits": st.pills("Bits", list(range(1, 17)), selection_mode="multi", default=last["bits"],
                                    key="sweep_bits")}
-        schemes, grans, sparsities, method = st.columns([1.2, 1.4, 1.8, 1])
+        schemes, grans = st.columns(2)  # two rows of two: every pill readable on a 1280-pixel screen
+        sparsities, method = st.columns(2)
         chosen |= {
             "schemes": schemes.pills("Scheme", SCHEMES, selection_mode="multi", default=last["schemes"],
                                      key="sweep_schemes"),
