@@ -89,9 +89,11 @@ def measure(url: str, model: str, samples: int, presses: int) -> list[tuple[int,
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(600_000)
         page.goto(f"{url}/?model={model}&n={samples}")
-        page.wait_for_selector("[data-testid='stMetric']", timeout=600_000)
+        page.wait_for_selector("[data-testid='stSlider']", timeout=600_000)
         page.wait_for_selector(IDLE, timeout=600_000)
         _start_if_asked(page)
+        page.wait_for_selector("[data-testid='stMetric']", timeout=600_000)
+        page.wait_for_selector(IDLE, timeout=600_000)
         slider = page.locator("[data-testid='stSlider']").filter(has_text="Bits").locator("input[type=range]").first
         for bits in range(7, 7 - presses, -1):
             before = (metric(page, "Size"), metric(page, "KL divergence"))

@@ -131,3 +131,15 @@ def test_quick_key_presses_all_land(server, page):
     assert metric_value(page, "Accuracy") == f"{expected.accuracy:.2%}"
     assert "plan=" in page.url
     assert_no_exception(page, "quick key presses")
+    # the browser's Back button returns to the previous plan
+    before = page.url
+    bits.focus()
+    page.keyboard.press("ArrowLeft")  # 2 -> 1 bit: a new URL
+    page.wait_for_function("(url) => window.location.href !== url", arg=before)
+    settle(page)
+    page.go_back()
+    settle(page)
+    page.wait_for_timeout(500)
+    settle(page)
+    assert _slider(page, "Bits").get_attribute("aria-valuetext") == "2", "Back did not restore the plan"
+    assert page.url == before and metric_value(page, "Accuracy") == f"{expected.accuracy:.2%}"

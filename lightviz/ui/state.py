@@ -171,8 +171,9 @@ def data_token() -> str | None:
 @contextmanager
 def progress_bar(delay_s: float | None = None):
     """A progress callback (fraction, text) for Engine.evaluate, shown here once work takes longer
-    than `delay_s` (default PROGRESS_DELAY_S). Each update also lets Streamlit stop a run the user
-    has made obsolete."""
+    than `delay_s` (default PROGRESS_DELAY_S). Every update (after each layer, each batch) touches
+    the page, which is where Streamlit stops a run the user has made obsolete by a newer change:
+    a running evaluation is cancelled when its result is no longer wanted."""
     delay_s = PROGRESS_DELAY_S if delay_s is None else delay_s
     slot, start, shown = st.empty(), time.perf_counter(), False
 
@@ -181,6 +182,8 @@ def progress_bar(delay_s: float | None = None):
         if shown or time.perf_counter() - start > delay_s:
             slot.progress(min(max(fraction, 0.0), 1.0), text=text)
             shown = True
+        else:  # any element call is where Streamlit stops a run whose result is no longer wanted
+            slot.empty()
     try:
         yield report
     finally:
