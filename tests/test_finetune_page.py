@@ -57,7 +57,7 @@ def test_finetune_page_one_epoch_shows_history_metrics_and_tradeoff_point():
 def test_finetune_page_keep_weights_then_back_to_the_original():
     at = _one_epoch()
     plan_before = at.session_state["plan"]
-    _button(at, "Use the fine-tuned weights as the current model").click()
+    _button(at, "Use the fine-tuned model").click()
     at.run()
     assert not at.exception
     name = at.session_state["model_name"]
@@ -91,7 +91,7 @@ def test_finetuned_model_is_compared_with_the_original_float_model_and_survives_
     from lightviz.ui import loaders
 
     at = _one_epoch()
-    _button(at, "Use the fine-tuned weights as the current model").click()
+    _button(at, "Use the fine-tuned model").click()
     at.run()
     name, plan = at.session_state["model_name"], at.session_state["plan"]
     at.switch_page("pages/explore.py").run()
@@ -101,7 +101,7 @@ def test_finetuned_model_is_compared_with_the_original_float_model_and_survives_
     reference = Engine(original.model).logits(None, data)
     test = Engine(registry.get(name).model).logits(plan, data)
     shown = {metric.label: metric for metric in at.metric}
-    assert shown["Agreement with original float"].value == percent(metrics.agreement(reference, test))
+    assert shown["Agreement vs original"].value == percent(metrics.agreement(reference, test))
     accuracy = metrics.accuracy(test, data.y)
     float_accuracy = metrics.accuracy(reference, data.y)
     assert shown["Accuracy"].proto.delta == f"{(accuracy - float_accuracy) * 100:+.2f} pp vs float"

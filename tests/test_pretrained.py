@@ -108,7 +108,8 @@ def test_sidebar_downloads_on_request_and_switches_to_the_pretrained_model(serve
     at.run()
     assert not at.exception
     assert not torch_home.exists()  # nothing downloads unless asked
-    button = next(b for b in at.sidebar.button if b.label.startswith(f"Download {info.file_name}"))
+    assert any(info.file_name in caption.value for caption in at.sidebar.caption)  # name, size and source first
+    button = next(b for b in at.sidebar.button if b.label.startswith("Download pretrained weights"))
     button.click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert (torch_home / info.file_name).read_bytes() == body

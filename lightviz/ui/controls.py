@@ -47,7 +47,7 @@ HELP = {
                "Folding is a re-parametrization, not compression: sizes compare with the float model folded "
                "the same way.",
 }
-NARROW_2BIT = ("Why can 1 bit beat 2 bits here? Symmetric 2-bit is *narrow*: codes −1, 0, +1, three levels "
+NARROW_2BIT = ("Why can 1 bit beat 2 bits? Symmetric 2-bit is *narrow*: codes −1, 0, +1, three levels "
                "−s, 0, +s with s = max|w|, so every weight smaller than max|w|/2 rounds to 0. Symmetric 1-bit is "
                "binarization: two levels ±mean|w| (sign(0) = +1), which sit where most weights are. Asymmetric "
                "2-bit has four levels.")
@@ -135,9 +135,9 @@ def metrics_row(evaluation: Evaluation, base: Baseline, plan: Plan) -> None:
     ref_logits, test_logits = state.reference_logits(), state.current_engine().logits(plan, data)
     sqnr, spread = output_sqnr_db(ref_logits, test_logits), prediction_spread(ref_logits)
     tiles = st.columns(5)
-    kl = {"label": "KL divergence", "value": f"{ev.kl:.3g}",
+    kl = {"label": "KL divergence", "value": "≈ 0" if ev.kl < 1e-9 else f"{ev.kl:.3g}",
           "help": f"mean KL(p_float ‖ p_compressed) over {ev.n_samples} inputs, in nats; 0 when the outputs match "
-                  f"{original}'s"}
+                  f"{original}'s (below 1e-9: float rounding only, shown as ≈ 0)"}
     out = {"label": "Output SQNR", "value": "exact (∞)" if math.isinf(sqnr) else f"{sqnr:.1f} dB",
            "help": f"10·log10(Σ z_float² / Σ (z_float − z_compressed)²) over the logits of {ev.n_samples} inputs: "
                    f"how far compression moves the outputs of {original}; higher is closer"}
@@ -152,7 +152,7 @@ def metrics_row(evaluation: Evaluation, base: Baseline, plan: Plan) -> None:
         tiles[0].metric(**kl)
         tiles[2].metric(**out)
     agreement_change = round((ev.agreement - 1) * 100, 2)
-    tiles[1].metric("Agreement with original float" if reference else "Agreement with float", percent(ev.agreement),
+    tiles[1].metric("Agreement vs original" if reference else "Agreement with float", percent(ev.agreement),
                     **_delta(agreement_change, f"{agreement_change:+.2f} pp"),
                     help=f"inputs whose top-1 class matches {original}'s, of {ev.n_samples}"
                          + ("; the float model predicts one class for nearly all of them, so this says little"
@@ -177,14 +177,6 @@ def metrics_row(evaluation: Evaluation, base: Baseline, plan: Plan) -> None:
 def _notes(ev: Evaluation, base: Baseline, reference: str | None, spread) -> None:
     """One line each on what the numbers above are measured against, where it is not obvious."""
     bundle = state.current_bundle()
-    if reference:
-        st.caption(f"Measured against the original float model {reference} ({percent(ev.float_accuracy)}): the "
-                   "fine-tuned weights are a compressed model of it, not a new float model.")
-    if base.folded:
-        st.caption(f"Folding {base.folded} BatchNorm layer{'s' if base.folded != 1 else ''} into the conv before "
-                   f"{'them' if base.folded != 1 else 'it'} changes the float model's size by "
-                   f"{base.fold_change:+.1%} ({human_bytes(base.stored_bytes)} → {human_bytes(base.size_bytes)}): a "
-                   "re-parametrization, not compression. Sizes and ratios above compare with the folded float model.")
     if bundle.kind == "torchvision" and not pretrained.is_pretrained_name(bundle.name):
         names = dict(enumerate(bundle.class_names))
         st.info(f"{bundle.name} has **random weights** (nothing was downloaded): its float model predicts "
@@ -195,3 +187,11 @@ def _notes(ev: Evaluation, base: Baseline, reference: str | None, spread) -> Non
     elif ev.accuracy is None:
         st.caption("No labels for these inputs: KL and output SQNR against the float model are the headline; "
                    "agreement counts matching top-1 classes.")
+    if reference:
+        st.caption(f"Measured against the original float model {reference} ({percent(ev.float_accuracy)}): the "
+                   "fine-tuned weights are a compressed model of it, not a new float model.")
+    if base.folded:
+        st.caption(f"Folding {base.folded} BatchNorm layer{'s' if base.folded != 1 else ''} into the conv before "
+                   f"{'them' if base.folded != 1 else 'it'} changes the float model's size by "
+                   f"{base.fold_change:+.1%} ({human_bytes(base.stored_bytes)} → {human_bytes(base.size_bytes)}): a "
+                   "re-parametrization, not compression. Sizes and ratios above compare with the folded float model.")

@@ -274,11 +274,11 @@ def _finetune_results(job: Job) -> None:
     result = job.result
     before, after, float_acc = result.accuracy_before, result.accuracy_after, result.float_accuracy
     cols = st.columns(4)
-    cols[0].metric("Before fine-tuning", percent(before), delta=f"{(before - float_acc) * 100:+.2f} pts vs float")
-    cols[1].metric("After fine-tuning", percent(after), delta=f"{(after - before) * 100:+.2f} pts")
+    cols[0].metric("Before fine-tuning", percent(before), delta=f"{(before - float_acc) * 100:+.2f} pp vs float")
+    cols[1].metric("After fine-tuning", percent(after), delta=f"{(after - before) * 100:+.2f} pp")
     cols[2].metric("Float model", percent(float_acc))
     cols[3].metric("Size (before and after)", human_bytes(result.size_bytes),
-                   delta=f"{result.float_size_bytes / max(result.size_bytes, 1):.1f}x smaller than float",
+                   delta=f"{result.float_size_bytes / max(result.size_bytes, 1):.1f}× smaller than float",
                    delta_color="off", delta_arrow="off")
     st.plotly_chart(_history_figure(job), key="finetune_history")
     stopped = f", stopped after {len(result.history)} epochs" if result.stopped else ""
@@ -289,8 +289,10 @@ def _finetune_results(job: Job) -> None:
                f"{job.seconds:.1f} s{stopped}. The size does not change: same plan, new weights. "
                "The result is on the Trade-offs chart as a green triangle.")
     keep, reset, link = st.columns([1.3, 1.2, 1], vertical_alignment="center")
-    keep.button("Use the fine-tuned weights as the current model", key="finetune_keep", on_click=_keep, args=(job,),
-                icon=":material/check:", disabled=state.current_name() != job.model_name)
+    keep.button("Use the fine-tuned model", key="finetune_keep", on_click=_keep, args=(job,),
+                icon=":material/check:", disabled=state.current_name() != job.model_name,
+                help="Make the fine-tuned weights the current model (the plan is kept); Explore then compares "
+                     "them with the original float model.")
     if registry.is_derived(state.current_name()):
         reset.button("Back to the original model", key="finetune_reset", on_click=reset_model,
                      icon=":material/undo:")
@@ -307,7 +309,7 @@ def _distill_results(job: Job) -> None:
                    delta=f"{human_bytes(result.teacher_size_bytes)}, {result.teacher_params:,} parameters",
                    delta_color="off", delta_arrow="off")
     delta = None if result.baseline_accuracy is None else \
-        f"{(result.student_accuracy - result.baseline_accuracy) * 100:+.2f} pts vs without teacher"
+        f"{(result.student_accuracy - result.baseline_accuracy) * 100:+.2f} pp vs without teacher"
     cols[1].metric(f"Student {result.student_name}, distilled", percent(result.student_accuracy), delta=delta)
     cols[2].metric(f"Student {result.student_name}, labels only", percent(result.baseline_accuracy),
                    delta=f"{human_bytes(result.student_size_bytes)}, "
@@ -318,15 +320,16 @@ def _distill_results(job: Job) -> None:
     right.plotly_chart(finetune_plots.distill_figure(table), key="distill_chart")
     st.caption("Both students start from the same weights and see the same batches; only the teacher differs. "
                "On the digits data the teacher adds little over the labels: a difference of a few test images "
-               "(one image is 0.22 points) changes sign with the seed.")
+               "(one image is 0.22 pp) changes sign with the seed.")
     if result.student_name in student_names():
         meta = saved.TrainedMeta(kind="distilled", arch=result.student_name, num_classes=_classes(result.student),
                                  base=registry.base_name(job.model_name),
                                  description=f"{result.student_name} distilled from {display_name(job.model_name)}: "
                                              f"{percent(result.student_accuracy)}")
         use, download = st.columns([1.3, 2.2], vertical_alignment="center")
-        use.button("Use the distilled student as the current model", key="distill_keep", icon=":material/check:",
-                   on_click=_use_trained, args=(result.student, meta))
+        use.button("Use the distilled student", key="distill_keep", icon=":material/check:",
+                   on_click=_use_trained, args=(result.student, meta),
+                   help="Make the student the current model: a smaller float model of its own, to compress further.")
         with download:
             _download(result.student, meta, "the distilled student", "distill_download")
 

@@ -26,8 +26,8 @@ def _model_label(name: str) -> str:
     if registry.is_derived(name):
         return registry.label(name)
     if pretrained.is_pretrained_name(name):
-        return f"{pretrained.arch_of(name)} · torchvision, pretrained"
-    return name if name in zoo.SAMPLE_MODELS else f"{name} · torchvision, random weights"
+        return f"{pretrained.arch_of(name)} · pretrained"
+    return name if name in zoo.SAMPLE_MODELS else f"{name} · random weights"
 
 
 def _on_model_pick() -> None:
@@ -114,7 +114,8 @@ def _pretrained_section(bundle) -> None:
         return
     st.caption(f"Pretrained weights: {weights.file_name}{size} from {weights.host}, not downloaded. Nothing is "
                "downloaded unless you press the button; the file's checksum is verified before it is kept.")
-    if st.button(f"Download {weights.file_name}{size}", key="download_pretrained", icon=":material/download:"):
+    if st.button(f"Download pretrained weights{size.replace(',', ' ·')}", key="download_pretrained",
+                 icon=":material/download:", help=f"{weights.url} into {pretrained.cache_dir()}"):
         bar = st.progress(0.0, text=f"Connecting to {weights.host}…")
 
         def progress(done: int, total: int | None) -> None:
