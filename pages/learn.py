@@ -111,7 +111,8 @@ def layer_sections() -> None:
     largest = max(infos, key=lambda n: infos[n].n_weights)  # a histogram worth looking at
     cols = st.columns([3, 2, 2, 2, 2])
     name = cols[0].selectbox("Layer", list(infos), key="learn_layer", index=list(infos).index(largest),
-                             format_func=lambda n: f"{n} · {infos[n].kind} {tuple(infos[n].shape)}")
+                             format_func=lambda n: f"{n} · {'×'.join(map(str, infos[n].shape))}",
+                             help="Each layer with its weight shape (output channels first).")
     bits = cols[1].slider("bits", *learn.LEARN_BITS, value=4, key="learn_layer_bits",
                           help="4 bits by default: where the choice of clip range starts to matter.")
     scheme = cols[2].radio("scheme", SCHEMES, key="learn_layer_scheme",
@@ -132,7 +133,9 @@ def layer_sections() -> None:
     layer, sweep, methods = numbers
     tensor_row = layer.summary.iloc[0]
     cols = st.columns([3, 2, 2, 2, 2])
-    cols[0].metric("clip range [lo, hi]", f"[{layer.lo:.4g}, {layer.hi:.4g}]")
+    symmetric_range = abs(layer.lo + layer.hi) <= 1e-12 * max(abs(layer.hi), 1e-30)
+    cols[0].metric("clip range [lo, hi]", f"±{layer.hi:.3g}" if symmetric_range else f"[{layer.lo:.3g}, {layer.hi:.3g}]",
+                   help=f"[{layer.lo:.6g}, {layer.hi:.6g}]: weights outside saturate at its ends")
     cols[1].metric("scale s", f"{layer.scale:.4g}")
     cols[2].metric("zero-point z", layer.zero_point)
     cols[3].metric("MSE (per tensor)", f"{tensor_row['mse']:.3g}")
