@@ -102,6 +102,11 @@ def toy_section() -> tuple[torch.Tensor, int]:
     return weight, bits
 
 
+def _range_text(lo: float, hi: float) -> str:
+    """'±0.753' for a symmetric range, else '[-0.2, 0.75]': short enough for a metric tile."""
+    return f"±{hi:.3g}" if abs(lo + hi) <= 1e-9 * max(abs(hi), 1e-30) else f"[{lo:.3g}, {hi:.3g}]"
+
+
 def layer_sections() -> None:
     engine, plan = state.current_engine(), state.current_plan()
     infos = {info.name: info for info in engine.layers}
@@ -133,8 +138,7 @@ def layer_sections() -> None:
     layer, sweep, methods = numbers
     tensor_row = layer.summary.iloc[0]
     cols = st.columns([3, 2, 2, 2, 2])
-    symmetric_range = abs(layer.lo + layer.hi) <= 1e-12 * max(abs(layer.hi), 1e-30)
-    cols[0].metric("clip range [lo, hi]", f"±{layer.hi:.3g}" if symmetric_range else f"[{layer.lo:.3g}, {layer.hi:.3g}]",
+    cols[0].metric("clip range [lo, hi]", _range_text(layer.lo, layer.hi),
                    help=f"[{layer.lo:.6g}, {layer.hi:.6g}]: weights outside saturate at its ends")
     cols[1].metric("scale s", f"{layer.scale:.4g}")
     cols[2].metric("zero-point z", layer.zero_point)
@@ -163,7 +167,8 @@ def layer_sections() -> None:
                       key="learn_clip_ratio")
     current = clipping.clip_at(engine.reference_weight(name, plan.fold_bn)[0], bits, scheme, ratio)
     cols = st.columns(4)
-    cols[0].metric("clip range", f"[{current['lo']:.4g}, {current['hi']:.4g}]")
+    cols[0].metric("clip range", _range_text(current["lo"], current["hi"]),
+                   help=f"[{current['lo']:.6g}, {current['hi']:.6g}]")
     cols[1].metric("clipped weights", f"{current['clipped_fraction']:.2%}")
     cols[2].metric("clipping / rounding MSE", f"{current['clip_mse']:.3g} / {current['round_mse']:.3g}")
     cols[3].metric("total MSE", f"{current['mse']:.3g}")

@@ -136,3 +136,60 @@ def test_random_weight_model_leads_with_kl_and_waits_before_its_first_evaluation
     assert any("random weights" in info.value for info in at.info)
     assert "random weights" in at.sidebar.selectbox(key="model_picker").format_func("resnet18")
     assert at.query_params["n"] == "4"
+
+
+def test_link_to_a_model_this_server_lacks_is_completed_by_uploading_its_download():
+    import torch
+
+    from lightviz.recover import saved
+    from lightviz.ui import registry
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        student = zoo.build_architecture("digits-mlp").eval()
+    data = saved.to_bytes(student, saved.TrainedMeta(kind="distilled", arch="digits-mlp", num_classes=10,
+                                                     base="digits-cnn", description="a test student"))
+    name = f"digits-mlp{registry.DISTILLED}{registry._digest(student)}"
+    plan = uniform_plan(4)
+    at = _app(model=name, plan=plan_to_token(plan), n="100")
+    _clean(at)
+    assert any("which this server does not have" in w.value for w in at.warning)
+    assert at.session_state["model_name"] == "digits-cnn"
+    at.sidebar.file_uploader[0].set_value((f"{name}.safetensors", data, "application/octet-stream"))
+    next(b for b in at.sidebar.button if b.label == "Load model").click().run()
+    _clean(at)
+    assert at.session_state["model_name"] == name  # the same name: the link works again
+    assert at.session_state["plan"] == plan and at.session_state["eval_sizes"][name] == 100  # the rest of the link
+    expected = Engine(student).evaluate(plan, datasets.subset(datasets.eval_data_for(zoo.load_model("digits-cnn")),
+                                                              100))
+    assert _metric(at, "Accuracy").value == percent(expected.accuracy)
+
+
+def test_every_progress_update_is_a_point_where_an_obsolete_run_can_stop(monkeypatch):
+    """Streamlit stops a rerun made obsolete at the next element call: the evaluation touches the
+    page after every layer and batch even before its progress bar shows."""
+    from streamlit.delta_generator import DeltaGenerator
+
+    calls = []
+    original = DeltaGenerator.empty
+
+    def empty(self):
+        calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(DeltaGenerator, "empty", empty)
+    _app(model="digits-mlp")
+    assert len(calls) >= 8  # 3 layers compressed, 2 batches of float and of compressed logits, and the ends
+
+
+def test_glossary_on_every_page_and_captions_keep_their_capitals():
+    at = _app()
+    at.selectbox(key="range_method").set_value("entropy").run()
+    _clean(at)
+    assert any(caption.value == "TensorRT-style KL calibration over a 2048-bin histogram" for caption in at.caption)
+    for page in ("pages/explore.py", "pages/tradeoffs.py", "pages/learn.py"):
+        at.switch_page(page).run()
+        glossary = next(e for e in at.sidebar.expander if e.label == "Glossary")
+        text = " ".join(m.value for m in glossary.markdown)
+        assert all(f"**{term}**" in text for term in ("SQNR", "KL", "pp", "W8A32", "n:m", "bitmask")), page
+        assert "per channel" in text

@@ -101,17 +101,24 @@ def test_shared_link_restores_model_and_plan(server, page):
     assert f"plan={plan_to_token(plan)}" in page.url and "model=digits-mlp" in page.url
 
 
+CUT_TEXT = """() => [...document.querySelectorAll("[data-testid='stApp'] *")].filter(e =>
+    getComputedStyle(e).textOverflow === "ellipsis" && e.scrollWidth > e.clientWidth + 1 && e.innerText.trim())
+    .map(e => e.innerText.slice(0, 60))"""
+
+
 def _slider(page, label: str):
     return page.locator("[data-testid='stSlider']").filter(has_text=label).locator("input[type=range]").first
 
 
 def test_quick_key_presses_all_land(server, page):
     """Six presses ~100 ms apart on Bits, then on Sparsity: the controls end where the keys put them,
-    and the numbers are the engine's for that plan (a rerun must never reset a control mid-press)."""
+    and the numbers are the engine's for that plan (a rerun must never reset a control mid-press).
+    Then, on the same 1280x800 page: the layout fits, and Back returns to the previous plan."""
     from lightviz.core.engine import Engine, uniform_plan
     from lightviz.io.datasets import eval_data_for
     from lightviz.io.zoo import load_model
 
+    page.set_viewport_size({"width": 1280, "height": 800})  # a laptop screen: the layout checks below
     page.goto(server)
     settle(page)
     for label, key in (("Bits", "ArrowLeft"), ("Sparsity", "ArrowRight")):
@@ -131,6 +138,11 @@ def test_quick_key_presses_all_land(server, page):
     assert metric_value(page, "Accuracy") == f"{expected.accuracy:.2%}"
     assert "plan=" in page.url
     assert_no_exception(page, "quick key presses")
+    # at 1280x800: the layer table needs no sideways scrolling, no label is cut, no Deploy button
+    assert page.evaluate("""() => [...document.querySelectorAll("[data-testid='stDataFrame'] .dvn-scroller")]
+        .every(e => e.scrollWidth <= e.clientWidth)"""), "the layer table scrolls sideways at 1280 px"
+    assert page.evaluate(CUT_TEXT) == [], "labels cut with an ellipsis at 1280 px"
+    assert page.get_by_role("button", name="Deploy").count() == 0
     # the browser's Back button returns to the previous plan
     before = page.url
     bits.focus()
