@@ -123,3 +123,21 @@ def test_finetuned_model_is_compared_with_the_original_float_model_and_survives_
     again.run()
     assert not again.exception and not again.warning, [w.value for w in again.warning]
     assert again.session_state["model_name"] == name and again.session_state["plan"] == plan
+
+
+def test_distilled_student_can_be_downloaded_and_used():
+    at = _finetune_page()
+    at.radio(key="finetune_mode").set_value("Distill into a smaller model").run()
+    at.selectbox(key="kd_student").set_value("digits-cnn-tiny")
+    at.number_input(key="kd_epochs").set_value(1)
+    at.selectbox(key="kd_train_samples").set_value(128)
+    _button(at, "Start distillation").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(b.label.startswith("Download the distilled student") for b in at.get("download_button"))
+    _button(at, "Use the distilled student").click()
+    at.run()
+    name = at.session_state["model_name"]
+    assert name.startswith(f"digits-cnn-tiny{registry.DISTILLED}") and registry.get(name) is not None
+    at.switch_page("pages/explore.py").run()
+    assert not at.exception and at.metric  # a float model of its own: Explore evaluates it
