@@ -116,12 +116,12 @@ def test_link_restores_the_sample_count_and_says_what_it_cannot():
     at = _app(model="digits-cnn", plan=plan_to_token(plan), n="100", data="upload:mine.npz#0123456789ab")
     _clean(at)
     assert at.session_state["eval_sizes"]["digits-cnn"] == 100 and at.session_state["plan"] == plan
-    assert any("uploaded data set (mine.npz) that is not on this server" in w.value for w in at.warning)
+    assert any(r"uploaded data set (mine\.npz) that is not on this server" in w.value for w in at.warning)
     bundle = zoo.load_model("digits-cnn")
     expected = Engine(bundle.model).evaluate(plan, datasets.subset(datasets.eval_data_for(bundle), 100))
     assert _metric(at, "Accuracy").value == percent(expected.accuracy)
     at = _app(model="upload:mine.pth#0123abcd", plan=plan_to_token(plan))
-    assert any("uploaded model (mine.pth) that is not on this server" in w.value for w in at.warning)
+    assert any(r"uploaded model (mine\.pth) that is not on this server" in w.value for w in at.warning)
     assert at.session_state["model_name"] == "digits-cnn"
 
 
@@ -177,6 +177,10 @@ def test_every_progress_update_is_a_point_where_an_obsolete_run_can_stop(monkeyp
         calls.append(1)
         return original(self)
 
+    from lightviz.ui import loaders
+
+    for cached in (loaders.load_bundle, loaders.load_engine, loaders.load_eval_data):
+        cached.clear()  # a fresh engine: the float and compressed passes both run
     monkeypatch.setattr(DeltaGenerator, "empty", empty)
     _app(model="digits-mlp")
     assert len(calls) >= 8  # 3 layers compressed, 2 batches of float and of compressed logits, and the ends
@@ -193,3 +197,26 @@ def test_glossary_on_every_page_and_captions_keep_their_capitals():
         text = " ".join(m.value for m in glossary.markdown)
         assert all(f"**{term}**" in text for term in ("SQNR", "KL", "pp", "W8A32", "n:m", "bitmask")), page
         assert "per channel" in text
+
+
+def test_link_with_uploaded_data_is_completed_by_uploading_the_file():
+    import io
+
+    import numpy as np
+
+    from lightviz.ui import data_registry
+
+    test = datasets.digits_split()[1]
+    buffer = io.BytesIO()
+    np.savez(buffer, x=test.x[:60].numpy(), y=test.y[:60].numpy())
+    content = buffer.getvalue()
+    token = data_registry.token_for("mine.npz", content, (0, "", "", 0))  # the sidebar's default options
+    plan = uniform_plan(3)
+    at = _app(plan=plan_to_token(plan), n="40", data=token)
+    assert any(r"uploaded data set (mine\.npz)" in w.value for w in at.warning)  # as text, Markdown escaped
+    at.sidebar.file_uploader[1].set_value(("mine.npz", content, "application/octet-stream"))
+    next(b for b in at.sidebar.button if b.label == "Load data").click().run()
+    _clean(at)
+    assert at.query_params["data"] == token and at.session_state["eval_sizes"]["digits-cnn"] == 40
+    assert at.session_state["plan"] == plan
+    assert any("random subset of 40 of 60 samples" in caption.value for caption in at.sidebar.caption)

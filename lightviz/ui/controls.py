@@ -25,7 +25,7 @@ from lightviz.core.specs import (
 )
 from lightviz.io import pretrained
 from lightviz.ui import history, state
-from lightviz.ui.format import bytes_text, human_bytes, percent, sentence_case
+from lightviz.ui.format import bytes_text, human_bytes, percent, plain, sentence_case
 
 BITS_OPTIONS = list(range(1, 17)) + [state.FLOAT_BITS_LABEL]
 FLOAT_BITS = 32
@@ -99,7 +99,7 @@ def global_controls() -> None:
                  help=global_reason or HELP["global_prune"], **_change("global_prune"))
     has_bn = any(layer.bn is not None for layer in state.current_engine().layers)
     flags.toggle("Fold BatchNorm", key="fold_bn", disabled=not has_bn,
-                 help=HELP["fold_bn"] if has_bn else f"{state.current_name()} has no BatchNorm: nothing to fold.",
+                 help=HELP["fold_bn"] if has_bn else f"{plain(state.current_name())} has no BatchNorm: nothing to fold.",
                  **_change("fold_bn"))
     if ss.get("widget_error"):  # a refused value, said at the controls; the control shows the plan's value again
         st.error(ss.pop("widget_error"), icon=":material/block:")

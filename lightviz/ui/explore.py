@@ -107,7 +107,8 @@ def _clamp(key: str, upper: int) -> None:
 def histogram_section(engine: Engine, plan: Plan, table: pd.DataFrame) -> None:
     """Float and compressed weights of the selected layer (or one of its channels / groups)."""
     names = table["name"].tolist()
-    st.session_state.hist_layer = selected_layer(names)
+    if st.session_state.get("hist_layer") != selected_layer(names):  # written only when it differs
+        st.session_state.hist_layer = selected_layer(names)
     pick, scope, channel_col, group_col = st.columns([2.5, 2, 1.2, 1.2])
     name = pick.selectbox("Layer", names, key="hist_layer",
                           on_change=lambda: state.select_layer(st.session_state.hist_layer))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lightviz.ui import state
+from lightviz.ui.format import plain
 
 STARTED_KEY = "started_models"  # big models whose first evaluation the user asked for
 BIG_COST = 1e8  # weights x samples above which a model's first evaluation waits for a click
@@ -42,7 +43,7 @@ def require_started() -> None:
         return
     engine, data = state.current_engine(), state.current_data()
     weights = sum(layer.n_weights for layer in engine.layers)
-    st.info(f"{state.current_name()} is large ({weights / 1e6:.1f} M weights) and will run on {len(data):,} "
+    st.info(f"{plain(state.current_name())} is large ({weights / 1e6:.1f} M weights) and will run on {len(data):,} "
             f"{'inputs' if not data.labeled else 'samples'}: its first evaluation runs the float and the "
             "compressed model over all of them. Set **Evaluation samples** in the sidebar (or pick another "
             "model) first if you want fewer; changing a setting later cancels a run still going.",

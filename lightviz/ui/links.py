@@ -25,6 +25,7 @@ from lightviz.analysis.explore import interactive_cost_error
 from lightviz.core.specs import Plan, plan_from_token, plan_to_token
 from lightviz.io import pretrained, zoo
 from lightviz.ui import data_registry, history, registry
+from lightviz.ui.format import plain
 from lightviz.ui.loaders import load_engine
 
 PARAMS = ("model", "plan", "n", "data")
@@ -115,23 +116,24 @@ def _samples(text: str | None, messages: list[str]) -> int | None:
 
 
 def missing_model(name: str, shown: str) -> str:
-    """One plain sentence: which model the link used, why it is not here, what to do."""
+    """One plain sentence: which model the link used, why it is not here, what to do. Names
+    from the link are shown as text (Markdown escaped): a link is anyone's input."""
     if name.startswith(registry.UPLOAD_PREFIX):
-        return (f"This link used an uploaded model ({registry.label(name).rpartition(' · ')[0]}) that is not on this "
-                f"server: uploads last only while a server runs. Showing {shown}; upload the same file again "
+        return (f"This link used an uploaded model ({plain(registry.label(name).rpartition(' · ')[0])}) that is not "
+                f"on this server: uploads last only while a server runs. Showing {shown}; upload the same file again "
                 "(sidebar: Your own model and data) and the rest of the link is applied.")
     if registry.SEPARATOR in name or registry.DISTILLED in name:
-        return (f"This link used {registry.label(name)}, which this server does not have. Showing {shown}; "
+        return (f"This link used {plain(registry.label(name))}, which this server does not have. Showing {shown}; "
                 "upload that model's .safetensors download (sidebar: Your own model and data) to restore it.")
     if name.endswith("@pretrained"):
-        return (f"This link used {name.split('@')[0]} with pretrained weights, which are not downloaded on this "
-                f"server. Showing {shown} with random weights; download them in the sidebar (Pretrained weights) "
-                "to restore the link.")
-    return f"The link names an unknown model {name!r}; showing {shown}."
+        return (f"This link used {plain(name.split('@')[0])} with pretrained weights, which are not downloaded on "
+                f"this server. Showing {shown} with random weights; download them in the sidebar (Pretrained "
+                "weights) to restore the link.")
+    return f"The link names an unknown model ‘{plain(name)}’; showing {shown}."
 
 
 def missing_data(token: str) -> str:
-    name = data_registry.file_name(token)
+    name = plain(data_registry.file_name(token))
     return (f"This link used an uploaded data set ({name}) that is not on this server; showing the model's "
             f"default data. Upload {name} again (sidebar: Your own model and data) to restore it.")
 

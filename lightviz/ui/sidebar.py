@@ -155,7 +155,9 @@ def _eval_size_input() -> None:
         largest = default
         help_text = (f"A seeded random subset of the {default:,} samples (all by default). Fewer samples "
                      "keep a large model responsive; accuracy then moves in coarser steps.")
-    st.session_state[EVAL_SIZE_INPUT] = min(state.eval_size() or default, largest)
+    wanted = min(state.eval_size() or default, largest)
+    if st.session_state.get(EVAL_SIZE_INPUT) != wanted:  # written only when it differs (see state.write_widgets)
+        st.session_state[EVAL_SIZE_INPUT] = wanted
     st.number_input("Evaluation samples", min_value=1, max_value=largest, key=EVAL_SIZE_INPUT,
                     on_change=_on_eval_size, args=(default,), help=help_text)
 

@@ -151,16 +151,18 @@ def set_eval_size(n: int | None) -> None:
 
 def use_uploaded_data(data: datasets.EvalData | None, token: str | None = None) -> None:
     """Evaluate the current model on uploaded `data` (None: its default data again), all of it."""
-    ss, name = st.session_state, current_name()
+    ss, name, n = st.session_state, current_name(), None
     if data is None:
         ss.setdefault(USER_DATA_KEY, {}).pop(name, None)
         ss.setdefault(DATA_TOKEN_KEY, {}).pop(name, None)
     else:
         data_registry.register(token, data)
         ss.setdefault(USER_DATA_KEY, {})[name], ss.setdefault(DATA_TOKEN_KEY, {})[name] = data, token
-        if (ss.get("pending_link") or {}).get("data") == token:
-            ss.pending_link = None  # the link's missing data is here now
-    set_eval_size(None)
+        pending = ss.get("pending_link") or {}
+        if pending.get("data") == token:  # the link's missing data is here now: its sample count too
+            ss.pending_link = None
+            n = int(pending["n"]) if str(pending.get("n", "")).isdigit() else None
+    set_eval_size(n)
 
 
 def data_token() -> str | None:
