@@ -3,14 +3,12 @@ overrides through the widgets, model switches that keep overrides, links that re
 sample count and say what they could not, the float baseline, disabled controls, refused
 values, random-weight models and the wait before a big model's first evaluation."""
 
-import json
 
-import pytest
 from streamlit.proto.Metric_pb2 import Metric
 from streamlit.testing.v1 import AppTest
 
 from lightviz.core.engine import Engine, uniform_plan
-from lightviz.core.specs import LayerConfig, Plan, PruneSpec, QuantSpec, plan_to_token
+from lightviz.core.specs import Plan, QuantSpec, plan_to_token
 from lightviz.io import datasets, zoo
 from lightviz.ui.format import percent
 
