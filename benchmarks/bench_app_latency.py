@@ -33,6 +33,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Before torch loads, here as in the server: OpenMP threads that spin while waiting make torch many
+# times slower on a busy machine (the Makefile sets the same), and both sides must run alike.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 CHROMIUM = "/usr/bin/chromium"
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
