@@ -2,29 +2,32 @@
 
 import streamlit as st
 
-from lightviz.ui import act_controls, controls, explore, state
+from lightviz.ui import act_controls, controls, explore, gate, state
 
 state.through_router("pages/explore.py")  # opened by URL before the app first ran
 
 HINT = "change the setting you just made, or reset overrides"
 
 st.title("Explore")
+controls.undo_redo()
 controls.global_controls()
 act_controls.activation_controls()
-metrics_box = st.container()
+gate.require_started()  # a big model's first evaluation waits for a click
 engine, data, bundle = state.current_engine(), state.current_data(), state.current_bundle()
+state.absorb_layer_edits([layer.name for layer in engine.layers])  # the numbers come first: table edits too
+plan = state.current_plan()
+results = state.attempt(lambda: (state.current_evaluation(plan), state.current_baseline(plan)),
+                        "This plan could not be evaluated", HINT)
+if not results:
+    st.stop()
+controls.metrics_row(*results, plan)
+explore.reuse_caption(engine, plan, data)
 
 st.subheader("Layers")
-plan = state.attempt(lambda: explore.layer_editor(engine), "The layer table could not be built", HINT)
-with metrics_box:  # the progress bar of a long evaluation, then the numbers, show at the top
-    results = plan and state.attempt(lambda: (state.current_evaluation(plan), state.current_layer_table(plan)),
-                                     "This plan could not be evaluated", HINT)
-    if not results:
-        st.stop()
-    evaluation, table = results
-    controls.metrics_row(evaluation)
-    explore.reuse_caption(engine, plan, data)
-
+table = state.attempt(lambda: explore.layer_editor(engine), "The layer table could not be built", HINT)
+if table is None:
+    st.stop()
+plan = state.current_plan()
 explore.layer_charts(table)
 st.subheader("Weights of one layer")
 state.attempt(lambda: explore.histogram_section(engine, plan, table), "The histogram could not be drawn",

@@ -12,24 +12,43 @@ state.through_router("pages/learn.py")  # opened by URL before the app first ran
 
 state.init_state()  # idempotent: app.py does it too; the page also runs on its own
 NUM = {"format": "%.5g"}
+def TEXT(label: str, help: str | None = None):  # noqa: N802 - reads as a column type
+    """A column of numbers shown as text (learn.cell): whole numbers in full; `_fit` sets its width."""
+    return ("text", label, help)
+
+
+def _fit(frame, columns: dict) -> dict:
+    """Column config with every TEXT column as wide as its longest cell (8 px a character)."""
+    config = {}
+    for name, column in columns.items():
+        if isinstance(column, tuple):
+            _, label, help_text = column
+            longest = max([len(label)] + [len(str(v)) for v in frame[name]]) if name in frame else 4
+            column = st.column_config.TextColumn(label, help=help_text, width=24 + 8 * longest)
+        config[name] = column
+    return config
+
+
 STEP_COLUMNS = {
-    "w": st.column_config.NumberColumn("w", **NUM),
-    "w_over_s": st.column_config.NumberColumn("w·(1/s)", help="before rounding", **NUM),
-    "rounded": st.column_config.NumberColumn("round(·)+z", help="round half to even, plus z, before clamping"),
-    "q": st.column_config.NumberColumn("code q", help="clamped to the code range"),
+    "w": TEXT("w"),
+    "w_over_s": TEXT("w·(1/s)", help="before rounding"),
+    "rounded": TEXT("round(·)+z", help="round half to even, plus z, before clamping"),
+    "q": TEXT("code q", help="clamped to the code range"),
     "clamped": st.column_config.CheckboxColumn("clamped", help="the rounded code fell outside the code range"),
-    "w_hat": st.column_config.NumberColumn("ŵ = s(q−z)", **NUM),
-    "error": st.column_config.NumberColumn("error ŵ−w", **NUM),
+    "w_hat": TEXT("ŵ = s(q−z)"),
+    "error": TEXT("error ŵ−w"),
     "abs_error": None,
 }
+STEP_NUMBERS = ["w", "w_over_s", "rounded", "q", "w_hat", "error"]
 MISTAKE_COLUMNS = {
-    "w": st.column_config.NumberColumn("w", **NUM),
-    "wrong_q": st.column_config.NumberColumn("round(w·2^k)", help="the popular formula"),
+    "w": TEXT("w"),
+    "wrong_q": TEXT("round(w·2^k)", help="the popular formula"),
     "overflow": st.column_config.CheckboxColumn("overflows", help="outside the signed b-bit range"),
-    "wrong_w_hat": st.column_config.NumberColumn("read back", help="saturated to b bits, divided by 2^k", **NUM),
-    "q": st.column_config.NumberColumn("correct q", help="symmetric, per tensor"),
-    "w_hat": st.column_config.NumberColumn("correct ŵ", **NUM),
+    "wrong_w_hat": TEXT("read back", help="saturated to b bits, divided by 2^k"),
+    "q": TEXT("correct q", help="symmetric, per tensor"),
+    "w_hat": TEXT("correct ŵ"),
 }
+MISTAKE_NUMBERS = ["w", "wrong_q", "wrong_w_hat", "q", "w_hat"]
 METHOD_COLUMNS = {c: st.column_config.NumberColumn(c, **NUM) for c in ("ratio", "lo", "hi", "scale")} | {
     "clip_mse": st.column_config.NumberColumn("clipping MSE", **NUM),
     "round_mse": st.column_config.NumberColumn("rounding MSE", **NUM),
@@ -73,13 +92,19 @@ def toy_section() -> tuple[torch.Tensor, int]:
             for title, tex in steps.latex():
                 st.markdown(f"**{title}**")
                 st.latex(tex)
-            st.dataframe(steps.table, column_config=STEP_COLUMNS, hide_index=True)
+            cells = learn.display_cells(steps.table, STEP_NUMBERS)
+            st.dataframe(cells, column_config=_fit(cells, STEP_COLUMNS), hide_index=True)
             if steps.note:
                 st.caption(steps.note)
     charts.show(learn_plots.number_line(list(toy.values())), key="learn_number_line")
     st.caption("Each float value (blue) moves to the nearest level of the grid (orange). Drag bits down to 2–4 "
                "to see the grid and the rounding; the green band is what the codes cover.")
     return weight, bits
+
+
+def _range_text(lo: float, hi: float) -> str:
+    """'±0.753' for a symmetric range, else '[-0.2, 0.75]': short enough for a metric tile."""
+    return f"±{hi:.3g}" if abs(lo + hi) <= 1e-9 * max(abs(hi), 1e-30) else f"[{lo:.3g}, {hi:.3g}]"
 
 
 def layer_sections() -> None:
@@ -91,7 +116,8 @@ def layer_sections() -> None:
     largest = max(infos, key=lambda n: infos[n].n_weights)  # a histogram worth looking at
     cols = st.columns([3, 2, 2, 2, 2])
     name = cols[0].selectbox("Layer", list(infos), key="learn_layer", index=list(infos).index(largest),
-                             format_func=lambda n: f"{n} · {infos[n].kind} {tuple(infos[n].shape)}")
+                             format_func=lambda n: f"{n} · {'×'.join(map(str, infos[n].shape))}",
+                             help="Each layer with its weight shape (output channels first).")
     bits = cols[1].slider("bits", *learn.LEARN_BITS, value=4, key="learn_layer_bits",
                           help="4 bits by default: where the choice of clip range starts to matter.")
     scheme = cols[2].radio("scheme", SCHEMES, key="learn_layer_scheme",
@@ -112,7 +138,8 @@ def layer_sections() -> None:
     layer, sweep, methods = numbers
     tensor_row = layer.summary.iloc[0]
     cols = st.columns([3, 2, 2, 2, 2])
-    cols[0].metric("clip range [lo, hi]", f"[{layer.lo:.4g}, {layer.hi:.4g}]")
+    cols[0].metric("clip range [lo, hi]", _range_text(layer.lo, layer.hi),
+                   help=f"[{layer.lo:.6g}, {layer.hi:.6g}]: weights outside saturate at its ends")
     cols[1].metric("scale s", f"{layer.scale:.4g}")
     cols[2].metric("zero-point z", layer.zero_point)
     cols[3].metric("MSE (per tensor)", f"{tensor_row['mse']:.3g}")
@@ -140,7 +167,8 @@ def layer_sections() -> None:
                       key="learn_clip_ratio")
     current = clipping.clip_at(engine.reference_weight(name, plan.fold_bn)[0], bits, scheme, ratio)
     cols = st.columns(4)
-    cols[0].metric("clip range", f"[{current['lo']:.4g}, {current['hi']:.4g}]")
+    cols[0].metric("clip range", _range_text(current["lo"], current["hi"]),
+                   help=f"[{current['lo']:.6g}, {current['hi']:.6g}]")
     cols[1].metric("clipped weights", f"{current['clipped_fraction']:.2%}")
     cols[2].metric("clipping / rounding MSE", f"{current['clip_mse']:.3g} / {current['round_mse']:.3g}")
     cols[3].metric("total MSE", f"{current['mse']:.3g}")
@@ -165,7 +193,8 @@ def mistakes_section(weight: torch.Tensor, bits: int) -> None:
     left, right = st.columns(2)
     left.latex(r"w_q = \operatorname{round}(w \times 2^{k}) \quad \text{vs} \quad "
                r"q = \operatorname{round}(w \cdot \tfrac{1}{s})")
-    left.dataframe(table, hide_index=True, column_config=MISTAKE_COLUMNS)
+    cells = learn.display_cells(table, MISTAKE_NUMBERS)
+    left.dataframe(cells, hide_index=True, column_config=_fit(cells, MISTAKE_COLUMNS))
     charts.show(where=right, fig=learn_plots.mistakes_chart(table, bits), key="learn_mistakes_chart")
     example = learn.wrong_formula_table(torch.tensor([-10.0, -5.0, 10.0]), 8).iloc[1]  # DESIGN.md's example
     st.markdown(

@@ -2,12 +2,13 @@
 
 import streamlit as st
 
-from lightviz.ui import state, tradeoffs
+from lightviz.ui import gate, state, tradeoffs
 
 state.through_router("pages/tradeoffs.py")  # opened by URL before the app first ran
 
 st.title("Trade-offs")
 chosen = tradeoffs.sweep_form()
+gate.require_started()  # a big model's first evaluation waits for a click
 if chosen is not None:
     state.attempt(lambda: tradeoffs.run(chosen), "The sweep could not finish", "pick fewer or other values")
 tradeoffs.tradeoff_chart()

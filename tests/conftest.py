@@ -10,6 +10,13 @@ import torch
 os.environ.setdefault("LIGHTVIZ_DEVICE", "cpu")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_model_store(tmp_path_factory):
+    """Fine-tuned models the tests make are stored in a temporary folder, never in ~/.cache
+    (servers the browser tests start inherit it)."""
+    os.environ["LIGHTVIZ_MODEL_STORE"] = str(tmp_path_factory.mktemp("model-store"))
+
+
 @pytest.fixture(autouse=True)
 def _entrypoint_runs_every_time(monkeypatch):
     """Run app.py on every AppTest run, as the real server does.

@@ -88,11 +88,11 @@ def test_weight_histogram_many_levels_are_not_drawn_and_float_has_none(engine):
     assert floating.levels is None and floating.span is None and "float" in floating.note
 
 
-def test_weight_histogram_binary_has_three_levels(engine):
+def test_weight_histogram_binary_has_two_levels(engine):
     result = engine.compress_layer(uniform_plan(bits=1, granularity="tensor"), "4")
     hist = analysis.weight_histogram(result)
     alpha = float(result.qparams.scale[0])
-    np.testing.assert_allclose(hist.levels, [-alpha, 0.0, alpha], rtol=1e-6)
+    np.testing.assert_allclose(hist.levels, [-alpha, alpha], rtol=1e-6)  # sign(0) = +1: no level at 0
     assert hist.span is None and "binarized" in hist.note
 
 

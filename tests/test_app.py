@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 from lightviz.core.engine import Engine, uniform_plan
 from lightviz.core.specs import LayerConfig, Plan, QuantSpec, plan_to_token
 from lightviz.io import datasets, zoo
-from lightviz.ui.format import bytes_text, percent
+from lightviz.ui.format import bytes_text, human_bytes, percent
 
 TIMEOUT = 60
 
@@ -44,7 +44,9 @@ def _expect(at: AppTest, reference, name: str, plan: Plan) -> None:
     shown = _metrics(at)
     assert shown["Accuracy"] == percent(evaluation.accuracy)
     assert shown["Agreement with float"] == percent(evaluation.agreement)
-    assert shown["Size"] == bytes_text(evaluation.size_bytes)
+    assert shown["Size"] == human_bytes(evaluation.size_bytes)  # KiB/MiB as the sidebar; bytes in the tooltip
+    size = next(metric for metric in at.metric if metric.label == "Size")
+    assert bytes_text(evaluation.size_bytes) in size.proto.help
     assert shown["Bits per weight"] == f"{evaluation.avg_bits_per_weight:.2f}"
 
 

@@ -99,3 +99,59 @@ def test_shared_link_restores_model_and_plan(server, page):
     page.screenshot(path=str(ARTIFACTS / "shared-link.png"), full_page=True)
     # the URL keeps sharing the same plan after the page settles
     assert f"plan={plan_to_token(plan)}" in page.url and "model=digits-mlp" in page.url
+
+
+CUT_TEXT = """() => [...document.querySelectorAll("[data-testid='stApp'] *")].filter(e =>
+    getComputedStyle(e).textOverflow === "ellipsis" && e.scrollWidth > e.clientWidth + 1 && e.innerText.trim())
+    .map(e => e.innerText.slice(0, 60))"""
+
+
+def _slider(page, label: str):
+    return page.locator("[data-testid='stSlider']").filter(has_text=label).locator("input[type=range]").first
+
+
+def test_quick_key_presses_all_land(server, page):
+    """Six presses ~100 ms apart on Bits, then on Sparsity: the controls end where the keys put them,
+    and the numbers are the engine's for that plan (a rerun must never reset a control mid-press).
+    Then, on the same 1280x800 page: the layout fits, and Back returns to the previous plan."""
+    from lightviz.core.engine import Engine, uniform_plan
+    from lightviz.io.datasets import eval_data_for
+    from lightviz.io.zoo import load_model
+
+    page.set_viewport_size({"width": 1280, "height": 800})  # a laptop screen: the layout checks below
+    page.goto(server)
+    settle(page)
+    for label, key in (("Bits", "ArrowLeft"), ("Sparsity", "ArrowRight")):
+        slider = _slider(page, label)
+        slider.focus()
+        for _ in range(6):
+            page.keyboard.press(key)
+            page.wait_for_timeout(100)
+        settle(page)
+        page.wait_for_timeout(1000)  # anything still queued would move the slider now
+        settle(page)
+    bits, sparsity = _slider(page, "Bits"), _slider(page, "Sparsity")
+    assert bits.get_attribute("aria-valuetext") == "2", "Bits lost key presses"
+    assert sparsity.get_attribute("aria-valuetext") == "0.30", "Sparsity lost key presses"
+    bundle = load_model("digits-cnn")
+    expected = Engine(bundle.model).evaluate(uniform_plan(2, sparsity=0.3), eval_data_for(bundle))
+    assert metric_value(page, "Accuracy") == f"{expected.accuracy:.2%}"
+    assert "plan=" in page.url
+    assert_no_exception(page, "quick key presses")
+    # at 1280x800: the layer table needs no sideways scrolling, no label is cut, no Deploy button
+    assert page.evaluate("""() => [...document.querySelectorAll("[data-testid='stDataFrame'] .dvn-scroller")]
+        .every(e => e.scrollWidth <= e.clientWidth)"""), "the layer table scrolls sideways at 1280 px"
+    assert page.evaluate(CUT_TEXT) == [], "labels cut with an ellipsis at 1280 px"
+    assert page.get_by_role("button", name="Deploy").count() == 0
+    # the browser's Back button returns to the previous plan
+    before = page.url
+    bits.focus()
+    page.keyboard.press("ArrowLeft")  # 2 -> 1 bit: a new URL
+    page.wait_for_function("(url) => window.location.href !== url", arg=before)
+    settle(page)
+    page.go_back()
+    settle(page)
+    page.wait_for_timeout(500)
+    settle(page)
+    assert _slider(page, "Bits").get_attribute("aria-valuetext") == "2", "Back did not restore the plan"
+    assert page.url == before and metric_value(page, "Accuracy") == f"{expected.accuracy:.2%}"

@@ -71,8 +71,13 @@ def test_toy_steps_tensor_symmetric_1bit_is_binarization():
     steps = learn.toy_steps(TOY, bits=1, scheme="symmetric")
     alpha = TOY.abs().mean()
     assert steps.binary and steps.scale == float(alpha)
-    assert torch.equal(torch.tensor(steps.table["w_hat"].to_numpy(), dtype=torch.float32), torch.sign(TOY) * alpha)
+    assert torch.equal(torch.tensor(steps.table["w_hat"].to_numpy(), dtype=torch.float32),
+                       torch.where(TOY >= 0, 1.0, -1.0) * alpha)  # TOY holds a 0: it takes +alpha
     assert "binarization" in steps.latex()[0][0]
+    zeros = learn.toy_steps(torch.tensor([-1.0, 0.0, 2.0]), bits=1, scheme="symmetric")
+    assert zeros.table["q"].tolist() == [-1, 1, 1]  # sign(0) = +1: two levels, as the engine
+    assert sorted(set(zeros.table["w_hat"].tolist())) == [-1.0, 1.0]
+    assert r"\operatorname{sign}(0) = +1" in zeros.latex()[0][1]
 
 
 def test_toy_steps_tensor_asymmetric_clamps_at_3bits():
@@ -214,7 +219,8 @@ def test_figures_have_labeled_axes():
 
 
 def _toy_tables(at):
-    return at.dataframe[0].value, at.dataframe[1].value  # symmetric, asymmetric
+    """The symmetric and asymmetric step tables, codes read back from their text cells."""
+    return tuple(at.dataframe[i].value.assign(q=lambda t: t["q"].astype(int)) for i in (0, 1))
 
 
 def test_learn_page_runs_and_follows_the_library():
@@ -252,3 +258,21 @@ def test_learn_page_runs_and_follows_the_library():
     at.radio(key="learn_layer_scheme").set_value("symmetric").run()  # binarization: no sweep, no crash
     assert len(layers) > 1 and not at.exception and not at.error
     assert any("binarization" in info.value for info in at.info)
+
+
+def test_formulas_show_the_step_behind_each_number():
+    zeros = dict(learn.toy_steps(torch.zeros(3), bits=8, scheme="symmetric").latex())
+    assert r"\max\!\left(\frac{0}{127},\ 1.1921 \times 10^{-7}\right) = \epsilon = 1.1921 \times 10^{-7}" \
+        in zeros["2. Scale"]  # the eps floor, not "0/127 = 1.19e-7"
+    steps = learn.toy_steps(TOY, bits=8, scheme="asymmetric")
+    tex = dict(steps.latex())
+    assert r"\operatorname{round}(127.49999)" in tex["3. Zero-point"] and tex["3. Zero-point"].endswith(
+        f"= {steps.zero_point}\\end{{gathered}}")
+    assert tex["1. Range (zero always inside)"].count(r" \\ ") == 2  # w_min, w_max, codes: one line each
+
+
+def test_table_cells_show_whole_numbers_in_full():
+    steps = learn.toy_steps(torch.tensor([-1e6, 1e6, 0.5, 123456.0]), bits=8, scheme="symmetric")
+    cells = learn.display_cells(steps.table, ["w", "q", "w_hat"])
+    assert cells["w"].tolist() == ["-1000000", "1000000", "0.5", "123456"]
+    assert cells["q"].tolist() == ["-127", "127", "0", "16"]

@@ -129,7 +129,23 @@ def test_worked_example_from_design():
 def test_symmetric_one_bit_is_binarization():
     weight = torch.tensor([[1.0, -3.0, 2.0, 0.0], [0.5, 0.5, -0.5, 0.5]])
     got = fake_quantize(weight, QuantSpec(bits=1, granularity="channel"))
-    assert got.tolist() == [[1.5, -1.5, 1.5, 0.0], [0.5, 0.5, -0.5, 0.5]]  # sign(w) * mean|w| per row
+    # sign(w) * mean|w| per row, sign(0) = +1 (XNOR-Net): a 1-bit code has two levels, never 0
+    assert got.tolist() == [[1.5, -1.5, 1.5, 1.5], [0.5, 0.5, -0.5, 0.5]]
+    codes = quantize(weight, QuantSpec(bits=1, granularity="channel"))
+    assert codes.tolist() == [[1, -1, 1, 1], [1, 1, -1, 1]]
+
+
+def test_symmetric_one_bit_keeps_pruned_weights_zero_in_the_engine():
+    from torch import nn
+
+    from lightviz.core.engine import Engine, uniform_plan
+
+    model = nn.Sequential(nn.Linear(8, 4, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.arange(32.0).reshape(4, 8) - 15.5)
+    result = Engine(model).compress_layer(uniform_plan(1, sparsity=0.5), "0")
+    assert torch.equal(result.weight_hat == 0, ~result.mask)  # pruned: exactly 0; kept: ±alpha
+    assert set(result.weight_hat[result.mask].abs().unique().tolist()) <= set(result.qparams.scale.tolist())
 
 
 def test_asymmetric_one_bit_two_levels():

@@ -1,8 +1,10 @@
 """The per-layer table a user edits, and turning its edits into per-layer Plan overrides.
 
 The table shows each layer's configured settings (what the Plan says, not the effective
-float-ness: keep_float is its own column). An edit of a row overrides the default for that
-layer only; an edit back to the default removes the override.
+float-ness: keep_float is its own column; n:m sparsity as achieved, 1 - n/m). An edit of a
+cell overrides that one field of that layer (the Plan pins it); every other field keeps
+following the global default. An edit back to the default's value unpins the field, and a
+layer with no pinned field left has no override.
 
 >>> plan = Plan()
 >>> apply_layer_edits(plan, ["fc1", "fc2"], {0: {"bits": 4}}).overrides[0][0]
@@ -17,12 +19,16 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from lightviz.core.engine import Engine
-from lightviz.core.specs import LayerConfig, Plan
+from lightviz.core.overrides import config_fields
+from lightviz.core.specs import LayerConfig, Plan, PruneSpec
 
 FLOAT_BITS_LABEL = "float"
 BITS_CHOICES = [str(b) for b in range(1, 17)] + [FLOAT_BITS_LABEL]
 EDITABLE = ["bits", "scheme", "granularity", "sparsity", "keep_float"]
-EDITOR_COLUMNS = ["layer", "type", "shape", "params", *EDITABLE, "override", "storage"]
+EDITOR_COLUMNS = ["layer", "type", "shape", "params", *EDITABLE, "override", "pinned", "storage"]
+COLUMN_FIELDS = {"bits": "quant.bits", "scheme": "quant.scheme", "granularity": "quant.granularity",
+                 "sparsity": "prune.sparsity", "keep_float": "keep_float"}  # table column -> Plan field
+COLUMN_NAMES = {path: "float" if column == "keep_float" else column for column, path in COLUMN_FIELDS.items()}
 
 
 def bits_label(bits: int | None) -> str:
@@ -54,13 +60,25 @@ def layer_editor_frame(engine: Engine, plan: Plan, table: pd.DataFrame) -> pd.Da
     for layer in engine.layers:
         config = plan.config_for(layer.name)
         rows.append({
-            "layer": layer.name, "type": f"{layer.kind} · {layer.role}", "shape": "×".join(map(str, layer.shape)),
+            "layer": layer.name, "type": layer.role, "shape": "×".join(map(str, layer.shape)),
             "params": layer.n_weights, "bits": bits_label(config.quant.bits), "scheme": config.quant.scheme,
-            "granularity": config.quant.granularity, "sparsity": config.prune.sparsity,
+            "granularity": config.quant.granularity, "sparsity": shown_sparsity(config.prune),
             "keep_float": config.keep_float, "override": layer.name in overridden,
+            "pinned": ", ".join(COLUMN_NAMES.get(path, path.split(".")[-1]) for path in plan.pins_for(layer.name)),
             "storage": formats.get(layer.name, ""),
         })
     return pd.DataFrame(rows, columns=EDITOR_COLUMNS)
+
+
+def shown_sparsity(prune: PruneSpec) -> float:
+    """The sparsity a layer gets: n:m keeps n of every m, so 0.65 at m = 4 is 1:4, 0.75.
+
+    >>> shown_sparsity(PruneSpec(sparsity=0.65, method="n:m")), shown_sparsity(PruneSpec(sparsity=0.65))
+    (0.75, 0.65)
+    """
+    if prune.method == "n:m":
+        return 1 - prune.n / prune.m
+    return prune.sparsity
 
 
 def apply_layer_edits(plan: Plan, names: Sequence[str], edited_rows: Mapping[Any, Mapping[str, Any]]) -> Plan:
@@ -88,7 +106,10 @@ def apply_layer_edits(plan: Plan, names: Sequence[str], edited_rows: Mapping[Any
             config = edit_config(plan.config_for(name), changes)
         except ValueError as error:
             raise ValueError(f"layer {name}: {error}") from None
-        plan = plan.with_override(name, config)
+        edited = {COLUMN_FIELDS[column] for column in changes}
+        now, default = config_fields(config), config_fields(plan.default)
+        pins = (set(plan.pins_for(name)) | edited) - {path for path in edited if now[path] == default[path]}
+        plan = plan.with_override(name, config, pinned=tuple(pins))
     return plan
 
 

@@ -143,7 +143,8 @@ def weight_histogram(result: LayerResult, channel: int | None = None, group: int
         all_levels, scale = _levels(quant, result.qparams, block)
         step = scale
         if quant.bits == 1 and quant.scheme == "symmetric":
-            note = f"binarized: sign(w) * mean|w| = ±{scale:.4g} (pruned and zero weights stay 0)"
+            note = (f"binarized: sign(w) * mean|w| = ±{scale:.4g}, two levels (a zero weight takes +{scale:.4g}, "
+                    "as XNOR-Net; pruned weights stay 0)")
         else:
             span = (float(all_levels[0]), float(all_levels[-1]))
             kept_w = w[kept]
@@ -188,8 +189,8 @@ def _levels(quant: QuantSpec, qparams, block: int) -> tuple[np.ndarray, float]:
     """Every value block `block` can dequantize to, ascending, and its scale."""
     scale = qparams.scale[block].reshape(1).cpu()  # float32, as the kernels compute
     zero_point = float(qparams.zero_point[block])
-    if quant.bits == 1 and quant.scheme == "symmetric":  # sign(w) * alpha
-        values = torch.tensor([-1.0, 0.0, 1.0]) * scale
+    if quant.bits == 1 and quant.scheme == "symmetric":  # sign(w) * alpha, sign(0) = +1: two levels
+        values = torch.tensor([-1.0, 1.0]) * scale
     else:
         qmin, qmax = code_range(quant)
         values = (torch.arange(qmin, qmax + 1, dtype=torch.float32) - zero_point) * scale

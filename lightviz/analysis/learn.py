@@ -31,7 +31,9 @@ import torch
 
 from lightviz.core import metrics
 from lightviz.core.quant import (
+    EPS,
     QParams,
+    binary_sign,
     choose_qparams,
     clip_range,
     code_range,
@@ -54,13 +56,31 @@ def _fmt(x: float, digits: int = 5) -> str:
     return f"{float(x):.{digits}g}".replace("e-0", "e-").replace("e+0", "e+")
 
 
-def _tex(x: float) -> str:
+def _tex(x: float, digits: int = 5) -> str:
     """A number in LaTeX: scientific notation as a x 10^{k}."""
-    text = _fmt(x)
+    text = _fmt(x, digits)
     if "e" in text:
         mantissa, exp = text.split("e")
         return rf"{mantissa} \times 10^{{{int(exp)}}}"
     return text
+
+
+def cell(x: object) -> str:
+    """How a table cell shows a number: whole numbers in full, others to 6 significant digits.
+
+    >>> cell(-1e6), cell(123456.0), cell(6.375e-05), cell(0.5), cell(True)
+    ('-1000000', '123456', '6.375e-05', '0.5', 'True')
+    """
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        return str(x)
+    if float(x).is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return f"{float(x):.6g}"
+
+
+def display_cells(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """`frame` with the numeric `columns` as text (`cell`): a narrow column never cuts a number."""
+    return frame.assign(**{column: frame[column].map(cell) for column in columns if column in frame})
 
 
 # --- the toy tensor ----------------------------------------------------------------------
@@ -197,7 +217,7 @@ class QuantSteps:
             return [
                 ("1. Range: 1 bit symmetric is binarization (XNOR-Net)",
                  rf"\alpha = \operatorname{{mean}}|w| = {_tex(self.scale)}, \quad q \in \{{-1, +1\}}"
-                 r" \text{ (and } \operatorname{sign}(0) = 0\text{)}"),
+                 r" \text{ (and } \operatorname{sign}(0) = +1\text{)}"),
                 ("2. Scale", rf"s = \alpha = {s}"),
                 ("3. Zero-point", r"z = 0"),
                 ("4. Codes", rf"q = \operatorname{{sign}}(w), \quad q({w}) = {q}"),
@@ -209,17 +229,19 @@ class QuantSteps:
             amax = max(-self.lo, self.hi)
             range_tex = _lines(rf"\text{{amax}} = \max|w| = {_tex(amax)}",
                                rf"q \in [-(2^{{{b}-1}}-1),\ 2^{{{b}-1}}-1] = [{self.qmin}, {self.qmax}]")
-            scale_tex = (rf"s = \max\!\left(\frac{{\text{{amax}}}}{{2^{{{b}-1}}-1}}, \epsilon\right)"
-                         rf" = \frac{{{_tex(amax)}}}{{{self.qmax}}} = {s}")
+            scale_tex = _lines(rf"s = \max\!\left(\frac{{\text{{amax}}}}{{2^{{{b}-1}}-1}}, \epsilon\right)",
+                               self._scale_step(amax, self.qmax))
             zero_tex = r"z = 0 \quad \text{(zero is exact)}"
         else:
-            range_tex = _lines(rf"w_{{\min}} = \min(w, 0) = {_tex(self.lo)}, \quad "
+            range_tex = _lines(rf"w_{{\min}} = \min(w, 0) = {_tex(self.lo)}",
                                rf"w_{{\max}} = \max(w, 0) = {_tex(self.hi)}",
                                rf"q \in [0,\ 2^{{{b}}}-1] = [0, {self.qmax}]")
-            scale_tex = (rf"s = \max\!\left(\frac{{w_{{\max}} - w_{{\min}}}}{{2^{{{b}}}-1}}, \epsilon\right)"
-                         rf" = \frac{{{_tex(self.hi - self.lo)}}}{{{self.qmax}}} = {s}")
-            zero_tex = (r"z = \operatorname{clamp}\!\left(-\operatorname{round}\!\left(\frac{w_{\min}}{s}\right),"
-                        rf" 0, {self.qmax}\right) = {z}")
+            scale_tex = _lines(rf"s = \max\!\left(\frac{{w_{{\max}} - w_{{\min}}}}{{2^{{{b}}}-1}}, \epsilon\right)",
+                               self._scale_step(self.hi - self.lo, self.qmax))
+            z_raw = -float(torch.tensor(self.lo, dtype=torch.float32) / torch.tensor(self.scale, dtype=torch.float32))
+            zero_tex = _lines(r"z = \operatorname{clamp}\!\left(-\operatorname{round}\!\left(\frac{w_{\min}}{s}\right),"
+                              rf" 0, {self.qmax}\right)",
+                              rf"= \operatorname{{clamp}}(\operatorname{{round}}({_tex(z_raw, 8)}), 0, {self.qmax}) = {z}")
         example = rf"q({w}) = \operatorname{{round}}({_tex(row['w_over_s'])}) + {z} = {int(row['rounded'])}"
         if row["clamped"]:
             example += rf" \;\to\; \text{{clamped to }} {q}"
@@ -231,10 +253,17 @@ class QuantSteps:
             ("4. Integer codes (round half to even)",
              _lines(r"q = \operatorname{clamp}(\operatorname{round}(w \cdot \tfrac{1}{s}) + z,"
                     rf"\ {self.qmin},\ {self.qmax})", example)),
-            ("5. Dequantize", rf"\hat w = s\,(q - z) = {s} \times ({q} - {z}) = {w_hat}"),
+            ("5. Dequantize", _lines(r"\hat w = s\,(q - z)", rf"= {s} \times ({q} - {z}) = {w_hat}")),
             ("6. Error",
-             rf"\max|w - \hat w| = {_tex(self.max_error)} {bound} \frac{{s}}{{2}} = {_tex(self.half_step)}"),
+             _lines(rf"\max|w - \hat w| = {_tex(self.max_error)}", rf"{bound} \frac{{s}}{{2}} = {_tex(self.half_step)}")),
         ]
+
+    def _scale_step(self, span: float, qmax: int) -> str:
+        """'= max(10/127, eps) = 0.07874': the step that gave s, eps shown when it wins."""
+        ratio = span / qmax if qmax else 0.0
+        tail = rf"= \epsilon = {_tex(self.scale)}" if self.scale > ratio * (1 + 1e-6) else rf"= {_tex(self.scale)}"
+        return (rf"= \max\!\left(\frac{{{_tex(span)}}}{{{qmax}}},\ {_tex(float(EPS))}\right) {tail}"
+                if self.scale > ratio * (1 + 1e-6) else rf"= \frac{{{_tex(span)}}}{{{qmax}}} {tail}")
 
 
 def _lines(*lines: str) -> str:
@@ -260,7 +289,7 @@ def quant_steps(weight: torch.Tensor, spec: QuantSpec) -> QuantSteps:
     scale = qparams.scale.reshape(())
     lo, hi = covered_range(lo.reshape(-1)[0], hi.reshape(-1)[0], spec)
     if is_binary(spec):
-        w_over_s = torch.sign(flat)
+        w_over_s = binary_sign(flat)
         lo, hi = -float(scale), float(scale)
     else:
         w_over_s = torch.mul(flat, torch.reciprocal(scale))  # as the kernels: w * (1/s)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,6 +120,7 @@ class Engine:
         self._logits: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._lock = threading.RLock()  # a Streamlit server shares one engine across sessions
         self._calibration = CalibrationCache()  # activation ranges (lightviz/core/activations.py)
+        self._fidelity_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # LayerResult -> metrics
         self.float_size_bytes = state_bytes(model.state_dict())
         self.stats = {"hits": 0, "misses": 0}
         self.prefix_bytes = int(prefix_bytes)
@@ -194,6 +196,8 @@ class Engine:
         pruned = weight if mask is None else weight * mask
         qparams = None if quant.bits is None else choose_qparams(pruned, quant, layer.axis)
         weight_hat = pruned.clone() if qparams is None else fake_quantize(pruned, quant, layer.axis, qparams)
+        if mask is not None and qparams is not None:  # 1-bit codes map 0 to +s: pruned weights stay 0
+            weight_hat.mul_(mask)
         size = weight_size(layer.shape, quant, mask, prune, layer.axis, 0 if bias is None else bias.numel())
         return LayerResult(layer, quant, prune, weight, weight_hat, mask, qparams, size)
 
@@ -362,11 +366,22 @@ class Engine:
             avg_bits_per_weight=sum(r.size.weight_bits for r in results.values()) / max(n_weights, 1),
         )
 
+    def _fidelity(self, r: LayerResult) -> dict:
+        """Weight error metrics of one cached layer result, computed once per result."""
+        with self._lock:
+            found = self._fidelity_cache.get(r)
+        if found is None:
+            found = metrics.weight_fidelity(r.weight, r.weight_hat)
+            with self._lock:
+                self._fidelity_cache[r] = found
+        return found
+
     def layer_table(self, plan: Plan) -> pd.DataFrame:
         """One row per layer; columns documented in LAYER_COLUMNS."""
         rows = []
         for name, r in self.compress_layers(plan).items():
             config = plan.config_for(name)
+            fidelity = self._fidelity(r)
             rows.append({
                 "name": name, "type": r.layer.kind, "role": r.layer.role, "shape": "x".join(map(str, r.layer.shape)),
                 "params": r.layer.n_weights, "bits": r.quant.bits, "scheme": config.quant.scheme,
@@ -374,10 +389,9 @@ class Engine:
                 "sparsity": config.effective_prune.sparsity if not plan.global_prune else r.prune.sparsity,
                 "prune_method": config.prune.method, "keep_float": config.keep_float,
                 "overridden": name in dict(plan.overrides), "bn_folded": plan.fold_bn and r.layer.bn is not None,
-                "achieved_sparsity": metrics.sparsity(r.weight_hat), "format": r.size.format,
-                "mse": metrics.mse(r.weight, r.weight_hat), "sqnr_db": metrics.sqnr_db(r.weight, r.weight_hat),
-                "cosine": metrics.cosine_similarity(r.weight, r.weight_hat),
-                "max_abs_error": metrics.max_abs_error(r.weight, r.weight_hat),
+                "achieved_sparsity": fidelity["achieved_sparsity"], "format": r.size.format,
+                "mse": fidelity["mse"], "sqnr_db": fidelity["sqnr_db"], "cosine": fidelity["cosine"],
+                "max_abs_error": fidelity["max_abs_error"],
                 "size_bytes": r.size.total_bytes, "float_size_bytes": (r.size.n_weights * 32 + r.size.bias_bits) // 8,
                 "bits_per_weight": r.size.bits_per_weight,
                 "value_bytes": r.size.value_bits / 8, "qparam_bytes": r.size.qparam_bits / 8,

@@ -50,6 +50,29 @@ def sparsity(test: torch.Tensor) -> float:
     return float((test == 0).sum()) / max(test.numel(), 1)
 
 
+def weight_fidelity(reference: torch.Tensor, test: torch.Tensor) -> dict[str, float]:
+    """mse, sqnr_db, cosine, max_abs_error and achieved_sparsity at once: the same numbers as the
+    functions above, with one float64 copy of each tensor instead of one per metric (a
+    resnet18's layer table is several times faster).
+
+    >>> w = torch.tensor([1.0, -2.0, 3.0])
+    >>> fid = weight_fidelity(w, w + 0.1)
+    >>> fid["sqnr_db"] == sqnr_db(w, w + 0.1), fid["mse"] == mse(w, w + 0.1)
+    (True, True)
+    """
+    if reference.numel() == 0:
+        return {"mse": 0.0, "sqnr_db": math.inf, "cosine": 1.0, "max_abs_error": 0.0, "achieved_sparsity": 0.0}
+    a, b = reference.double().reshape(-1), test.double().reshape(-1)
+    error = (a - b).square_()
+    signal, noise = float(torch.sum(a ** 2)), float(torch.sum(error))
+    sqnr = math.inf if noise == 0.0 else -math.inf if signal == 0.0 else 10.0 * math.log10(signal / noise)
+    norm_a, norm_b = a.norm(), b.norm()
+    norms = float(norm_a * norm_b)
+    cosine = (1.0 if float(norm_a) == float(norm_b) else 0.0) if norms == 0.0 else float(a @ b) / norms
+    return {"mse": float(torch.mean(error)), "sqnr_db": sqnr, "cosine": cosine,
+            "max_abs_error": max_abs_error(reference, test), "achieved_sparsity": sparsity(test)}
+
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy: fraction of rows whose argmax is the label."""
     _require_rows(logits)

@@ -8,6 +8,10 @@ The math (DESIGN.md), for b bits and a block with clip range [lo, hi] (lo <= 0 <
 | symmetric  | -(2^(b-1) - 1) .. 2^(b-1) - 1 | max(max(-lo, hi) / (2^(b-1)-1), eps) | 0                        |
 | sym, b = 1 | -1, +1 (binarization)         | mean(|w|) of the block           | 0                            |
 
+1-bit symmetric codes are sign(w) with sign(0) = +1 (XNOR-Net): a 1-bit code has two levels,
+so a zero weight takes +s, never a third level 0 (the engine re-applies pruning masks after
+quantization, so pruned weights still stay exactly zero).
+
 q = clamp(round(w * (1/s)) + z, codes) with round-half-to-even, dequantized s * (q - z): the
 same float32 operations as torch.fake_quantize_per_{tensor,channel}_affine, so results are
 bit-exact with torch.ao's observers followed by those kernels.
@@ -86,7 +90,7 @@ def quantize(weight: torch.Tensor, spec: QuantSpec, axis: int = 0,
 
     def codes(part: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
         if _is_binary(spec):
-            return torch.sign(part)
+            return binary_sign(part)
         q = torch.mul(part, torch.reciprocal(scale)).round_().add_(zero_point)
         return q.clamp_(qmin, qmax)
 
@@ -127,7 +131,7 @@ def fake_quantize(weight: torch.Tensor, spec: QuantSpec, axis: int = 0,
 
     def roundtrip(part: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
         if _is_binary(spec):
-            return torch.sign(part).mul_(scale)
+            return binary_sign(part).mul_(scale)
         q = torch.mul(part, torch.reciprocal(scale)).round_()  # x * (1/s), as torch's kernels
         if symmetric and unclipped:  # |x| <= amax, so |x/s| <= qmax: nothing to clamp
             return q.mul_(scale)
@@ -329,6 +333,15 @@ def _kl_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(p > 0, p * np.log(p / q), 0.0)
     return terms.sum(axis=1)
+
+
+def binary_sign(weight: torch.Tensor) -> torch.Tensor:
+    """The 1-bit code of each value: +1 for w >= 0 (zero included, as XNOR-Net), -1 below.
+
+    >>> binary_sign(torch.tensor([-0.5, 0.0, 2.0])).tolist()
+    [-1.0, 1.0, 1.0]
+    """
+    return torch.where(weight >= 0, 1.0, -1.0).to(weight.dtype if weight.is_floating_point() else torch.float32)
 
 
 def _is_binary(spec: QuantSpec) -> bool:

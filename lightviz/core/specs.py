@@ -21,6 +21,8 @@ import zlib
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
+from lightviz.core.overrides import changed_fields, config_fields, merged, with_fields
+
 SCHEMES = ("symmetric", "asymmetric")
 GRANULARITIES = ("tensor", "channel", "group")
 RANGE_METHODS = ("minmax", "percentile", "mse", "entropy")
@@ -227,6 +229,12 @@ class Plan:
             deployed int8 models do.
         activations: quantize the input of every compressible layer (None: keep them float).
             Absent from the JSON when None, so plans saved before it existed load unchanged.
+        pinned: {layer name: the fields of its override the user set}, as paths of
+            `config_fields` ("quant.bits", "prune.sparsity", "keep_float"). Overrides are per
+            field: when the default changes (`with_default`), an overridden layer keeps its
+            pinned fields and follows the default in every other one. A layer not listed pins
+            the fields where its config differs from the default. In the JSON only where that
+            is not already so (a field pinned at the default's value).
     """
 
     default: LayerConfig = field(default_factory=LayerConfig)
@@ -234,6 +242,7 @@ class Plan:
     global_prune: bool = False
     fold_bn: bool = True
     activations: ActivationSpec | None = None
+    pinned: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.activations, Mapping):
@@ -253,24 +262,67 @@ class Plan:
             if not isinstance(pairs[name], LayerConfig):
                 raise ValueError(f"override for {name!r} must be a LayerConfig")
         object.__setattr__(self, "overrides", tuple(sorted(pairs.items())))
+        object.__setattr__(self, "pinned", self._normalized_pins())
         for flag in ("global_prune", "fold_bn"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"{flag} must be True or False; got {getattr(self, flag)!r}")
 
+    def _normalized_pins(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """Validated pins, one entry per override: given ones, else the fields that differ."""
+        given = self.pinned.items() if isinstance(self.pinned, Mapping) else self.pinned
+        given = {name: paths for name, paths in given}
+        known = set(config_fields(self.default))
+        pins = []
+        for name, config in self.overrides:
+            paths = given.get(name)
+            if paths is None:
+                paths = changed_fields(self.default, config)
+            if isinstance(paths, str) or not all(isinstance(p, str) and p in known for p in paths):
+                raise ValueError(f"pinned fields of {name!r} must be a list of {sorted(known)}; got {paths!r}")
+            pins.append((name, tuple(sorted(set(paths)))))
+        return tuple(pins)  # pins of layers without an override are dropped: nothing to pin
+
     def config_for(self, name: str) -> LayerConfig:
         return dict(self.overrides).get(name, self.default)
 
-    def with_override(self, name: str, config: LayerConfig | None) -> Plan:
-        """A new Plan where `name` gets `config` (None removes its override)."""
-        pairs = dict(self.overrides)
-        if config is None or config == self.default:
+    def pins_for(self, name: str) -> tuple[str, ...]:
+        """The fields the override of `name` pins (empty without an override)."""
+        return dict(self.pinned).get(name, ())
+
+    def with_override(self, name: str, config: LayerConfig | None, pinned: tuple[str, ...] | None = None) -> Plan:
+        """A new Plan where `name` gets `config` (None removes its override).
+
+        Args:
+            pinned: the fields of `config` the user set (see `config_fields`); default: those
+                that differ from the plan's default. With nothing pinned and `config` equal to
+                the default, the override goes.
+        """
+        pairs, pins = dict(self.overrides), dict(self.pinned)
+        pinned = changed_fields(self.default, config) if pinned is None and config is not None else pinned
+        if config is None or (config == self.default and not pinned):
             pairs.pop(name, None)
+            pins.pop(name, None)
         else:
-            pairs[name] = config
-        return replace(self, overrides=tuple(pairs.items()))
+            pairs[name], pins[name] = config, tuple(pinned)
+        return replace(self, overrides=tuple(pairs.items()), pinned=tuple(pins.items()))
 
     def with_default(self, config: LayerConfig) -> Plan:
-        return replace(self, default=config)
+        """A new Plan with default `config`: each override keeps its pinned fields and takes
+        every other field from the new default (an override left with no pin goes).
+
+        >>> plan = Plan().with_override("fc1", LayerConfig(quant=QuantSpec(bits=4)))
+        >>> rebased = plan.with_default(LayerConfig(quant=QuantSpec(scheme="asymmetric")))
+        >>> rebased.config_for("fc1").quant.label, rebased.pins_for("fc1")
+        ('int4 asym/channel', ('quant.bits',))
+        """
+        pairs, pins = [], []
+        for name, old in self.overrides:
+            paths = self.pins_for(name)
+            if paths:
+                old_values = config_fields(old)
+                pairs.append((name, with_fields(config, {path: old_values[path] for path in paths})))
+                pins.append((name, paths))
+        return replace(self, default=config, overrides=tuple(pairs), pinned=tuple(pins))
 
     def to_dict(self) -> dict:
         data = {
@@ -281,6 +333,10 @@ class Plan:
         }
         if self.activations is not None:  # absent when float: older plans and links stay identical
             data["activations"] = asdict(self.activations)
+        extra_pins = {name: list(paths) for name, paths in self.pinned
+                      if paths != changed_fields(self.default, self.config_for(name))}
+        if extra_pins:  # absent when every pin is a difference from the default (the usual case)
+            data["pinned"] = extra_pins
         return data
 
     def to_json(self, indent: int | None = None) -> str:
@@ -295,6 +351,14 @@ class Plan:
         if unknown:
             raise ValueError(f"unknown plan keys {sorted(unknown)}; allowed: {sorted(allowed)}")
         try:
+            data = dict(data)
+            overrides = data.get("overrides")
+            if isinstance(overrides, Mapping) and any(isinstance(c, Mapping) for c in overrides.values()):
+                # a partial override ({"quant": {"bits": 4}}) takes its other fields from the default
+                default = data.get("default", LayerConfig())
+                base = asdict(default if isinstance(default, LayerConfig) else LayerConfig(**default))
+                data["overrides"] = {name: merged(base, config) if isinstance(config, Mapping) else config
+                                     for name, config in overrides.items()}
             return cls(**data)
         except TypeError as error:  # unknown nested keys
             raise ValueError(f"invalid plan: {error}") from None

@@ -83,24 +83,26 @@ def layer_sqnr_figure(table: pd.DataFrame, selected: str | None = None) -> go.Fi
         fig.update_layout(annotations=[dict(x=n, y=y, text=t, showarrow=False, yanchor="bottom", font=dict(size=11))
                                        for n, y, t in zip(names, shown, text)])
     fig.update_xaxes(type="category")
-    return layout(fig, "Weight error per layer (higher is better) · click a bar", "layer", "SQNR (dB)")
+    return layout(fig, "Weight SQNR per layer (higher = less error)", "layer", "SQNR (dB)")
 
 
 def layer_size_figure(table: pd.DataFrame, selected: str | None = None) -> go.Figure:
     """Storage per layer stacked by part, with each layer's float32 size marked."""
     names = table["name"].tolist()
     fig = go.Figure()
-    for (column, part), color in zip(SIZE_PARTS.items(), PART_COLORS):
-        fig.add_bar(x=names, y=table[column], name=part, customdata=names,
+    for (column, part), color in zip(SIZE_PARTS.items(), PART_COLORS):  # KiB on the axis, bytes on hover
+        fig.add_bar(x=names, y=table[column] / 1024, name=part, customdata=names,
+                    hovertext=[f"{value:,.0f} bytes" for value in table[column]],
                     marker=dict(color=color, opacity=_bar_opacity(names, selected)),
-                    hovertemplate=f"%{{x}}<br>{part}: %{{y:,.0f}} bytes<extra></extra>")
-    fig.add_scatter(x=names, y=table["float_size_bytes"], mode="markers", name="float32 size", customdata=names,
+                    hovertemplate=f"%{{x}}<br>{part}: %{{y:,.2f}} KiB (%{{hovertext}})<extra></extra>")
+    fig.add_scatter(x=names, y=table["float_size_bytes"] / 1024, mode="markers", name="float32 size", customdata=names,
+                    hovertext=[f"{value:,.0f} bytes" for value in table["float_size_bytes"]],
                     marker=dict(symbol="line-ew", size=max(6, min(24, 240 // max(len(names), 1))),
                                 line=dict(width=3, color=PRUNED_COLOR)),
-                    hovertemplate="%{x}<br>float32: %{y:,.0f} bytes<extra></extra>")
+                    hovertemplate="%{x}<br>float32: %{y:,.2f} KiB (%{hovertext})<extra></extra>")
     fig.update_layout(barmode="stack", legend_traceorder="normal")
     fig.update_xaxes(type="category")
-    return layout(fig, "Storage per layer by part · click a bar", "layer", "size (bytes)", legend_rows=2)
+    return layout(fig, "Storage per layer by part", "layer", "size (KiB)", legend_rows=2)
 
 
 def mosaic(images: np.ndarray, cols: int, pad_x: int = 1, pad_y: int = 1) -> np.ndarray:

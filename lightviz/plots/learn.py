@@ -27,9 +27,12 @@ MAX_CODE_LABELS = 16
 
 
 def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    fig.update_layout(title=dict(text=title, x=0, xanchor="left"), height=height,
-                      margin=dict(l=10, r=10, t=60, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1))
+    """Title on top; the legend on its own row at the bottom of the figure, so it overlaps
+    neither the title nor a subplot's title."""
+    fig.update_layout(title=dict(text=title, x=0, xanchor="left", y=1, yref="container", yanchor="top",
+                                 pad=dict(t=12)),
+                      height=height, margin=dict(l=10, r=10, t=64, b=64),
+                      legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"))
     return fig
 
 
@@ -81,7 +84,7 @@ def number_line(steps: list[QuantSteps]) -> go.Figure:
                          showgrid=False, zeroline=False, fixedrange=True)
     fig.update_xaxes(title_text="real value (same units as w)", row=len(steps), col=1)
     fig.update_xaxes(zeroline=True)
-    return _layout(fig, "Where each value lands: w → nearest level", height=170 + 190 * len(steps))
+    return _layout(fig, "Where each value lands: w → nearest level", height=230 + 190 * len(steps))
 
 
 def layer_histogram(steps: LayerSteps, layer: str) -> go.Figure:
@@ -149,8 +152,8 @@ def clip_chart(sweep: pd.DataFrame, methods: pd.DataFrame, current: dict, ratio:
                                       f"ratio {row.ratio:.3f}, MSE {row.mse:.3g}<extra></extra>")
     fig.update_xaxes(title_text="clip ratio (clip range ÷ full min/max range)", range=[0, 1.03])
     fig.update_yaxes(title_text="mean squared error (weight units², log)", type="log", exponentformat="power")
-    _layout(fig, "Clipping against rounding: shrink the range, the step gets finer", height=500)
-    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0))
+    _layout(fig, "Clipping against rounding: shrink the range, the step gets finer", height=540)
+    fig.update_layout(margin=dict(b=110))  # two rows of legend: curves, then the methods' picks
     return fig
 
 

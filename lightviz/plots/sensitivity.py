@@ -20,8 +20,7 @@ from lightviz.plots.style import (
     SERIES_COLORS,
     SPAN_COLOR,
     layout,
-    log_ticks,
-    short_number,
+    size_ticks,
 )
 
 METHOD_COLORS = {"minmax": "#4C78A8", "percentile": "#F58518", "mse": "#54A24B", "entropy": "#B279A2"}
@@ -93,11 +92,11 @@ def mixed_figure(uniform: pd.DataFrame, mixed: tuple[float, float, str], float_p
                     marker=dict(size=18, symbol="star", color=CURRENT_COLOR, line=dict(width=1, color="white")),
                     hovertemplate=hover)
     sizes = rows["size_bytes"].tolist() + [float_point[0], mixed[0]]
-    ticks = log_ticks(min(sizes), max(sizes))
-    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[short_number(t) for t in ticks])
+    ticks, labels = size_ticks(min(sizes), max(sizes))
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=labels)
     top = max([mixed[1], float_point[1]] + rows[y].tolist()) * 100
     fig.update_yaxes(range=[max(0.0, min(mixed[1], float_point[1]) * 100 - ZOOM_POINTS), top + 1.5])
-    return layout(fig, "Mixed precision against uniform bit-widths", "model size (bytes, log scale)", y_title,
+    return layout(fig, "Mixed precision against uniform bit-widths", "model size (log scale; exact bytes on hover)", y_title,
                    height=340)
 
 

@@ -56,3 +56,15 @@ def short_number(value: float) -> str:
         if value >= size:
             return f"{value / size:g}{unit}"
     return f"{value:g}"
+
+
+def size_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
+    """Log-axis ticks in bytes at 1-2-5 steps of KiB or MiB, labelled as the sidebar writes sizes.
+
+    >>> size_ticks(20_000, 100_000)[1]
+    ['10 KiB', '20 KiB', '50 KiB', '100 KiB']
+    """
+    unit, name = (2**20, "MiB") if hi >= 2**20 else (2**10, "KiB") if hi >= 2**10 else (1, "B")
+    ticks = log_ticks(lo / unit, hi / unit) if unit > 1 else log_ticks(lo, hi)
+    return [t * unit for t in ticks], [f"{t:g} {name}" for t in ticks]
+

@@ -13,8 +13,7 @@ from lightviz.plots.style import (
     HISTORY_COLOR,
     SERIES_COLORS,
     layout,
-    log_ticks,
-    short_number,
+    size_ticks,
 )
 
 
@@ -55,10 +54,10 @@ def tradeoff_figure(sweep: pd.DataFrame | None, y: str, front: pd.DataFrame | No
     for frame in (sweep, history):
         if frame is not None and len(frame):
             sizes += frame["size_bytes"].tolist()
-    ticks = log_ticks(min(sizes), max(sizes))
-    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[short_number(t) for t in ticks])
+    ticks, labels = size_ticks(min(sizes), max(sizes))
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=labels)
     return layout(fig, f"{y_title.split(' (')[0].capitalize()} against size · click a point to make it current",
-                   "model size (bytes, log scale)", y_title, height=440, legend_rows=2)
+                   "model size (log scale; exact bytes on hover)", y_title, height=440, legend_rows=2)
 
 
 def sqnr_bits_figure(curves: pd.DataFrame, subtitle: str) -> go.Figure:
@@ -69,5 +68,6 @@ def sqnr_bits_figure(curves: pd.DataFrame, subtitle: str) -> go.Figure:
                         line=dict(color=SERIES_COLORS[i % len(SERIES_COLORS)]),
                         hovertemplate=f"{layer}<br>%{{x}} bits: %{{y:.1f}} dB<extra></extra>")
     fig.update_xaxes(dtick=1)
-    return layout(fig, f"Weight error against bits, per layer · {subtitle}", "bits per weight", "SQNR (dB)",
+    return layout(fig, f"Weight SQNR against bits, per layer (higher = less error) · {subtitle}", "bits per weight",
+                  "SQNR (dB)",
                    height=380, legend_rows=2)

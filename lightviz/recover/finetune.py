@@ -219,6 +219,8 @@ def fake_weights(model: nn.Module, layers: list[LayerResult],
         if spec.bits is not None:
             detached = weight.detach()
             weight_hat = fake_quantize(detached, spec, axis, choose_qparams(detached, spec, axis))
+            if layer.mask is not None:  # as the engine: 1-bit codes map 0 to +s, pruned stays 0
+                weight_hat = weight_hat * layer.mask
             weight = weight + (weight_hat - weight).detach() if straight_through else weight_hat
         out[f"{name}.weight"] = weight
     return out

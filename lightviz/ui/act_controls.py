@@ -19,6 +19,7 @@ from lightviz.core.specs import (
     ActivationSpec,
 )
 from lightviz.ui import state
+from lightviz.ui.format import sentence_case
 
 FLOAT = "float"
 BITS_OPTIONS = list(range(2, 17)) + [FLOAT]  # as the weight bits slider: float last
@@ -53,9 +54,8 @@ def _on_change() -> None:
         ss.widget_error = f"Activation setting refused: {error}"
         ss[SYNCED] = "refused"  # the widgets go back to the plan's values on the rerun
         return
-    ss.plan = replace(plan, activations=spec)
     ss[SYNCED] = spec
-    state.sync_url()
+    state.commit_plan(replace(plan, activations=spec), "activations")
 
 
 def activation_controls() -> None:
@@ -89,7 +89,7 @@ def activation_controls() -> None:
         source = ("the digits training split (no test image sets a range)" if state.current_data().name ==
                   "digits-test" else "the first inputs of the evaluation data")
         st.caption(f"Ranges calibrated once on the float model over {spec.calib_samples} inputs of {source}; "
-                   f"every weight setting reuses them. {RANGE_METHOD_HELP[spec.range_method].capitalize()}.")
+                   f"every weight setting reuses them. {sentence_case(RANGE_METHOD_HELP[spec.range_method])}.")
         if spec.range_method == "entropy":
             st.caption("Entropy (KL) calibration can clip inputs with few distinct values, such as raw pixels, "
                        "far too tightly: compare the methods on the Sensitivity page.")

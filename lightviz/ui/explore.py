@@ -14,53 +14,64 @@ from lightviz.core.evaldata import EvalData
 from lightviz.core.specs import GRANULARITIES, SCHEMES, Plan
 from lightviz.plots import explore as plots
 from lightviz.ui import charts, state
-from lightviz.ui.format import bytes_text
+from lightviz.ui.format import bytes_text, human_bytes
 
 MAX_THUMBNAILS = 32
-READ_ONLY = ["layer", "type", "shape", "params", "override", "storage"]
+READ_ONLY = ["layer", "type", "shape", "params", "override", "pinned", "storage"]
+SHOWN = ["layer", "type", "shape", "bits", "scheme", "granularity", "sparsity", "keep_float", "pinned", "storage"]
 STORAGE_HELP = ("How the layer is stored, the cheapest that applies: dense, bitmask (1 bit per weight + kept "
                 "values), n:m (kept values + log2(m)-bit indices), filters removed (nothing stored for them).")
 
 
-def layer_editor(engine: Engine) -> Plan:
-    """The per-layer table: an edit overrides the global default for that layer only.
+def layer_editor(engine: Engine) -> pd.DataFrame:
+    """The per-layer table: an edit overrides that one field of that layer only.
 
-    Returns the plan that is current once the table's edits are absorbed.
+    Returns the engine's layer table of the current plan (for the charts below it).
     """
     names = [layer.name for layer in engine.layers]
     plan = state.current_plan()
-    frame = editing.layer_editor_frame(engine, plan, state.current_layer_table(plan))
+    table = state.current_layer_table(plan)
+    frame = editing.layer_editor_frame(engine, plan, table)
     generation = st.session_state.editor_generation
     # A new index gives the table a new identity after its edits were absorbed (state.py).
     frame.index = pd.RangeIndex(generation * len(frame), (generation + 1) * len(frame))
     st.data_editor(
         frame, key=state.LAYER_EDITOR_KEY, hide_index=True, disabled=READ_ONLY, width="stretch",
-        on_change=state.absorb_layer_edits, args=(names,),
-        column_config={
+        on_change=state.absorb_layer_edits, args=(names,), column_order=SHOWN,
+        column_config={  # compact: the table fits a 1280-pixel screen beside the sidebar without scrolling
             "layer": st.column_config.TextColumn("layer", pinned=True),
-            "type": st.column_config.TextColumn("type · role"),
-            "params": st.column_config.NumberColumn("weights", format="localized"),
+            "type": st.column_config.TextColumn("role", help="conv, depthwise / pointwise / grouped conv, linear, "
+                                                             "..."),
+            "shape": st.column_config.TextColumn("shape", help="weight shape (output channels first)"),
             "bits": st.column_config.SelectboxColumn("bits", options=editing.BITS_CHOICES, required=True,
                                                      help="bits per weight, or float"),
-            "scheme": st.column_config.SelectboxColumn("scheme", options=list(SCHEMES), required=True),
-            "granularity": st.column_config.SelectboxColumn("granularity", options=list(GRANULARITIES),
-                                                            required=True),
+            "scheme": st.column_config.SelectboxColumn("scheme", options=list(SCHEMES), required=True,
+                                                       format_func=lambda s: {"symmetric": "sym"}.get(s, "asym"),
+                                                       help="sym: symmetric (zero-point 0), asym: asymmetric"),
+            "granularity": st.column_config.SelectboxColumn("per", options=list(GRANULARITIES), required=True,
+                                                            help="granularity: one scale per tensor, per output "
+                                                                 "channel or per group of weights"),
             "sparsity": st.column_config.NumberColumn("sparsity", min_value=0.0, max_value=1.0, step=0.05,
-                                                      format="%.2f", help="fraction of weights zeroed, 0 to 1"),
-            "keep_float": st.column_config.CheckboxColumn("keep float", help="neither quantize nor prune"),
-            "override": st.column_config.CheckboxColumn("overridden"),
+                                                      format="%.2f",
+                                                      help="fraction of weights zeroed, 0 to 1 (n:m: as achieved)"),
+            "keep_float": st.column_config.CheckboxColumn("float", help="keep this layer float: neither quantize "
+                                                                        "nor prune"),
+            "pinned": st.column_config.TextColumn("pinned", help="the fields this layer overrides; every other "
+                                                                 "field follows the global settings"),
             "storage": st.column_config.TextColumn("storage", help=STORAGE_HELP),
         })
     state.absorb_layer_edits(names)
-    plan = state.current_plan()
+    if state.current_plan() != plan:  # edits seeded without a callback (AppTest)
+        plan, table = state.current_plan(), state.current_layer_table()
     overrides = plan.overrides
     button, note = st.columns([1, 5], vertical_alignment="center")
     button.button("Reset overrides", on_click=state.reset_overrides, disabled=not overrides)
-    note.caption(f"{len(overrides)} layer override{'s' if len(overrides) != 1 else ''}: "
-                 f"{', '.join(name for name, _ in overrides)}" if overrides else
-                 "Edit bits, scheme, granularity, sparsity or keep float to override the global settings "
-                 "for one layer.")
-    return plan
+    note.caption("; ".join(f"{name}: {', '.join(path.split('.')[-1] for path in plan.pins_for(name))}"
+                           for name, _ in overrides) + " — overridden; every other field follows the global "
+                 "settings." if overrides else
+                 "Edit bits, scheme, granularity, sparsity or float to override that one field of one layer; "
+                 "its other fields keep following the global settings.")
+    return table
 
 
 def _on_chart_select(key: str) -> None:
@@ -78,6 +89,7 @@ def selected_layer(names: list[str]) -> str:
 def layer_charts(table: pd.DataFrame) -> None:
     """SQNR and storage per layer, side by side; clicking a bar selects that layer."""
     selected = selected_layer(table["name"].tolist())
+    st.caption("Click a bar to pick that layer for the histogram below.")
     left, right = st.columns(2)
     with left:
         charts.show(plots.layer_sqnr_figure(table, selected), key="sqnr_chart", selection_mode="points",
@@ -95,7 +107,8 @@ def _clamp(key: str, upper: int) -> None:
 def histogram_section(engine: Engine, plan: Plan, table: pd.DataFrame) -> None:
     """Float and compressed weights of the selected layer (or one of its channels / groups)."""
     names = table["name"].tolist()
-    st.session_state.hist_layer = selected_layer(names)
+    if st.session_state.get("hist_layer") != selected_layer(names):  # written only when it differs
+        st.session_state.hist_layer = selected_layer(names)
     pick, scope, channel_col, group_col = st.columns([2.5, 2, 1.2, 1.2])
     name = pick.selectbox("Layer", names, key="hist_layer",
                           on_change=lambda: state.select_layer(st.session_state.hist_layer))
@@ -110,7 +123,7 @@ def histogram_section(engine: Engine, plan: Plan, table: pd.DataFrame) -> None:
             group = int(group_col.number_input(f"Group (0–{groups - 1})", 0, groups - 1, key="hist_group"))
     hist = analysis.weight_histogram(result, channel, group)
     label = result.quant.label + (f", {result.prune.label}" if result.prune.active else "")
-    chart, details = st.columns([3, 1])
+    chart, details = st.columns([2.6, 1.4])
     charts.show(where=chart, fig=plots.weight_histogram_figure(hist, name, label), key="histogram")
     notes = [hist.note] if hist.note else []
     if hist.saturated:
@@ -122,11 +135,17 @@ def histogram_section(engine: Engine, plan: Plan, table: pd.DataFrame) -> None:
     details.markdown(
         f"| **{name}** | {row['type']} {row['shape'].replace('x', '×')} |\n|---|---|\n"
         f"| setting | {label} |\n| storage | {row['format']} |\n"
-        f"| size | {bytes_text(row['size_bytes'])} (float {bytes_text(row['float_size_bytes'])}) |\n"
+        f"| size | {_size(row['size_bytes'])} |\n| float size | {_size(row['float_size_bytes'])} |\n"
         f"| bits / weight | {row['bits_per_weight']:.2f} |\n| SQNR | {_db(row['sqnr_db'])} |\n"
         f"| MSE | {row['mse']:.3g} |\n| max abs error | {row['max_abs_error']:.3g} |\n"
         f"| cosine | {row['cosine']:.6f} |\n| zeros | {row['achieved_sparsity']:.1%} |\n"
         f"| BN folded | {'yes' if row['bn_folded'] else 'no'} |")
+
+
+def _size(n: int) -> str:
+    """'9.3 KiB (9,476 B)'; '272 B' alone when that is all."""
+    human, exact = human_bytes(n), bytes_text(n)
+    return human if human == exact else f"{human} ({exact})"
 
 
 def _db(value: float) -> str:
@@ -135,7 +154,7 @@ def _db(value: float) -> str:
 
 def flips_section(engine: Engine, plan: Plan, data: EvalData, class_names: tuple[str, ...]) -> None:
     """The evaluation inputs whose top-1 class changed, as thumbnails (1-channel images) or a table."""
-    flips = analysis.flipped_samples(engine.logits(None, data), engine.logits(plan, data), data.y)
+    flips = analysis.flipped_samples(state.reference_logits(), engine.logits(plan, data), data.y)
     if flips.empty:
         st.success(f"No prediction changed: the compressed model picks the same class as the float model "
                    f"on all {len(data)} inputs.")

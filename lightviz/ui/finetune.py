@@ -25,6 +25,7 @@ from lightviz.core.evaldata import subset
 from lightviz.core.specs import TrainConfig
 from lightviz.io.datasets import digits_split
 from lightviz.plots import finetune as finetune_plots
+from lightviz.recover import saved
 from lightviz.recover.distill import distill, student_names
 from lightviz.recover.finetune import finetune
 from lightviz.recover.training import HISTORY_COLUMNS
@@ -130,7 +131,7 @@ def common_settings(prefix: str, temperature: float) -> dict:
                                   help="Same seed, same numbers: batch order and initial weights."),
         "train_samples": samples.selectbox(
             "Training images", TRAIN_SAMPLES, key=f"{prefix}_train_samples",
-            format_func=lambda n: f"all {len(digits_split()[0]):,} (training split)" if n is None else f"{n} (subset)",
+            format_func=lambda n: f"all {len(digits_split()[0]):,}" if n is None else f"{n} (subset)",
             help="From the digits training split only; accuracy is always measured on the held-out test split."),
     }
     alpha, temp = st.columns(2)
@@ -277,11 +278,11 @@ def _finetune_results(job: Job) -> None:
     result = job.result
     before, after, float_acc = result.accuracy_before, result.accuracy_after, result.float_accuracy
     cols = st.columns(4)
-    cols[0].metric("Before fine-tuning", percent(before), delta=f"{(before - float_acc) * 100:+.2f} pts vs float")
-    cols[1].metric("After fine-tuning", percent(after), delta=f"{(after - before) * 100:+.2f} pts")
+    cols[0].metric("Before fine-tuning", percent(before), delta=f"{(before - float_acc) * 100:+.2f} pp vs float")
+    cols[1].metric("After fine-tuning", percent(after), delta=f"{(after - before) * 100:+.2f} pp")
     cols[2].metric("Float model", percent(float_acc))
     cols[3].metric("Size (before and after)", human_bytes(result.size_bytes),
-                   delta=f"{result.float_size_bytes / max(result.size_bytes, 1):.1f}x smaller than float",
+                   delta=f"{result.float_size_bytes / max(result.size_bytes, 1):.1f}× smaller than float",
                    delta_color="off", delta_arrow="off")
     charts.show(_history_figure(job), key="finetune_history")
     stopped = f", stopped after {len(result.history)} epochs" if result.stopped else ""
@@ -292,12 +293,15 @@ def _finetune_results(job: Job) -> None:
                f"{job.seconds:.1f} s{stopped}. The size does not change: same plan, new weights. "
                "The result is on the Trade-offs chart as a green triangle.")
     keep, reset, link = st.columns([1.3, 1.2, 1], vertical_alignment="center")
-    keep.button("Use the fine-tuned weights as the current model", key="finetune_keep", on_click=_keep, args=(job,),
-                icon=":material/check:", disabled=state.current_name() != job.model_name)
+    keep.button("Use the fine-tuned model", key="finetune_keep", on_click=_keep, args=(job,),
+                icon=":material/check:", disabled=state.current_name() != job.model_name,
+                help="Make the fine-tuned weights the current model (the plan is kept); Explore then compares "
+                     "them with the original float model.")
     if registry.is_derived(state.current_name()):
         reset.button("Back to the original model", key="finetune_reset", on_click=reset_model,
                      icon=":material/undo:")
     link.page_link("pages/tradeoffs.py", label="See it on Trade-offs", icon=":material/show_chart:")
+    _download(job.result.model, _finetuned_meta(job), "the fine-tuned weights", "finetune_download")
 
 
 def _distill_results(job: Job) -> None:
@@ -309,7 +313,7 @@ def _distill_results(job: Job) -> None:
                    delta=f"{human_bytes(result.teacher_size_bytes)}, {result.teacher_params:,} parameters",
                    delta_color="off", delta_arrow="off")
     delta = None if result.baseline_accuracy is None else \
-        f"{(result.student_accuracy - result.baseline_accuracy) * 100:+.2f} pts vs without teacher"
+        f"{(result.student_accuracy - result.baseline_accuracy) * 100:+.2f} pp vs without teacher"
     cols[1].metric(f"Student {result.student_name}, distilled", percent(result.student_accuracy), delta=delta)
     cols[2].metric(f"Student {result.student_name}, labels only", percent(result.baseline_accuracy),
                    delta=f"{human_bytes(result.student_size_bytes)}, "
@@ -320,23 +324,62 @@ def _distill_results(job: Job) -> None:
     charts.show(where=right, fig=finetune_plots.distill_figure(table), key="distill_chart")
     st.caption("Both students start from the same weights and see the same batches; only the teacher differs. "
                "On the digits data the teacher adds little over the labels: a difference of a few test images "
-               "(one image is 0.22 points) changes sign with the seed.")
+               "(one image is 0.22 pp) changes sign with the seed.")
+    if result.student_name in student_names():
+        meta = saved.TrainedMeta(kind="distilled", arch=result.student_name, num_classes=_classes(result.student),
+                                 base=registry.base_name(job.model_name),
+                                 description=f"{result.student_name} distilled from {display_name(job.model_name)}: "
+                                             f"{percent(result.student_accuracy)}")
+        use, download = st.columns([1.3, 2.2], vertical_alignment="center")
+        use.button("Use the distilled student", key="distill_keep", icon=":material/check:",
+                   on_click=_use_trained, args=(result.student, meta),
+                   help="Make the student the current model: a smaller float model of its own, to compress further.")
+        with download:
+            _download(result.student, meta, "the distilled student", "distill_download")
 
 
 # --- keeping weights; Trade-offs -----------------------------------------------------------------
 
 
-def _keep(job: Job) -> None:
-    """Register the fine-tuned model and make it the session's current model (plan kept)."""
-    result, base = job.result, state.load_bundle(registry.base_name(job.model_name))
-    description = (f"{base.name} fine-tuned for {job.label}: {len(result.history)} epochs"
+def _finetuned_meta(job: Job) -> saved.TrainedMeta:
+    result, base = job.result, registry.base_name(job.model_name)
+    description = (f"{base} fine-tuned for {job.label}: {len(result.history)} epochs"
                    f"{', distilled from the float model' if job.settings['distill'] else ''}, "
                    f"{percent(result.accuracy_after)} under that plan")
-    name = registry.register(base, result.model, description)
+    return saved.TrainedMeta(kind="finetuned", arch=base, num_classes=_classes(result.model),
+                             identity=saved.folded_modules(result.model, base), base=base,
+                             plan=job.plan_json or "", description=description)
+
+
+def _classes(model) -> int:
+    return [m for m in model.modules() if hasattr(m, "out_features")][-1].out_features
+
+
+def _keep(job: Job) -> None:
+    """Register the fine-tuned model and make it the session's current model (plan kept)."""
+    _use_trained(job.result.model, _finetuned_meta(job))
+
+
+def _use_trained(model, meta: saved.TrainedMeta) -> None:
+    """Register fine-tuned or distilled weights and make them the current model. A fine-tuned
+    model keeps the plan (same layers); a distilled student is a new float model."""
+    name = registry.register_trained(model, meta)
     names = st.session_state.setdefault(registry.SESSION_KEY, [])
     if name not in names:
         names.append(name)
-    state.set_model(name, keep_plan=True)
+    state.set_model(name, keep_plan=meta.kind == "finetuned")
+
+
+def _download(model, meta: saved.TrainedMeta, what: str, key: str) -> None:
+    """A download button for trained weights as .safetensors; the file loads back in the sidebar
+    (Your own model and data), under the same name, so links to it work again."""
+    name = registry.register_trained(model, meta)  # the name the file's weights will have
+    st.download_button(f"Download {what} (.safetensors)", data=saved.to_bytes(model, meta),
+                       file_name=f"{name.replace('+', '_')}.safetensors", mime="application/octet-stream",
+                       key=key, icon=":material/download:", on_click="ignore",
+                       help="Plain safetensors with lightviz metadata (architecture, folded BatchNorms, the plan). "
+                            "Upload it in the sidebar (Your own model and data) to load it again, here or on "
+                            "another lightviz server.")
 
 
 def reset_model() -> None:

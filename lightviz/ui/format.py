@@ -21,3 +21,22 @@ def human_bytes(n: int | float) -> str:
             return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
         value /= 1024
     return f"{value:,.1f} GiB"
+
+
+def sentence_case(text: str) -> str:
+    """First letter up, the rest as written ('TensorRT-style KL' stays, unlike str.capitalize).
+
+    >>> sentence_case("tensorRT-style KL calibration")
+    'TensorRT-style KL calibration'
+    """
+    return text[:1].upper() + text[1:]
+
+
+def plain(text: object) -> str:
+    """A user's string (a file name, a model name) made inert for Markdown: every character that
+    Markdown could read as formatting is escaped.
+
+    >>> plain("*my*_model[1]")
+    '\\\\*my\\\\*\\\\_model\\\\[1\\\\]'
+    """
+    return "".join("\\" + c if c in "\\`*_{}[]()<>#+-.!|~:$" else c for c in str(text))

@@ -6,9 +6,9 @@ import streamlit as st
 
 from lightviz.analysis import explore as analysis
 from lightviz.core import metrics
-from lightviz.io import zoo
-from lightviz.ui import compute, registry, state, uploads
-from lightviz.ui.format import bytes_text, human_bytes, percent
+from lightviz.io import pretrained, zoo
+from lightviz.ui import compute, gate, glossary, registry, state, uploads
+from lightviz.ui.format import bytes_text, human_bytes, percent, plain
 
 MODEL_PICKER_KEY = "model_picker"
 EVAL_SIZE_INPUT = "eval_size_input"
@@ -16,15 +16,18 @@ GENERATED_VALUES = 2**27  # generated inputs stay under 512 MiB of float32
 
 
 def _model_options() -> list[str]:
-    tuned = st.session_state.get(registry.SESSION_KEY, []) + [state.current_name()]  # fine-tuned in this session
-    return list(dict.fromkeys(name for name in tuned if registry.is_derived(name))) + zoo.list_models() + \
-        zoo.list_torchvision_models()
+    tuned = st.session_state.get(registry.SESSION_KEY, []) + [state.current_name()]  # made in this session
+    tuned = [name for name in tuned if registry.is_derived(name) or pretrained.is_pretrained_name(name)]
+    cached = [pretrained.pretrained_name(arch) for arch in pretrained.cached_archs()]
+    return list(dict.fromkeys(tuned + cached)) + zoo.list_models() + zoo.list_torchvision_models()
 
 
 def _model_label(name: str) -> str:
     if registry.is_derived(name):
         return registry.label(name)
-    return name if name in zoo.SAMPLE_MODELS else f"{name} · torchvision"
+    if pretrained.is_pretrained_name(name):
+        return f"{pretrained.arch_of(name)} · pretrained"
+    return name if name in zoo.SAMPLE_MODELS else f"{name} · random weights"
 
 
 def _on_model_pick() -> None:
@@ -34,46 +37,110 @@ def _on_model_pick() -> None:
         state.load_engine(name)
         state.load_eval_data(name)
     except Exception as error:  # noqa: BLE001 - any load failure: keep what is loaded, say why
-        st.session_state.model_error = (f"Could not load {name}: {error}. "
-                                        f"Still showing {state.current_name()}; pick another model.")
+        st.session_state.model_error = (f"Could not load {plain(name)}: {error}. "
+                                        f"Still showing {plain(state.current_name())}; pick another model.")
         return
     state.set_model(name)
 
 
 def render() -> bool:
     """Draw the sidebar; False when the current model cannot be used (the page should stop)."""
-    st.session_state[MODEL_PICKER_KEY] = state.current_name()
+    if st.session_state.get(MODEL_PICKER_KEY) != state.current_name():  # written only when it differs
+        st.session_state[MODEL_PICKER_KEY] = state.current_name()
     with st.sidebar:
         st.selectbox("Model", _model_options(), key=MODEL_PICKER_KEY, format_func=_model_label,
                      on_change=_on_model_pick,
                      help="Samples (digits-*) ship trained weights and are scored on the digits test split. "
-                          "torchvision architectures are built with random weights (nothing is downloaded): "
-                          "only fidelity to the float model means something. Large ones take a while to build.")
+                          "torchvision architectures are built with random weights unless their pretrained "
+                          "weights are in the torch cache (download them below, on request): with random "
+                          "weights only fidelity to the float model means something. Large ones take a while.")
         compute.render_device()
         uploads.render()
         try:
             _eval_size_input()
             bundle, engine, data = state.current_bundle(), state.current_engine(), state.current_data()
         except Exception as error:  # noqa: BLE001 - never a traceback: say what to do
-            st.error(f"Could not load {state.current_name()}: {error}. Pick another model.")
+            st.error(f"Could not load {plain(state.current_name())}: {error}. Pick another model.")
             return False
         st.caption(bundle.description)
-        if data.labeled:
-            accuracy = percent(metrics.accuracy(state.float_logits(), data.y))
-        else:
-            accuracy = "n/a (no labels: fidelity only)"
-        n_weights = sum(layer.n_weights for layer in engine.layers)
-        roles = ", ".join(f"{count} {role}" for role, count in analysis.role_counts(engine).items())
-        st.markdown(f"Float accuracy **{accuracy}**  \n"
+        _pretrained_section(bundle)
+        st.markdown(_accuracy_line(data) +
                     f"Float size **{human_bytes(engine.float_size_bytes)}** ({bytes_text(engine.float_size_bytes)})  \n"
                     f"**{analysis.parameter_count(bundle.model):,}** parameters  \n"
-                    f"**{len(engine.layers)}** compressible layers ({roles}), {n_weights:,} weights",
+                    f"**{len(engine.layers)}** compressible layers "
+                    f"({', '.join(f'{count} {role}' for role, count in analysis.role_counts(engine).items())}), "
+                    f"{sum(layer.n_weights for layer in engine.layers):,} weights",
                     help="Float size: every parameter and buffer at its dtype's size (the state_dict).")
         if data.labeled:
             st.caption(f"Data: {data.description}.")
         else:
             st.caption(f"Fidelity only: {bundle.note}. Data: {data.description}.")
+    glossary.render()
     return True
+
+
+def _accuracy_line(data) -> str:
+    """Float accuracy (the original model's for a fine-tuned one), once it may be computed."""
+    if not data.labeled:
+        return "Float accuracy **n/a** (no labels: fidelity only)  \n"
+    if not gate.ready_to_evaluate():
+        return "Float accuracy: after the first evaluation  \n"
+    line = f"Float accuracy **{percent(metrics.accuracy(state.reference_logits(), data.y))}**"
+    if state.reference_name():
+        line = (f"Original float accuracy ({state.reference_name()}) "
+                f"**{percent(metrics.accuracy(state.reference_logits(), data.y))}**  \n"
+                f"These weights unquantized: {percent(metrics.accuracy(state.float_logits(), data.y))}")
+    return line + "  \n"
+
+
+def _pretrained_section(bundle) -> None:
+    """For a torchvision architecture: use its pretrained weights from the torch cache, or
+    download them on request (name, size, source shown first; progress; checksum)."""
+    arch = pretrained.arch_of(bundle.name)
+    if bundle.kind != "torchvision" or arch not in zoo.list_torchvision_models():
+        return
+    weights = pretrained.info(arch)
+    if pretrained.is_pretrained_name(bundle.name):
+        if st.button(f"Back to {arch} with random weights", key="random_weights"):
+            _switch(arch)
+        return
+    if weights is None:
+        st.caption(f"torchvision has no pretrained weights for {arch}.")
+        return
+    size = "" if weights.size_bytes is None else f", {human_bytes(weights.size_bytes)}"
+    if pretrained.cached_file(arch, weights) is not None:
+        if st.button(f"Use pretrained weights ({weights.label})", key="use_pretrained", type="primary",
+                     help=f"{weights.file_name} is in the torch cache ({pretrained.cache_dir()})"):
+            _switch(pretrained.pretrained_name(arch))
+        return
+    st.caption(f"Pretrained weights: {weights.file_name}{size} from {weights.host}, not downloaded. Nothing is "
+               "downloaded unless you press the button; the file's checksum is verified before it is kept.")
+    if st.button(f"Download pretrained weights{size.replace(',', ' ·')}", key="download_pretrained",
+                 icon=":material/download:", help=f"{weights.url} into {pretrained.cache_dir()}"):
+        bar = st.progress(0.0, text=f"Connecting to {weights.host}…")
+
+        def progress(done: int, total: int | None) -> None:
+            text = f"{weights.file_name}: {human_bytes(done)}" + (f" of {human_bytes(total)}" if total else "")
+            bar.progress(min(done / total, 1.0) if total else 0.0, text=text)
+
+        try:
+            pretrained.download(weights, progress)
+        except pretrained.DownloadError as error:
+            bar.empty()
+            st.error(f"{error}.", icon=":material/cloud_off:")
+            return
+        bar.empty()
+        _switch(pretrained.pretrained_name(arch))
+
+
+def _switch(name: str) -> None:
+    try:
+        state.load_engine(name)
+    except (ValueError, OSError, RuntimeError) as error:
+        st.session_state.model_error = f"Could not load {name}: {error}. Still showing {state.current_name()}."
+    else:
+        state.set_model(name)
+    st.rerun()
 
 
 def _eval_size_input() -> None:
@@ -89,7 +156,9 @@ def _eval_size_input() -> None:
         largest = default
         help_text = (f"A seeded random subset of the {default:,} samples (all by default). Fewer samples "
                      "keep a large model responsive; accuracy then moves in coarser steps.")
-    st.session_state[EVAL_SIZE_INPUT] = min(state.eval_size() or default, largest)
+    wanted = min(state.eval_size() or default, largest)
+    if st.session_state.get(EVAL_SIZE_INPUT) != wanted:  # written only when it differs (see state.write_widgets)
+        st.session_state[EVAL_SIZE_INPUT] = wanted
     st.number_input("Evaluation samples", min_value=1, max_value=largest, key=EVAL_SIZE_INPUT,
                     on_change=_on_eval_size, args=(default,), help=help_text)
 

@@ -2,7 +2,13 @@
 
 The Plan in `st.session_state["plan"]` is the single source of truth for what the user
 chose. Global widgets are keyed by the spec field they set (WIDGET_KEYS); their values are
-written from the Plan before they render and read back into a new Plan when they change.
+read back into a new Plan when they change, and written from the Plan only where they differ
+from it (a plan set elsewhere: a link, Undo, a point picked on Trade-offs). Writing a widget's
+key makes Streamlit push that value to the browser, so re-seeding every widget on every run
+would reset a slider the user is still moving (key presses lost while a rerun computes).
+
+Every plan change goes through `commit_plan`: it records the step for Undo (history.py),
+gives the layer table a new identity when overrides changed, and pushes the new URL (links.py).
 """
 
 from __future__ import annotations
@@ -13,27 +19,27 @@ from dataclasses import replace
 
 import streamlit as st
 
+from lightviz.analysis import baseline as baselines
 from lightviz.analysis import explore as analysis
 from lightviz.analysis.editing import apply_layer_edits
 from lightviz.analysis.sweep import plan_row
 from lightviz.core.engine import Engine
-from lightviz.core.specs import (
-    Plan,
-    PruneSpec,
-    QuantSpec,
-    plan_from_token,
-    plan_to_token,
-)
+from lightviz.core.specs import Plan, PruneSpec, QuantSpec
 from lightviz.io import datasets, zoo
-from lightviz.ui import compute, registry
+from lightviz.ui import data_registry, history, links, registry
+from lightviz.ui.links import (  # noqa: F401 (state's names for them)
+    DATA_TOKEN_KEY,
+    DEFAULT_MODEL,
+    EVAL_SIZE_KEY,
+    PINNED_KEY,
+    USER_DATA_KEY,
+    sync_url,
+)
+from lightviz.ui.loaders import load_bundle, load_engine, load_eval_data  # noqa: F401 (state's names)
 
-DEFAULT_MODEL = "digits-cnn"
-USER_DATA_KEY = "user_data"  # {model name: EvalData the user uploaded for it}
-EVAL_SIZE_KEY = "eval_sizes"  # {model name: samples to evaluate on; absent: all, or the default count}
+SAVED_OVERRIDES_KEY = "model_overrides"  # {model name: (overrides, pinned)} left when switching away
 PROGRESS_DELAY_S = 0.3  # evaluations faster than this show no progress bar
-PREFIX_BYTES = 256 * 2**20  # activations an engine keeps so a one-layer change recomputes only what follows
 HISTORY_LIMIT = 200
-PINNED_KEY = "pinned"  # (model name, Plan) pinned as plan A of the A/B comparison, or None; URL: ?a=
 
 # widget key -> (where in the plan, field)
 WIDGET_KEYS = {
@@ -49,30 +55,6 @@ WIDGET_KEYS = {
     "fold_bn": ("plan", "fold_bn"),
 }
 FLOAT_BITS_LABEL = "float"  # the bits widget shows "float" for bits=None
-
-
-# --- cached resources (shared by all sessions; never mutated) ------------------------------
-
-
-@st.cache_resource(show_spinner="Loading model…")
-def load_bundle(name: str) -> zoo.ModelBundle:
-    return registry.get(name) or zoo.load_model(name)  # registry: models fine-tuned in this app
-
-
-@st.cache_resource(show_spinner=False)
-def _load_engine(name: str, device: str) -> Engine:
-    return Engine(load_bundle(name).model, device=device, prefix_bytes=PREFIX_BYTES)
-
-
-def load_engine(name: str) -> Engine:
-    """The model's engine on the session's device (the sidebar's choice); one per (model, device)."""
-    return _load_engine(name, compute.device())
-
-
-@st.cache_resource(show_spinner=False, max_entries=32)
-def load_eval_data(name: str, n: int | None = None) -> datasets.EvalData:
-    """The model's default data (data.eval_data_for), `n` samples of it; one object per (name, n)."""
-    return datasets.eval_data_for(load_bundle(name), n)
 
 
 # --- session state -----------------------------------------------------------------------
@@ -98,12 +80,15 @@ def return_to_page() -> None:
 
 
 def init_state() -> None:
-    """Set every session key once per session, from the URL when it holds a shared link."""
+    """Set every session key once per session, from the URL when it holds a shared link; later,
+    read the URL back when the browser's Back or Forward button changed it."""
     ss = st.session_state
     if "plan" in ss:
         _restore_widgets(ss.plan)
-        if (st.query_params.get("model") != ss.model_name or st.query_params.get("plan") != plan_to_token(ss.plan)
-                or st.query_params.get("a") != _pinned_token()):
+        query = st.query_params.to_dict()
+        if query.get("plan") and query != links.link_params() and links.is_history_navigation():
+            links.apply(query)  # Back / Forward: the URL holds the plan to go back to
+        elif query != links.link_params():
             sync_url()  # page switches drop the query parameters; the link always shares the plan
         return
     ss.model_name = DEFAULT_MODEL
@@ -113,27 +98,8 @@ def init_state() -> None:
     ss.link_error = None
     ss.editor_generation = 0  # bumped whenever the plan's overrides change outside the table
     ss[PINNED_KEY] = None
-    params = st.query_params
-    if "model" in params:
-        name = params["model"]
-        if name in zoo.list_models() or name in zoo.list_torchvision_models() or registry.get(name):
-            ss.model_name = name
-        else:
-            ss.link_error = f"The link names an unknown model {name!r}; showing {DEFAULT_MODEL}."
-    if "plan" in params:
-        try:
-            plan = plan_from_token(params["plan"])
-            load_engine(ss.model_name).check_plan(plan)
-            ss.plan = checked(plan)
-        except ValueError as error:
-            ss.link_error = f"The link's plan could not be used ({error}); showing the default plan."
-    if "a" in params:  # plan A of a shared comparison
-        try:
-            pinned = plan_from_token(params["a"])
-            load_engine(ss.model_name).check_plan(pinned)
-            ss[PINNED_KEY] = (ss.model_name, checked(pinned))
-        except ValueError as error:
-            ss.link_error = f"The link's plan A could not be used ({error}); nothing is pinned."
+    if any(key in st.query_params for key in links.PARAMS):
+        links.apply(st.query_params.to_dict(), record=False)
     write_widgets(ss.plan)
 
 
@@ -182,13 +148,36 @@ def eval_size() -> int | None:
 
 def set_eval_size(n: int | None) -> None:
     st.session_state.setdefault(EVAL_SIZE_KEY, {})[current_name()] = n
+    sync_url()
+
+
+def use_uploaded_data(data: datasets.EvalData | None, token: str | None = None) -> None:
+    """Evaluate the current model on uploaded `data` (None: its default data again), all of it."""
+    ss, name, n = st.session_state, current_name(), None
+    if data is None:
+        ss.setdefault(USER_DATA_KEY, {}).pop(name, None)
+        ss.setdefault(DATA_TOKEN_KEY, {}).pop(name, None)
+    else:
+        data_registry.register(token, data)
+        ss.setdefault(USER_DATA_KEY, {})[name], ss.setdefault(DATA_TOKEN_KEY, {})[name] = data, token
+        pending = ss.get("pending_link") or {}
+        if pending.get("data") == token:  # the link's missing data is here now: its sample count too
+            ss.pending_link = None
+            n = int(pending["n"]) if str(pending.get("n", "")).isdigit() else None
+    set_eval_size(n)
+
+
+def data_token() -> str | None:
+    """The link token of the current model's uploaded data, None for its default data."""
+    return st.session_state.get(DATA_TOKEN_KEY, {}).get(current_name())
 
 
 @contextmanager
 def progress_bar(delay_s: float | None = None):
     """A progress callback (fraction, text) for Engine.evaluate, shown here once work takes longer
-    than `delay_s` (default PROGRESS_DELAY_S). Each update also lets Streamlit stop a run the user
-    has made obsolete."""
+    than `delay_s` (default PROGRESS_DELAY_S). Every update (after each layer, each batch) touches
+    the page, which is where Streamlit stops a run the user has made obsolete by a newer change:
+    a running evaluation is cancelled when its result is no longer wanted."""
     delay_s = PROGRESS_DELAY_S if delay_s is None else delay_s
     slot, start, shown = st.empty(), time.perf_counter(), False
 
@@ -197,43 +186,80 @@ def progress_bar(delay_s: float | None = None):
         if shown or time.perf_counter() - start > delay_s:
             slot.progress(min(max(fraction, 0.0), 1.0), text=text)
             shown = True
+        else:  # any element call is where Streamlit stops a run whose result is no longer wanted
+            slot.empty()
     try:
         yield report
     finally:
         slot.empty()
 
 
+def commit_plan(plan: Plan, source: str | None = None, record: bool = True) -> None:
+    """Make `plan` current: one Undo step (changes from the same `source` control within a
+    moment are one step), a new table identity when overrides changed, a new URL."""
+    ss = st.session_state
+    if record:
+        history.record(ss.model_name, ss.plan, plan, source)
+    if plan.overrides != ss.plan.overrides:
+        ss.editor_generation += 1
+    ss.plan = plan
+    sync_url()
+
+
 def set_plan(plan: Plan) -> None:
-    """Make `plan` current: widgets follow it and the URL shares it.
+    """Make `plan` current and put its values into the widgets (a plan chosen elsewhere).
 
     Call from a widget callback or before the global widgets render.
     """
-    if plan.overrides != st.session_state.plan.overrides:
-        st.session_state.editor_generation += 1
-    st.session_state.plan = plan
+    commit_plan(plan)
     write_widgets(plan)
-    sync_url()
+
+
+def undo() -> None:
+    """Button callback: back to the plan before the last change."""
+    previous = history.step(current_name(), current_plan(), backwards=True)
+    if previous is not None:
+        commit_plan(previous, record=False)
+        write_widgets(previous)
+
+
+def redo() -> None:
+    """Button callback: forward again to the plan Undo left."""
+    following = history.step(current_name(), current_plan(), backwards=False)
+    if following is not None:
+        commit_plan(following, record=False)
+        write_widgets(following)
 
 
 def set_model(name: str, keep_plan: bool = False) -> None:
-    """Switch model; the plan keeps its global settings and drops per-layer overrides
-    (all of it with keep_plan, for a model of the same architecture, e.g. fine-tuned weights)."""
-    st.session_state.model_name = name
+    """Switch model. The plan keeps its global settings; per-layer overrides stay when the new
+    model has those layers (all of the plan with keep_plan: same architecture, e.g. fine-tuned
+    weights). Otherwise they are kept aside for the old model and come back with it, and a
+    message says so; overrides left earlier for the new model come back now."""
+    ss = st.session_state
+    old, plan = ss.model_name, ss.plan
+    saved = ss.setdefault(SAVED_OVERRIDES_KEY, {})
+    saved[old] = (plan.default, plan.overrides, plan.pinned)  # what this model had, for coming back
     if not keep_plan:
-        st.session_state.plan = replace(st.session_state.plan, overrides=())
-    st.session_state.selected_layer = None
-    st.session_state.editor_generation += 1
+        layers = set(load_engine(name).by_name)
+        if plan.overrides and not all(layer in layers for layer, _ in plan.overrides):
+            ss.model_note = (f"{old}'s {_count(plan.overrides)} ({', '.join(n for n, _ in plan.overrides)}) "
+                             f"do not fit {name}'s layers: they are kept for {old} and come back when you switch "
+                             "back to it.")
+            plan = replace(plan, overrides=(), pinned=())
+        default, overrides, pinned = saved.get(name, (plan.default, (), ()))
+        if not plan.overrides and overrides:  # rebased: pinned fields kept, the rest from today's default
+            back = Plan(default=default, overrides=overrides, pinned=pinned).with_default(plan.default)
+            plan = replace(plan, overrides=back.overrides, pinned=back.pinned)
+            ss.model_info = f"Your {_count(plan.overrides)} for {name} are back."
+    ss.model_name, ss.plan, ss.selected_layer = name, plan, None
+    ss.editor_generation += 1
+    pending = ss.get("pending_link")
+    if pending and pending.get("model") == name:  # a link waited for this upload: apply the rest of it
+        ss.pending_link = None
+        links.apply(pending)
+    write_widgets(ss.plan)
     sync_url()
-
-
-def sync_url() -> None:
-    st.query_params["model"] = st.session_state.model_name
-    st.query_params["plan"] = plan_to_token(st.session_state.plan)
-    token = _pinned_token()
-    if token:
-        st.query_params["a"] = token
-    elif "a" in st.query_params:
-        del st.query_params["a"]
 
 
 def pinned_plan() -> Plan | None:
@@ -248,18 +274,19 @@ def set_pinned(plan: Plan | None) -> None:
     sync_url()
 
 
-def _pinned_token() -> str | None:
-    plan = pinned_plan()
-    return None if plan is None else plan_to_token(plan)
+def _count(overrides) -> str:
+    return f"{len(overrides)} layer override{'s' if len(overrides) != 1 else ''}"
 
 
 # --- global widgets <-> plan -------------------------------------------------------------
 
 
 def write_widgets(plan: Plan) -> None:
-    """Put the plan's default values into the widgets' session keys."""
+    """Put the plan's default values into the widgets' session keys, only where they differ:
+    a key written in a run is pushed to the browser and replaces what the user is doing there."""
     for key, value in _widget_values(plan).items():
-        st.session_state[key] = value
+        if key not in st.session_state or st.session_state[key] != value:
+            st.session_state[key] = value
 
 
 def _restore_widgets(plan: Plan) -> None:
@@ -295,8 +322,8 @@ def plan_from_widgets() -> Plan:
                       percentile=float(values["percentile"]))
     prune = PruneSpec(sparsity=float(values["sparsity"]), method=values["prune_method"], m=plan.default.prune.m)
     default = replace(plan.default, quant=quant, prune=prune)
-    return replace(plan, default=default, global_prune=bool(values["global_prune"]),
-                   fold_bn=bool(values["fold_bn"]))
+    return replace(plan.with_default(default), global_prune=bool(values["global_prune"]),
+                   fold_bn=bool(values["fold_bn"]))  # overrides keep their pinned fields only
 
 
 def checked(plan: Plan) -> Plan:
@@ -307,24 +334,26 @@ def checked(plan: Plan) -> Plan:
     return plan
 
 
-def on_widget_change() -> None:
-    """Widget callback: rebuild the plan from the widgets, or keep the old one and explain."""
+def on_widget_change(source: str | None = None) -> None:
+    """Widget callback: rebuild the plan from the widgets, or keep the old one and explain
+    (then, and only then, the widgets are put back to the plan's values)."""
     try:
-        st.session_state.plan = checked(plan_from_widgets())
+        plan = checked(plan_from_widgets())
         st.session_state.pop("widget_error", None)
     except ValueError as error:
         st.session_state.widget_error = str(error)
         write_widgets(st.session_state.plan)
-    sync_url()
+        return
+    commit_plan(plan, source)
 
 
 def record_history(row: dict) -> None:
     """Remember a configuration the user tried (one row per distinct plan and model)."""
-    history = st.session_state.history
-    if history and _history_key(history[-1]) == _history_key(row):
+    rows = st.session_state.history
+    if rows and _history_key(rows[-1]) == _history_key(row):
         return
-    history.append(row)
-    del history[:-HISTORY_LIMIT]
+    rows.append(row)
+    del rows[:-HISTORY_LIMIT]
 
 
 def _history_key(row: dict) -> tuple:
@@ -354,17 +383,14 @@ def absorb_layer_edits(names: list[str]) -> None:
     except ValueError as error:
         ss.editor_error = str(error)
         plan = ss.plan
-    ss.plan = plan
-    ss.editor_generation += 1
-    sync_url()
+    commit_plan(plan, "layer table")
+    ss.editor_generation += 1  # even when nothing changed: the table drops the absorbed edits
 
 
 def reset_overrides() -> None:
     """Drop every per-layer override (button callback)."""
-    st.session_state.plan = replace(st.session_state.plan, overrides=())
-    st.session_state.editor_generation += 1
+    commit_plan(replace(st.session_state.plan, overrides=(), pinned=()))
     st.session_state.pop("editor_error", None)
-    sync_url()
 
 
 def select_layer(name: str | None) -> None:
@@ -375,9 +401,13 @@ def show_messages() -> None:
     """Show pending messages once: a shared link that could not be used, a refused value."""
     ss = st.session_state
     if ss.get("link_error"):
-        st.warning(ss.link_error)
+        st.warning(ss.link_error, icon=":material/link_off:")
         ss.link_error = None
-    for key in ("widget_error", "editor_error", "model_error"):
+    if ss.get("model_note"):
+        st.warning(ss.pop("model_note"), icon=":material/layers:")
+    if ss.get("model_info"):
+        st.info(ss.pop("model_info"), icon=":material/layers:")
+    for key in ("editor_error", "model_error"):  # widget_error: shown at the controls (controls.py)
         if ss.get(key):
             st.error(ss.pop(key))
 
@@ -395,18 +425,56 @@ def current_layer_table(plan: Plan | None = None):
     return _layer_table(current_name(), (plan or current_plan()).to_json())
 
 
+def reference_name() -> str | None:
+    """The original float model a fine-tuned current model is compared with; None otherwise
+    (the current model is its own float baseline)."""
+    original = registry.original(current_name())
+    return original if original and links.known_model(original) else None
+
+
+def reference_engine() -> Engine:
+    """The engine whose float model is the baseline: the original for a fine-tuned model."""
+    name = reference_name()
+    return load_engine(name) if name else current_engine()
+
+
 def current_evaluation(plan: Plan | None = None):
     """engine.evaluate of the plan (default: the current one) on the model's evaluation data,
-    with a progress bar here while it takes long."""
+    with a progress bar here while it takes long. For a fine-tuned model, float accuracy,
+    agreement and KL are against the original float model (`reference_name`)."""
+    plan, data = plan or current_plan(), current_data()
     with progress_bar() as progress:
-        return current_engine().evaluate(plan or current_plan(), current_data(), progress)
+        evaluation = current_engine().evaluate(plan, data, progress)
+    if reference_name() is None:
+        return evaluation
+    return baselines.rebase(evaluation, reference_logits(), current_engine().logits(plan, data), data.y,
+                            reference_engine().float_size_bytes)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _baseline(name: str, fold_bn: bool) -> baselines.Baseline:
+    return baselines.baseline(load_engine(name), Plan(fold_bn=fold_bn))
+
+
+def current_baseline(plan: Plan | None = None) -> baselines.Baseline:
+    """The float model the plan's sizes compare with (as the plan folds BatchNorm)."""
+    return _baseline(reference_name() or current_name(), (plan or current_plan()).fold_bn)
 
 
 def float_logits():
-    """The float model's logits on the evaluation data, with a progress bar here while it takes long."""
+    """The current model's float logits on the evaluation data (progress bar while it takes long)."""
     with progress_bar() as progress:
         return current_engine().logits(None, current_data(), lambda done, total: progress(
             done / total, f"Running the float model: {done:,} of {total:,} samples"))
+
+
+def reference_logits():
+    """The float baseline's logits on the evaluation data: the original model's for a fine-tuned one."""
+    if reference_name() is None:
+        return float_logits()
+    with progress_bar() as progress:
+        return reference_engine().logits(None, current_data(), lambda done, total: progress(
+            done / total, f"Running the original float model: {done:,} of {total:,} samples"))
 
 
 def attempt(compute, what: str, hint: str):
@@ -422,7 +490,10 @@ def attempt(compute, what: str, hint: str):
 
 def record_evaluation(plan: Plan) -> None:
     """Add the plan to the session's history (Trade-offs draws it), once per distinct plan."""
-    history, name, data = st.session_state.history, current_name(), current_data()
-    if history and _history_key(history[-1]) == (name, data.description, plan.to_json()):
+    rows, name, data = st.session_state.history, current_name(), current_data()
+    if rows and _history_key(rows[-1]) == (name, data.description, plan.to_json()):
         return
-    record_history({"model": name, "data": data.description, **plan_row(current_engine(), data, plan)})
+    row = plan_row(current_engine(), data, plan)
+    if reference_name() is not None:  # a fine-tuned model: numbers against its original
+        row |= {key: value for key, value in current_evaluation(plan).to_dict().items() if key in row}
+    record_history({"model": name, "data": data.description, **row})

@@ -31,7 +31,8 @@ def sweep_form() -> dict | None:
     with st.form("sweep_form", border=True):
         chosen = {"bits": st.pills("Bits", list(range(1, 17)), selection_mode="multi", default=last["bits"],
                                    key="sweep_bits")}
-        schemes, grans, sparsities, method = st.columns([1.2, 1.4, 1.8, 1])
+        schemes, grans = st.columns(2)  # two rows of two: every pill readable on a 1280-pixel screen
+        sparsities, method = st.columns(2)
         chosen |= {
             "schemes": schemes.pills("Scheme", SCHEMES, selection_mode="multi", default=last["schemes"],
                                      key="sweep_schemes"),
@@ -107,7 +108,7 @@ def _on_point_select() -> None:
 
 def tradeoff_chart() -> None:
     """Accuracy (agreement without labels) against size: sweep, frontier, float, current, history."""
-    engine, data, plan = state.current_engine(), state.current_data(), state.current_plan()
+    data, plan = state.current_data(), state.current_plan()
     y = "accuracy" if data.labeled else "agreement"
     evaluation = state.current_evaluation(plan)
     found = current_sweep()
@@ -118,11 +119,11 @@ def tradeoff_chart() -> None:
         history = history[same].reset_index(drop=True)
     st.session_state.tradeoff_sources = {"sweep": results if results is not None else pd.DataFrame(),
                                          "history": history}
-    float_y = evaluation.float_accuracy if data.labeled else 1.0
+    float_y = evaluation.float_accuracy if data.labeled else 1.0  # the original float model's, when fine-tuned
     current_y = evaluation.accuracy if data.labeled else evaluation.agreement
     fig = plots.tradeoff_figure(
         results, y, sweep.pareto_front(results, y=y) if results is not None and len(results) else None,
-        (engine.float_size_bytes, float_y), (evaluation.size_bytes, current_y, plan_label(plan)),
+        (state.current_baseline(plan).size_bytes, float_y), (evaluation.size_bytes, current_y, plan_label(plan)),
         history if len(history) else None)
     fig = finetune_ui.add_to_tradeoffs(fig, y)  # fine-tuned results (pages/finetune.py)
     fig = compare_ui.add_to_tradeoffs(fig, y)  # plan A, when one is pinned (pages/compare.py)

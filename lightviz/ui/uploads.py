@@ -11,7 +11,8 @@ import streamlit as st
 
 from lightviz.io import loading, userdata, zoo
 from lightviz.io.safeload import TRUST_HINT, max_upload_bytes
-from lightviz.ui import registry, state
+from lightviz.recover import saved
+from lightviz.ui import data_registry, registry, state
 
 DATA_KEY = state.USER_DATA_KEY
 MODEL_TYPES = ["safetensors", "pt", "pth", "pt2", "bin"]
@@ -25,7 +26,9 @@ def render() -> None:
     with st.sidebar.expander("Your own model and data", icon=":material/upload:"):
         with st.form("model_upload", clear_on_submit=False, border=False):
             upload = st.file_uploader(f"Weights (≤ {limit_mb} MB)", type=MODEL_TYPES,
-                                      help="A state_dict as .safetensors, .pt or .pth, for an architecture below.")
+                                      help="A state_dict as .safetensors, .pt or .pth, for an architecture below; "
+                                           "or fine-tuned / distilled weights downloaded from lightviz (no "
+                                           "architecture needed: the file names it).")
             arch = st.selectbox("Architecture", zoo.list_architectures(), index=None,
                                 placeholder="sample or torchvision architecture",
                                 help="The number of classes is read from the weights.")
@@ -62,16 +65,17 @@ def render() -> None:
                 _load_data(data, size, mean, std, subset)
         if st.session_state.get(DATA_KEY, {}).get(state.current_name()) is not None:
             if st.button("Use the default data again"):
-                st.session_state[DATA_KEY].pop(state.current_name(), None)
-                state.set_eval_size(None)
+                state.use_uploaded_data(None)
                 st.rerun()
 
 
 def _load_model(upload, arch: str | None, trust: bool) -> None:
     try:
         with st.spinner(f"Loading {upload.name}…"):
-            bundle = loading.load_user_model(upload, upload.name, arch, trust_code=trust)
-            name = registry.register_upload(bundle)
+            if saved.read_meta(upload.getvalue()) is not None:  # fine-tuned / distilled weights made by lightviz
+                name = registry.register_file(upload.getvalue())
+            else:
+                name = registry.register_upload(loading.load_user_model(upload, upload.name, arch, trust_code=trust))
             state.load_engine(name)  # builds the engine: a model with no compressible layer fails here
     except loading.UntrustedCodeError as error:  # the library's hint names the CLI flag
         st.error(f"{_sentence(str(error).replace(TRUST_HINT, APP_TRUST_HINT))} Still showing {state.current_name()}.")
@@ -93,8 +97,8 @@ def _load_data(upload, size: int, mean: str, std: str, subset: int) -> None:
     except (ValueError, OSError) as error:
         st.error(f"Could not use {upload.name}: {_sentence(error)} The previous data is still in use.")
         return
-    st.session_state.setdefault(DATA_KEY, {})[state.current_name()] = data
-    state.set_eval_size(None)  # all of the new data
+    token = data_registry.token_for(upload.name, upload.getvalue(), (size, mean, std, subset))
+    state.use_uploaded_data(data, token)  # all of the new data; the link names it
     st.rerun()
 
 
