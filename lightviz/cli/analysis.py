@@ -80,6 +80,13 @@ def _base_plan(args: argparse.Namespace) -> Plan:
     return cli.plan_from_args(argparse.Namespace(**{**vars(args), "bits": None, "sparsity": None}))
 
 
+def _check_cost(engine, base: Plan, bits: list[int]) -> None:
+    """The app's cost guard over the layer settings tried: every layer at each bit-width."""
+    from lightviz.analysis.mixed import uniform_at
+
+    cli.check_cost(engine, [uniform_at(base, b) for b in bits])
+
+
 def _bits_list(text: str) -> list[int]:
     bits = [cli.parse_bits(item) for item in cli.split(text, "bits")]
     if None in bits:
@@ -98,7 +105,9 @@ def _sensitivity(args: argparse.Namespace) -> int:
     layers = cli.split(args.layers, "layers") if args.layers else None
     out = cli.out_path(args.out)
     interactive = sys.stderr.isatty() and not args.json
-    df = sensitivity(Engine(bundle.model), data, bits, sparsities, base=_base_plan(args), layers=layers,
+    engine, base = Engine(bundle.model), _base_plan(args)
+    _check_cost(engine, base, bits)
+    df = sensitivity(engine, data, bits, sparsities, base=base, layers=layers,
                      reuse=not args.no_reuse, progress=lambda i, n: interactive and print(
                          f"\r{i}/{n} layer settings", end="" if i < n else "\n", file=sys.stderr))
     if out:
@@ -131,6 +140,7 @@ def _allocate(args: argparse.Namespace) -> int:
     base = _base_plan(args)
     out = cli.out_path(args.out)
     engine = Engine(bundle.model)
+    _check_cost(engine, base, bits)
     sens = sensitivity(engine, data, bits, base=base)
     result = allocate(engine, data, sens, base, size_bytes=args.size_bytes, avg_bits=args.avg_bits,
                       max_drop=args.max_drop, objective=args.objective, method=args.method, refine=args.refine)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lightviz.core.specs import (
     GRANULARITIES,
+    MAX_PLAN_CHARS,
     PRUNE_METHODS,
     RANGE_METHODS,
     SCHEMES,
@@ -44,10 +45,7 @@ def plan_from_args(args: argparse.Namespace, with_default_flags: bool = True) ->
     """The Plan the flags describe: --plan as a base, explicit flags override its default."""
     plan = Plan()
     if getattr(args, "plan", None):
-        path = Path(args.plan)
-        if not path.is_file():
-            raise UsageError(f"--plan: no such file {path}")
-        plan = Plan.from_json(path.read_text())
+        plan = read_plan(Path(args.plan))
     quant, prune = plan.default.quant, plan.default.prune
     changes = {}
     if with_default_flags and args.bits is not None:
@@ -69,6 +67,33 @@ def plan_from_args(args: argparse.Namespace, with_default_flags: bool = True) ->
     if getattr(args, "global_prune", False):
         plan = replace(plan, global_prune=True)
     return plan
+
+
+def read_plan(path: Path) -> Plan:
+    """The plan in a JSON file; UsageError naming the file for anything else (its size is
+    checked before it is read)."""
+    if not path.is_file():
+        raise UsageError(f"--plan: no such file {path}")
+    if path.stat().st_size > MAX_PLAN_CHARS:
+        raise UsageError(f"--plan: {path} is {path.stat().st_size:,} bytes, over the limit of {MAX_PLAN_CHARS:,} "
+                         "for a plan; it is not a lightviz plan")
+    try:
+        return Plan.from_json(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError(f"--plan: {path} is not UTF-8 text; expected a plan JSON file") from None
+    except ValueError as error:
+        raise UsageError(f"--plan {path}: {one_line(error)}") from None
+
+
+def check_cost(engine, plans) -> None:
+    """UsageError when a plan would take too long to compute: the app's own guard
+    (entropy calibration over too many quantization blocks), with what to do instead."""
+    from lightviz.analysis.explore import interactive_cost_error
+
+    for plan in plans:
+        reason = interactive_cost_error(engine, plan)
+        if reason:
+            raise UsageError(reason)
 
 
 def terminal_progress():
@@ -104,6 +129,9 @@ def _load_bundle(args: argparse.Namespace):
     from lightviz.io import loading, zoo
 
     model = args.model
+    if not model.strip():
+        raise UsageError("--model needs a sample name, a torchvision architecture or a model file; got an empty "
+                         "string (see `python -m lightviz models`)")
     input_shape = ints(args.input_shape, "input-shape")
     if input_shape is not None and isinstance(input_shape, int):
         input_shape = (input_shape,)

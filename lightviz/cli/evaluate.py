@@ -59,6 +59,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     bundle, data = cli.load(args)
     plan = cli.apply_activation_flags(cli.plan_from_args(args), args)
     engine = Engine(bundle.model)
+    cli.check_cost(engine, [plan])
     evaluation = engine.evaluate(plan, data, cli.terminal_progress())
     table = engine.layer_table(plan)
     report = {
@@ -95,7 +96,9 @@ def _sweep(args: argparse.Namespace) -> int:
     plans = sweep_configs(bits, schemes, granularities, sparsities, args.prune_method or "unstructured", base)
     out = cli.out_path(args.out)
     interactive = sys.stderr.isatty()
-    df = run_sweep(Engine(bundle.model), data, plans, progress=lambda i, n: interactive and print(
+    engine = Engine(bundle.model)
+    cli.check_cost(engine, plans)
+    df = run_sweep(engine, data, plans, progress=lambda i, n: interactive and print(
         f"\r{i}/{n} configurations", end="" if i < n else "\n", file=sys.stderr))
     df.insert(0, "model", bundle.name)
     df.to_csv(out, index=False)
