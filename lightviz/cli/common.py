@@ -305,6 +305,43 @@ def out_path(text: str | None) -> Path | None:
     return out
 
 
+def with_notes(report: dict) -> dict:
+    """`report` made JSON-safe, with a "notes" list saying which numbers became null and why.
+
+    Infinite SQNR means a layer is reproduced exactly; any other NaN or infinity is float32
+    overflow (weights or outputs beyond its range, about 3.4e38).
+
+    >>> with_notes({"kl": float("nan"), "layers": [{"name": "fc", "sqnr_db": float("inf")}]})["notes"]
+    ['kl is null: it came out as nan (float32 overflow: weights or model outputs beyond its range, about 3.4e38)', 'sqnr_db is null where a layer is reproduced exactly (infinite SQNR): fc']
+    """
+    overflow, exact, notes = {}, [], list(report.get("notes", []))
+
+    def visit(value, key, owner):
+        if isinstance(value, dict):
+            return {k: visit(v, k, value) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [visit(item, key, owner) for item in value]
+        safe = json_safe(value)
+        if safe is None and value is not None:
+            if key == "sqnr_db" and safe is None and float(value) == math.inf:
+                exact.append(str(owner.get("name", "?")))
+            else:
+                overflow.setdefault(key, []).append(f"{float(value)}")
+        return safe
+
+    safe = visit(report, None, report)
+    for key, values in overflow.items():
+        kinds = ", ".join(sorted(set(values)))
+        where = f" in {len(values)} entries" if len(values) > 1 else ""
+        notes.append(f"{key} is null{where}: it came out as {kinds} (float32 overflow: weights or model outputs "
+                     "beyond its range, about 3.4e38)")
+    if exact:
+        notes.append(f"sqnr_db is null where a layer is reproduced exactly (infinite SQNR): {', '.join(exact)}")
+    if notes:
+        safe["notes"] = notes
+    return safe
+
+
 def json_safe(value):
     """JSON-safe: NaN and infinities become null, numpy scalars plain numbers."""
     if isinstance(value, dict):

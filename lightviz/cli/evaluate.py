@@ -69,18 +69,33 @@ def _evaluate(args: argparse.Namespace) -> int:
         "layers": [
             {"name": row.name, "type": row.type, "bits": None if _isnan(row.bits) else int(row.bits),
              "scheme": row.scheme, "granularity": row.granularity, "sparsity": row.achieved_sparsity,
-             "format": row.format, "sqnr_db": cli.json_safe(float(row.sqnr_db)), "mse": row.mse,
+             "format": row.format, "sqnr_db": float(row.sqnr_db), "mse": row.mse,
              "size_bytes": int(row.size_bytes)}
             for row in table.itertuples()
         ],
         "plan": plan.to_dict(),
     }
     report.update(evaluate_extras(engine, plan, data))  # "wa", activation ranges
+    report["notes"] = _logit_notes(engine, plan, data)
+    report = cli.with_notes(report)
     if args.json:
         print(json.dumps(report, allow_nan=False))
     else:
         _print_summary(report)
     return 0
+
+
+def _logit_notes(engine, plan, data) -> list[str]:
+    """A note for each model whose logits hold NaN or inf on some inputs (weights near float32's limit)."""
+    from lightviz.core.metrics import nonfinite_rows
+
+    notes = []
+    for what, p in (("float", None), ("compressed", plan)):
+        bad = nonfinite_rows(engine.logits(p, data))  # cached by evaluate: no second pass
+        if bad:
+            notes.append(f"the {what} model's outputs overflow float32 (NaN or inf logits) on {bad} of {len(data)} "
+                         "inputs: its predictions there, and accuracy, agreement and KL, mean little")
+    return notes
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -124,9 +139,13 @@ def _print_summary(report: dict) -> None:
     print(f"weights/activations {report['wa']}") if report.get("wa") else None
     if acc is not None:
         print(f"accuracy {acc:.2%} (float {report['float_accuracy']:.2%})")
-    print(f"agreement with float {report['agreement']:.2%}, KL {report['kl']:.4g}")
+    kl = "n/a" if report["kl"] is None else f"{report['kl']:.4g}"
+    print(f"agreement with float {report['agreement']:.2%}, KL {kl}")
     print(f"size {report['size_bytes']:,} B (float {report['float_size_bytes']:,} B, "
           f"{report['compression_ratio']:.2f}x), {report['avg_bits_per_weight']:.2f} bits/weight")
+    for note in report.get("notes", []):
+        if note.startswith(("the ", "kl ")):  # about what this summary shows (--json has every note)
+            print(f"note: {note}")
 
 
 def _isnan(value: object) -> bool:

@@ -215,7 +215,10 @@ class _Blocks:
 
 def _choose_block_qparams(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
     if _is_binary(spec):  # XNOR-Net: alpha = mean |w|
-        return x.abs().mean(dim=1, keepdim=True), torch.zeros(x.shape[0], 1)
+        alpha = x.abs().mean(dim=1, keepdim=True)
+        if not bool(torch.isfinite(alpha).all()):  # the float32 sum overflowed (|w| near 3.4e38): in float64
+            alpha = torch.where(torch.isfinite(alpha), alpha, x.abs().double().mean(dim=1, keepdim=True).float())
+        return alpha, torch.zeros(x.shape[0], 1)
     qmin, qmax = code_range(spec)
     lo, hi = _clip_block_range(x, spec)
     return _qparams_from_range(lo, hi, qmin, qmax, spec.scheme)
@@ -228,7 +231,13 @@ def _qparams_from_range(lo: torch.Tensor, hi: torch.Tensor, qmin: int, qmax: int
         amax = torch.maximum(-lo, hi)
         scale = torch.clamp_min(amax / (float(qmax - qmin) / 2), EPS)
         return scale, torch.zeros_like(scale)
-    scale = torch.clamp_min((hi - lo) / float(qmax - qmin), EPS)
+    span = hi - lo
+    scale = span / float(qmax - qmin)
+    if not bool(torch.isfinite(span).all()):  # hi - lo beyond float32 (weights near ±3.4e38): in float64,
+        # and at most float32's largest value (2 levels cannot span ±3e38 in float32)
+        wide = ((hi.double() - lo.double()) / float(qmax - qmin)).clamp_max(torch.finfo(torch.float32).max).float()
+        scale = torch.where(torch.isfinite(span), scale, wide)
+    scale = torch.clamp_min(scale, EPS)
     zero_point = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax)
     return scale, zero_point
 
@@ -295,8 +304,10 @@ def _entropy_threshold(absx: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     if levels >= HIST_BINS:
         return amax.reshape(-1, 1)
     n_blocks = absx.shape[0]
-    width = torch.where(amax > 0, amax / HIST_BINS, torch.ones_like(amax))
-    idx = torch.clamp((absx / width.reshape(-1, 1)).long(), max=HIST_BINS - 1)
+    usable = (amax > 0) & torch.isfinite(amax)  # inf/NaN values (float32 overflow upstream): no clipping
+    width = torch.where(usable, amax / HIST_BINS, torch.ones_like(amax))
+    bins = torch.nan_to_num(absx / width.reshape(-1, 1), nan=0.0, posinf=HIST_BINS - 1)
+    idx = torch.clamp(bins, max=HIST_BINS - 1).long()
     flat = (idx + torch.arange(n_blocks).reshape(-1, 1) * HIST_BINS).reshape(-1)
     hist = torch.bincount(flat, minlength=n_blocks * HIST_BINS).reshape(n_blocks, HIST_BINS).double().numpy()
     hist[:, 0] = hist[:, 1]
@@ -318,7 +329,7 @@ def _entropy_threshold(absx: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
         better = kl <= best_kl  # ties go to the larger threshold
         best_kl[better], best_i[better] = kl[better], i
     threshold = torch.from_numpy(best_i).float() * width
-    return torch.where(amax > 0, threshold, amax).reshape(-1, 1)
+    return torch.where(usable, threshold, amax).reshape(-1, 1)
 
 
 def _kl_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
