@@ -25,7 +25,8 @@ from lightviz.core.specs import (
     plan_to_token,
 )
 from lightviz.io import datasets, zoo
-from lightviz.ui import registry
+from lightviz.ui import registry, resources
+from lightviz.ui.text import plain
 
 DEFAULT_MODEL = "digits-cnn"
 USER_DATA_KEY = "user_data"  # {model name: EvalData the user uploaded for it}
@@ -49,23 +50,21 @@ WIDGET_KEYS = {
 FLOAT_BITS_LABEL = "float"  # the bits widget shows "float" for bits=None
 
 
-# --- cached resources (shared by all sessions; never mutated) ------------------------------
+# --- cached resources (shared by all sessions, bounded: ui/resources.py; never mutated) --------
 
 
-@st.cache_resource(show_spinner="Loading model…")
 def load_bundle(name: str) -> zoo.ModelBundle:
-    return registry.get(name) or zoo.load_model(name)  # registry: models fine-tuned in this app
+    """A sample or torchvision model, or one this session uploaded or fine-tuned (registry)."""
+    return resources.model(name)[0]
 
 
-@st.cache_resource(show_spinner=False)
 def load_engine(name: str) -> Engine:
-    return Engine(load_bundle(name).model)
+    return resources.model(name)[1]
 
 
-@st.cache_resource(show_spinner=False, max_entries=32)
 def load_eval_data(name: str, n: int | None = None) -> datasets.EvalData:
     """The model's default data (data.eval_data_for), `n` samples of it; one object per (name, n)."""
-    return datasets.eval_data_for(load_bundle(name), n)
+    return resources.default_data(name, n)
 
 
 # --- session state -----------------------------------------------------------------------
@@ -107,8 +106,11 @@ def init_state() -> None:
     params = st.query_params
     if "model" in params:
         name = params["model"]
-        if name in zoo.list_models() or name in zoo.list_torchvision_models() or registry.get(name):
+        if name in zoo.list_models() or name in zoo.list_torchvision_models():
             ss.model_name = name
+        elif registry.is_derived(name):  # uploads and fine-tunes are private to the session that made them
+            ss.link_error = (f"The link names {registry.label(name)}, a model uploaded or fine-tuned in another "
+                             f"browser session; such models stay private to it. Showing {DEFAULT_MODEL}.")
         else:
             ss.link_error = f"The link names an unknown model {name!r}; showing {DEFAULT_MODEL}."
     if "plan" in params:
@@ -116,7 +118,7 @@ def init_state() -> None:
             plan = plan_from_token(params["plan"])
             load_engine(ss.model_name).check_plan(plan)
             ss.plan = checked(plan)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             ss.link_error = f"The link's plan could not be used ({error}); showing the default plan."
     write_widgets(ss.plan)
 
@@ -179,7 +181,7 @@ def progress_bar(delay_s: float | None = None):
     def report(fraction: float, text: str) -> None:
         nonlocal shown
         if shown or time.perf_counter() - start > delay_s:
-            slot.progress(min(max(fraction, 0.0), 1.0), text=text)
+            slot.progress(min(max(fraction, 0.0), 1.0), text=plain(text))
             shown = True
     try:
         yield report
@@ -337,11 +339,11 @@ def show_messages() -> None:
     """Show pending messages once: a shared link that could not be used, a refused value."""
     ss = st.session_state
     if ss.get("link_error"):
-        st.warning(ss.link_error)
+        st.warning(plain(ss.link_error))
         ss.link_error = None
     for key in ("widget_error", "editor_error", "model_error"):
         if ss.get(key):
-            st.error(ss.pop(key))
+            st.error(plain(ss.pop(key)))
 
 
 # --- derived results (cheap on repeat: the engine caches layers and logits) -----------------
@@ -376,9 +378,9 @@ def attempt(compute, what: str, hint: str):
     try:
         return compute()
     except ValueError as error:
-        st.error(f"{what}: {error}. What to do: {hint}.")
+        st.error(plain(f"{what}: {error}. What to do: {hint}."))
     except Exception as error:  # noqa: BLE001 - the app keeps running, the user learns what happened
-        st.error(f"{what} ({type(error).__name__}: {error}). What to do: {hint}.")
+        st.error(plain(f"{what} ({type(error).__name__}: {error}). What to do: {hint}."))
     return None
 
 

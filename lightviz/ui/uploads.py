@@ -12,6 +12,7 @@ import streamlit as st
 from lightviz.io import loading, userdata, zoo
 from lightviz.io.safeload import TRUST_HINT, max_upload_bytes
 from lightviz.ui import registry, state
+from lightviz.ui.text import plain
 
 DATA_KEY = state.USER_DATA_KEY
 MODEL_TYPES = ["safetensors", "pt", "pth", "pt2", "bin"]
@@ -36,14 +37,16 @@ def render() -> None:
             if st.form_submit_button("Load model") and upload is not None:
                 _load_model(upload, arch, trust)
         bundle = state.current_bundle()
-        st.caption(f"Input shape {tuple(bundle.input_shape)} · {bundle.num_classes} classes: "
-                   f"{_classes_text(bundle.class_names)}")
+        st.caption(plain(f"Input shape {tuple(bundle.input_shape)} · {bundle.num_classes} classes: "
+                         f"{_classes_text(bundle.class_names)}"))
         with st.form("data_upload", clear_on_submit=False, border=False):
             data = st.file_uploader("Evaluation data", type=DATA_TYPES,
                                     help=".npz with x (and y for labels), or a .zip of class folders of images. "
                                          "Without labels, only fidelity to the float model is measured.")
-            size = st.number_input("Image size (px, zip only)", min_value=0, value=0,
-                                   help="0 keeps the model's input size")
+            size = st.number_input("Image size (px, zip only)", min_value=0, max_value=userdata.MAX_IMAGE_SIZE,
+                                   value=0, help=f"0 keeps the model's input size. Images x channels x size² may "
+                                                 f"reach {userdata.MAX_INPUT_VALUES:,} values "
+                                                 f"({userdata.MAX_INPUT_VALUES * 4 // 2**20} MiB of float32).")
             mean = st.text_input("Mean per channel (zip only)", value="", placeholder="e.g. 0.485, 0.456, 0.406")
             std = st.text_input("Std per channel (zip only)", value="", placeholder="e.g. 0.229, 0.224, 0.225")
             subset = st.number_input("Load at most (samples)", min_value=0, value=0,
@@ -61,17 +64,25 @@ def render() -> None:
 
 def _load_model(upload, arch: str | None, trust: bool) -> None:
     try:
-        with st.spinner(f"Loading {upload.name}…"):
+        with st.spinner(plain(f"Loading {upload.name}…")):
             bundle = loading.load_user_model(upload, upload.name, arch, trust_code=trust)
-            name = registry.register_upload(bundle)
-            state.load_engine(name)  # builds the engine: a model with no compressible layer fails here
+            name = registry.register_upload(bundle)  # from now on visible to this session only
+            try:
+                state.load_engine(name)  # builds the engine: a model with no compressible layer fails here
+            except Exception:
+                registry.disown(name)
+                raise
     except loading.UntrustedCodeError as error:  # the library's hint names the CLI flag
-        st.error(f"{_sentence(str(error).replace(TRUST_HINT, APP_TRUST_HINT))} Still showing {state.current_name()}.")
+        st.error(plain(f"{_sentence(str(error).replace(TRUST_HINT, APP_TRUST_HINT))} "
+                       f"Still showing {state.current_name()}."))
         return
     except (ValueError, OSError, RuntimeError) as error:
-        st.error(f"Could not load {upload.name}: {_sentence(error)} Still showing {state.current_name()}.")
+        st.error(plain(f"Could not load {upload.name}: {_sentence(error)} Still showing {state.current_name()}."))
         return
-    st.session_state.setdefault(registry.SESSION_KEY, []).append(name)
+    except Exception as error:  # noqa: BLE001 - whatever a hostile file provokes: one message, nothing lost
+        st.error(plain(f"Could not load {upload.name} ({type(error).__name__}: {_sentence(error)}) "
+                       f"Still showing {state.current_name()}."))
+        return
     state.set_model(name)
     st.rerun()
 
@@ -83,7 +94,11 @@ def _load_data(upload, size: int, mean: str, std: str, subset: int) -> None:
                                        mean=_floats(mean, "mean"), std=_floats(std, "std"),
                                        max_samples=subset or None)
     except (ValueError, OSError) as error:
-        st.error(f"Could not use {upload.name}: {_sentence(error)} The previous data is still in use.")
+        st.error(plain(f"Could not use {upload.name}: {_sentence(error)} The previous data is still in use."))
+        return
+    except Exception as error:  # noqa: BLE001 - whatever a hostile file provokes: one message, nothing lost
+        st.error(plain(f"Could not use {upload.name} ({type(error).__name__}: {_sentence(error)}) "
+                       "The previous data is still in use."))
         return
     st.session_state.setdefault(DATA_KEY, {})[state.current_name()] = data
     state.set_eval_size(None)  # all of the new data
