@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lightviz.analysis.learn import LayerSteps, QuantSteps, grid_levels, is_binary
+from lightviz.plots.style import plain
 
 W_COLOR = "#4C78A8"  # blue: float values
 W_HAT_COLOR = "#F58518"  # orange: dequantized values
@@ -27,7 +28,7 @@ MAX_CODE_LABELS = 16
 
 
 def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    fig.update_layout(title=dict(text=title, x=0, xanchor="left"), height=height,
+    fig.update_layout(title=dict(text=plain(title), x=0, xanchor="left"), height=height,
                       margin=dict(l=10, r=10, t=60, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1))
     return fig

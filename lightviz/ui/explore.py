@@ -13,8 +13,10 @@ from lightviz.core.engine import Engine
 from lightviz.core.evaldata import EvalData
 from lightviz.core.specs import GRANULARITIES, SCHEMES, Plan
 from lightviz.plots import explore as plots
+from lightviz.plots.style import plain as plotly_plain
 from lightviz.ui import state
 from lightviz.ui.format import bytes_text
+from lightviz.ui.text import plain
 
 MAX_THUMBNAILS = 32
 READ_ONLY = ["layer", "type", "shape", "params", "override", "storage"]
@@ -57,7 +59,7 @@ def layer_editor(engine: Engine) -> Plan:
     button, note = st.columns([1, 5], vertical_alignment="center")
     button.button("Reset overrides", on_click=state.reset_overrides, disabled=not overrides)
     note.caption(f"{len(overrides)} layer override{'s' if len(overrides) != 1 else ''}: "
-                 f"{', '.join(name for name, _ in overrides)}" if overrides else
+                 f"{plain(', '.join(name for name, _ in overrides))}" if overrides else
                  "Edit bits, scheme, granularity, sparsity or keep float to override the global settings "
                  "for one layer.")
     return plan
@@ -120,8 +122,8 @@ def histogram_section(engine: Engine, plan: Plan, table: pd.DataFrame) -> None:
     chart.caption(". ".join(notes) + ("." if notes else ""))
     row = table.set_index("name").loc[name]
     details.markdown(
-        f"| **{name}** | {row['type']} {row['shape'].replace('x', '×')} |\n|---|---|\n"
-        f"| setting | {label} |\n| storage | {row['format']} |\n"
+        f"| **{plain(name)}** | {plain(row['type'])} {row['shape'].replace('x', '×')} |\n|---|---|\n"
+        f"| setting | {plain(label)} |\n| storage | {row['format']} |\n"
         f"| size | {bytes_text(row['size_bytes'])} (float {bytes_text(row['float_size_bytes'])}) |\n"
         f"| bits / weight | {row['bits_per_weight']:.2f} |\n| SQNR | {_db(row['sqnr_db'])} |\n"
         f"| MSE | {row['mse']:.3g} |\n| max abs error | {row['max_abs_error']:.3g} |\n"
@@ -146,10 +148,11 @@ def flips_section(engine: Engine, plan: Plan, data: EvalData, class_names: tuple
              f"{counts.get('changed', 0)} changed between wrong answers"] if data.labeled else []
     st.markdown(f"**{len(flips)} of {len(data)}** predictions changed" + (": " + ", ".join(parts) if parts else "."))
     name = dict(enumerate(class_names)).get
+    shown_name = dict(enumerate(map(plotly_plain, class_names))).get  # Plotly text: no HTML from class names
     if data.x.dim() == 4 and data.x.shape[1] == 1:
         shown = flips.head(MAX_THUMBNAILS)
         images = data.x[shown["index"].tolist(), 0].numpy()
-        captions = [(f"true {name(t)}<br>" if t is not None else "") + f"float {name(f)} → {name(c)}"
+        captions = [(f"true {shown_name(t)}<br>" if t is not None else "") + f"float {shown_name(f)} → {shown_name(c)}"
                     for t, f, c in zip(shown["true"], shown["float_pred"], shown["compressed_pred"])]
         st.caption("Under each input: " + ("its true class, then " if data.labeled else "")
                    + "the float model's prediction → the compressed model's.")

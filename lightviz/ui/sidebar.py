@@ -9,6 +9,7 @@ from lightviz.core import metrics
 from lightviz.io import zoo
 from lightviz.ui import registry, state, uploads
 from lightviz.ui.format import bytes_text, human_bytes, percent
+from lightviz.ui.text import plain
 
 MODEL_PICKER_KEY = "model_picker"
 EVAL_SIZE_INPUT = "eval_size_input"
@@ -54,9 +55,9 @@ def render() -> bool:
             _eval_size_input()
             bundle, engine, data = state.current_bundle(), state.current_engine(), state.current_data()
         except Exception as error:  # noqa: BLE001 - never a traceback: say what to do
-            st.error(f"Could not load {state.current_name()}: {error}. Pick another model.")
+            st.error(plain(f"Could not load {state.current_name()}: {error}. Pick another model."))
             return False
-        st.caption(bundle.description)
+        st.caption(plain(bundle.description))
         if data.labeled:
             accuracy = percent(metrics.accuracy(state.float_logits(), data.y))
         else:
@@ -69,9 +70,9 @@ def render() -> bool:
                     f"**{len(engine.layers)}** compressible layers ({roles}), {n_weights:,} weights",
                     help="Float size: every parameter and buffer at its dtype's size (the state_dict).")
         if data.labeled:
-            st.caption(f"Data: {data.description}.")
+            st.caption(plain(f"Data: {data.description}."))
         else:
-            st.caption(f"Fidelity only: {bundle.note}. Data: {data.description}.")
+            st.caption(plain(f"Fidelity only: {bundle.note}. Data: {data.description}."))
     return True
 
 
