@@ -77,7 +77,7 @@ def _load_model(upload, arch: str | None, trust: bool) -> None:
                        f"Still showing {state.current_name()}."))
         return
     except (ValueError, OSError, RuntimeError) as error:
-        st.error(plain(f"Could not load {upload.name}: {_sentence(error)} Still showing {state.current_name()}."))
+        st.error(plain(f"{_failed('load', upload.name, error)} Still showing {state.current_name()}."))
         return
     except Exception as error:  # noqa: BLE001 - whatever a hostile file provokes: one message, nothing lost
         st.error(plain(f"Could not load {upload.name} ({type(error).__name__}: {_sentence(error)}) "
@@ -94,7 +94,7 @@ def _load_data(upload, size: int, mean: str, std: str, subset: int) -> None:
                                        mean=_floats(mean, "mean"), std=_floats(std, "std"),
                                        max_samples=subset or None)
     except (ValueError, OSError) as error:
-        st.error(plain(f"Could not use {upload.name}: {_sentence(error)} The previous data is still in use."))
+        st.error(plain(f"{_failed('use', upload.name, error)} The previous data is still in use."))
         return
     except Exception as error:  # noqa: BLE001 - whatever a hostile file provokes: one message, nothing lost
         st.error(plain(f"Could not use {upload.name} ({type(error).__name__}: {_sentence(error)}) "
@@ -117,6 +117,12 @@ def _floats(text: str, what: str) -> list[float] | None:
 def _classes_text(names: tuple[str, ...]) -> str:
     shown = ", ".join(names[:8])
     return shown + (f", … ({len(names) - 8} more)" if len(names) > 8 else "")
+
+
+def _failed(verb: str, name: str, error: Exception) -> str:
+    """'Could not <verb> <name>: <why>.', without naming the file twice when the reason does."""
+    why = _sentence(error)
+    return f"Could not {verb} {why}" if why.startswith(f"{name}:") else f"Could not {verb} {name}: {why}"
 
 
 def _sentence(error: Exception | str) -> str:
