@@ -10,9 +10,10 @@ before it reaches one of those. Selectbox options and dataframe cells are plain 
 - backslash-escapes the ASCII punctuation Markdown, Streamlit's directives (`:red[...]`,
   `:material/icon:`, emoji shortcodes) and its math (`$...$`) are built from;
 - puts an invisible word joiner (U+2060) where GitHub-flavored Markdown would turn bare text
-  into a link (after each ':' as in 'https://', before '@' of an e-mail address, between
-  'www' and '.'): those autolinks are found after escapes are resolved, so escaping alone
-  does not stop them.
+  into a link or Streamlit an icon (after a ':' that is not followed by a space, as in
+  'https://' or ':material/home:'; before the '@' of an e-mail address; between 'www' and
+  '.'): those are found after escapes are resolved, so escaping alone does not stop them.
+  Prose ('file.npz: 100 inputs') gets none.
 
 Whitespace runs (newlines included) become one space, so a string cannot start a new block.
 Plotly figures have their own HTML subset; lightviz.plots.style.plain escapes for those.
@@ -25,7 +26,7 @@ import re
 __all__ = ["plain"]
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:@&=^])")
-_AUTOLINK = re.compile(r"(?<=:)|(?=@)|(?<=www)(?=\.)", re.IGNORECASE)
+_AUTOLINK = re.compile(r"(?<=:)(?=\S)|(?<=\w)(?=@)|(?<=www)(?=\.)", re.IGNORECASE)
 WORD_JOINER = "\u2060"
 
 
