@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +155,8 @@ def run_child(argv: list[str], timeout: float = 300, env: dict | None = None) ->
 
 
 _MEASURE = """
-import contextlib, io, json, resource, sys
+import contextlib, io, json, resource, sys, warnings
+warnings.simplefilter("always")  # any warning that escapes the CLI would show on its stderr
 from lightviz.cli import main
 for argv in json.loads(sys.argv[1]):
     out, err = io.StringIO(), io.StringIO()
@@ -162,17 +164,53 @@ for argv in json.loads(sys.argv[1]):
         code = main(argv)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     print(json.dumps({"code": code, "out": out.getvalue(), "err": err.getvalue(), "peak": peak}), flush=True)
+watched = ("lightviz.__main__", "lightviz.ui", "lightviz.ui.sidebar", "streamlit")
+print(json.dumps({"imported": sorted(name for name in watched if name in sys.modules)}))
 """
 
 
-def measure_cli_runs(runs: list[list[str]], timeout: float = 300) -> list[dict]:
-    """Run CLI commands one after another in one child process; for each, its exit code,
-    stdout, stderr and the child's peak RSS so far (bytes). Peak RSS only grows, so what a
-    command adds is its peak minus the one before it."""
+def measure_cli_runs(runs: list[list[str]], timeout: float = 300) -> tuple[list[dict], list[str]]:
+    """Run CLI commands one after another in one fresh child process (one torch import).
+
+    Returns, for each command, its exit code, stdout, stderr and the child's peak RSS so far
+    (bytes; peak RSS only grows, so what a command adds is its peak minus the one before), and
+    which of lightviz.__main__, lightviz.ui, lightviz.ui.sidebar and streamlit the child had
+    imported at the end (the CLI imports none of them).
+    """
     proc = subprocess.run([sys.executable, "-c", _MEASURE, json.dumps(runs)], capture_output=True, text=True,
                           cwd=ROOT, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return [json.loads(line) for line in proc.stdout.splitlines()]
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    return lines[:-1], lines[-1]["imported"]
+
+
+def module_pickle(module_name: str, path: Path) -> Path:
+    """torch.save of a whole nn.Module whose class claims to live in `module_name` (importing
+    that module is what a careless loader would do to check the class)."""
+    import torch
+    from torch import nn
+
+    class X(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    X.__module__, X.__qualname__ = module_name, "X"
+    fake = types.ModuleType(module_name)
+    fake.X = X
+    saved = sys.modules.get(module_name)
+    sys.modules[module_name] = fake  # pickle looks the class up there by name
+    try:
+        torch.save(X(), path)
+    finally:
+        if saved is None:
+            del sys.modules[module_name]
+        else:
+            sys.modules[module_name] = saved
+    return path
 
 
 def _wait4(pid: int, timeout: float):

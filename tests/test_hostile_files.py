@@ -1,7 +1,8 @@
-"""Hostile data files, built here at test time (tests/hostile.py): broken archives, lying .npy
-headers, a zip whose directory understates a member, images resized past the input bound and
-more generated inputs than memory holds. Each gives one ValueError in the library and exit 2
-with one stderr line in the CLI; where the case is about memory, the child's peak RSS is
+"""Hostile files, built here at test time (tests/hostile.py): broken archives, lying .npy
+headers, a zip whose directory understates a member, images resized past the input bound,
+more generated inputs than memory holds, trusted pickles naming modules that must not be
+imported, weights near float32's limit. Each bad input gives one ValueError in the library and
+exit 2 with one stderr line in the CLI; where the case is about memory, the child's peak RSS is
 measured: one child process runs the CLI cases in turn after a good archive (the baseline)
 and reports its peak RSS after each (getrusage), so each case's growth is its own.
 """
@@ -9,10 +10,12 @@ and reports its peak RSS after each (getrusage), so each case's growth is its ow
 from __future__ import annotations
 
 import io
+import json
 import tracemalloc
 import zipfile
 
 import pytest
+import torch
 from hostile import (
     DEFECTS,
     Member,
@@ -21,10 +24,12 @@ from hostile import (
     huge_shape_npz,
     image_zip_members,
     measure_cli_runs,
+    module_pickle,
     png_bytes,
     understated_zip,
     zip_bytes,
 )
+from safetensors.torch import save_file
 
 from lightviz.cli import main
 from lightviz.core.evaldata import MAX_INPUT_VALUES
@@ -41,6 +46,7 @@ RSS_SLACK = 200 * MiB
 EXPECTED = {"bad-crc": "Bad CRC-32", "corrupt-deflate": "damaged (Error -3", "encrypted": "is encrypted",
             "method-99": "compressed with AES encryption (WinZip)"}
 CASES = [(kind, defect) for kind in ("npz", "zip") for defect in DEFECTS]
+TRUSTED_NAMES = ("lightviz.__main__", "lightviz.ui.sidebar")
 NINE_IMAGES = [Member(f"{c}/{i}.png", png_bytes((30 * c, 9 * i, 60))) for c in range(3) for i in range(3)]
 
 
@@ -50,31 +56,48 @@ def digits_cnn() -> zoo.ModelBundle:
 
 
 @pytest.fixture(scope="module")
-def memory_runs(tmp_path_factory) -> dict[str, dict]:
-    """The CLI's memory cases, run one after another in one child process (one torch import),
-    each with the child's peak RSS so far: a good archive first (the baseline), then the
+def child(tmp_path_factory) -> tuple[dict[str, dict], list[str]]:
+    """The CLI cases that need a fresh process, run one after another in one child (one torch
+    import), each with the child's peak RSS so far: a good archive first (the baseline), the
     understated zip member, images resized past the bound, resnet18 on 2 generated inputs (its
-    own baseline) and then on 100,000,000."""
-    folder = tmp_path_factory.mktemp("memory")
+    own baseline) and on 100,000,000; trusted pickles naming lightviz.__main__.X and
+    lightviz.ui.sidebar.X (the child reports whether either module, or Streamlit, got
+    imported); and weights near float32's limit, with every warning enabled."""
+    folder = tmp_path_factory.mktemp("child")
     good, bomb, small = folder / "good.zip", folder / "bomb.zip", folder / "small.zip"
     good.write_bytes(zip_bytes(image_zip_members()))
     bomb.write_bytes(understated_zip())  # 1 MB on disk, 1 GiB of zeros behind a 1,000-byte directory entry
     small.write_bytes(zip_bytes(NINE_IMAGES))
+    state = {k: v.clone().contiguous() for k, v in zoo.load_model("digits-cnn").model.state_dict().items()}
+    for key in ("features.1.0.weight", "classifier.weight"):
+        state[key].view(-1)[:2] = torch.tensor([3e38, -3e38])
+    save_file(state, str(folder / "extreme.safetensors"))
     runs = {
         "baseline": ["evaluate", "--model", "digits-cnn", "--data", str(good), "--json"],
         "bomb": ["evaluate", "--model", "digits-cnn", "--data", str(bomb), "--json"],
         "image-size": ["evaluate", "--model", "digits-cnn", "--data", str(small), "--image-size", "4096"],
         "resnet18": ["evaluate", "--model", "resnet18", "--max-samples", "2", "--json"],
         "max-samples": ["evaluate", "--model", "resnet18", "--max-samples", "100000000", "--json"],
+        **{name: ["evaluate", "--model", str(module_pickle(name, folder / f"{name}.pt")), "--trust-code",
+                  "--input-shape", "4", "--json"] for name in TRUSTED_NAMES},
+        "extreme": ["evaluate", "--model", str(folder / "extreme.safetensors"), "--arch", "digits-cnn", "--bits",
+                    "2", "--scheme", "asymmetric", "--granularity", "tensor", "--json"],
     }
-    return dict(zip(runs, measure_cli_runs(list(runs.values()))))
+    results, imported = measure_cli_runs(list(runs.values()))
+    return dict(zip(runs, results)), imported
 
 
-def _refused_within(memory_runs, case: str, baseline: str) -> str:
-    """The case's one stderr line, after checking exit 2, nothing on stdout and its peak RSS."""
-    run, base = memory_runs[case], memory_runs[baseline]
-    assert base["code"] == 0, base["err"]
+def _refused(child, case: str, baseline: str | None = None) -> str:
+    """The case's one stderr line, after checking exit 2, nothing on stdout and (against
+    `baseline`) its peak RSS."""
+    runs, _ = child
+    run = runs[case]
     assert (run["code"], run["out"]) == (2, "") and run["err"].count("\n") == 1, run["err"]
+    assert run["err"].startswith("lightviz: error: ") and "Traceback" not in run["err"]
+    if baseline is None:
+        return run["err"]
+    base = runs[baseline]
+    assert base["code"] == 0, base["err"]
     assert run["peak"] - base["peak"] < RSS_SLACK, (run["peak"] / MiB, base["peak"] / MiB)
     return run["err"]
 
@@ -137,8 +160,8 @@ def test_read_member_stops_at_its_budget_whatever_the_directory_says():
     assert peak < 8 * MiB  # chunks up to the budget, not the 64 MiB member
 
 
-def test_cli_understated_zip_member_bounded_memory(memory_runs):
-    err = _refused_within(memory_runs, "bomb", "baseline")  # the 1 GiB used to be inflated: ~2 GiB more
+def test_cli_understated_zip_member_bounded_memory(child):
+    err = _refused(child, "bomb", "baseline")  # the 1 GiB used to be inflated: ~2 GiB more
     assert "bomb.zip: a/1.png is damaged" in err
 
 
@@ -149,8 +172,8 @@ def test_image_size_bounded_before_decoding(digits_cnn):
     assert f"over the limit of {MAX_INPUT_VALUES:,} values" in message and "at most 8 at this size" in message
 
 
-def test_cli_image_size_bounded_memory(memory_runs):
-    err = _refused_within(memory_runs, "image-size", "baseline")  # peaks only grow: bomb included
+def test_cli_image_size_bounded_memory(child):
+    err = _refused(child, "image-size", "baseline")  # peaks only grow: bomb included
     assert f"over the limit of {MAX_INPUT_VALUES:,} values" in err
 
 
@@ -159,6 +182,26 @@ def test_generated_inputs_bounded_before_allocating():
         generated_inputs((3, 224, 224), n=100_000_000)
 
 
-def test_cli_max_samples_beyond_memory_exit_2_bounded_memory(memory_runs):
-    err = _refused_within(memory_runs, "max-samples", "resnet18")
+def test_cli_max_samples_beyond_memory_exit_2_bounded_memory(child):
+    err = _refused(child, "max-samples", "resnet18")
     assert "100,000,000 generated inputs" in err and f"over the limit of {MAX_INPUT_VALUES:,} values" in err
+
+
+@pytest.mark.parametrize("name", TRUSTED_NAMES)
+def test_cli_trusted_pickle_never_imports_the_module_it_names(child, name):
+    """Importing lightviz.__main__ ran the CLI inside the loader; lightviz.ui.sidebar is Streamlit code."""
+    err = _refused(child, name)
+    assert f"{name}.X" in err and "lightviz will not construct" in err
+    assert child[1] == []  # neither module, nor lightviz.ui or streamlit, was imported in the child
+
+
+def test_cli_extreme_weights_json_nulls_with_notes_and_no_warnings(child):
+    """Exit 0, KL null with notes saying why, nothing on stderr though every warning is on."""
+    run = child[0]["extreme"]
+    assert run["code"] == 0 and run["err"] == "", run["err"]
+    report = json.loads(run["out"])
+    assert report["kl"] is None
+    notes = " ".join(report["notes"])
+    assert "kl is null: it came out as nan" in notes and "outputs overflow float32" in notes
+    layer = next(row for row in report["layers"] if row["name"] == "features.1.0")
+    assert layer["mse"] is None and "mse is null" in notes  # s * (q - z) = -4e38: float32 -inf, as torch gives
