@@ -3,6 +3,7 @@
 import streamlit as st
 
 from lightviz.ui import finetune, state
+from lightviz.ui.text import plain
 
 state.through_router("pages/finetune.py")  # opened by URL before the app first ran
 
@@ -11,7 +12,7 @@ st.caption("How much of the accuracy a plan loses can training win back? Trainin
            "only; every accuracy is measured on the held-out test split.")
 reason = finetune.trainable()
 if reason:
-    st.info(reason)
+    st.info(plain(reason))
     st.stop()
 mode = st.radio("What to train", finetune.MODES, horizontal=True, key="finetune_mode", label_visibility="collapsed")
 settings = finetune.finetune_form() if mode == finetune.MODES[0] else finetune.distill_form()

@@ -7,6 +7,7 @@ from lightviz.analysis import clipping, learn
 from lightviz.core.specs import RANGE_METHOD_HELP, RANGE_METHODS, SCHEMES
 from lightviz.plots import learn as learn_plots
 from lightviz.ui import charts, state
+from lightviz.ui.text import plain
 
 state.through_router("pages/learn.py")  # opened by URL before the app first ran
 
@@ -83,7 +84,7 @@ def toy_section() -> tuple[torch.Tensor, int]:
     try:
         st.session_state.learn_weight = learn.parse_tensor(text).tolist()
     except ValueError as error:
-        st.error(f"{error}. Still showing the last valid tensor; fix the text to update.")
+        st.error(plain(f"{error}. Still showing the last valid tensor; fix the text to update."))
     weight = torch.tensor(st.session_state.get("learn_weight") or learn.parse_tensor(learn.DEFAULT_TOY).tolist())
     toy = {scheme: learn.toy_steps(weight, bits, scheme) for scheme in SCHEMES}
     for column, (scheme, steps) in zip(st.columns(2), toy.items()):

@@ -9,6 +9,7 @@ from lightviz.core.engine import Engine, uniform_plan
 from lightviz.core.specs import LayerConfig, Plan, QuantSpec, plan_to_token
 from lightviz.io import datasets, zoo
 from lightviz.ui.format import bytes_text, human_bytes, percent
+from lightviz.ui.text import plain
 
 TIMEOUT = 60
 
@@ -221,9 +222,9 @@ def test_large_model_shows_evaluation_progress_and_generates_the_chosen_count(mo
     at = _app(model="resnet18")
     at.sidebar.number_input(key="eval_size_input").set_value(6).run()
     _clean(at)
-    assert any("6 generated standard-normal inputs" in caption.value for caption in at.sidebar.caption)
-    assert "Running the compressed model: 6 of 6 samples" in shown
-    assert "Running the float model: 6 of 6 samples" in shown
+    assert any(plain("6 generated standard-normal inputs") in caption.value for caption in at.sidebar.caption)
+    assert plain("Running the compressed model: 6 of 6 samples") in shown  # shown as plain text
+    assert plain("Running the float model: 6 of 6 samples") in shown
     assert not at.get("progress")  # the bar goes once the numbers are there
     bundle = zoo.load_model("resnet18")
     evaluation = Engine(bundle.model).evaluate(Plan(), datasets.eval_data_for(bundle, 6))

@@ -11,6 +11,7 @@ from lightviz.core.engine import Engine, uniform_plan
 from lightviz.core.specs import Plan, QuantSpec, plan_to_token
 from lightviz.io import datasets, zoo
 from lightviz.ui.format import percent
+from lightviz.ui.text import plain
 
 TIMEOUT = 90
 
@@ -114,12 +115,14 @@ def test_link_restores_the_sample_count_and_says_what_it_cannot():
     at = _app(model="digits-cnn", plan=plan_to_token(plan), n="100", data="upload:mine.npz#0123456789ab")
     _clean(at)
     assert at.session_state["eval_sizes"]["digits-cnn"] == 100 and at.session_state["plan"] == plan
-    assert any(r"uploaded data set (mine\.npz) that is not on this server" in w.value for w in at.warning)
+    assert any(plain("uploaded data set (mine.npz) that this browser session has not uploaded") in w.value
+               for w in at.warning)
     bundle = zoo.load_model("digits-cnn")
     expected = Engine(bundle.model).evaluate(plan, datasets.subset(datasets.eval_data_for(bundle), 100))
     assert _metric(at, "Accuracy").value == percent(expected.accuracy)
     at = _app(model="upload:mine.pth#0123abcd", plan=plan_to_token(plan))
-    assert any(r"uploaded model (mine\.pth) that is not on this server" in w.value for w in at.warning)
+    assert any(plain("uploaded model (mine.pth) that this browser session has not uploaded") in w.value
+               for w in at.warning)
     assert at.session_state["model_name"] == "digits-cnn"
 
 
@@ -175,10 +178,9 @@ def test_every_progress_update_is_a_point_where_an_obsolete_run_can_stop(monkeyp
         calls.append(1)
         return original(self)
 
-    from lightviz.ui import loaders
+    from lightviz.ui import resources
 
-    for cached in (loaders.load_bundle, loaders.load_engine, loaders.load_eval_data):
-        cached.clear()  # a fresh engine: the float and compressed passes both run
+    resources.clear()  # a fresh engine: the float and compressed passes both run
     monkeypatch.setattr(DeltaGenerator, "empty", empty)
     _app(model="digits-mlp")
     assert len(calls) >= 8  # 3 layers compressed, 2 batches of float and of compressed logits, and the ends
@@ -211,10 +213,33 @@ def test_link_with_uploaded_data_is_completed_by_uploading_the_file():
     token = data_registry.token_for("mine.npz", content, (0, "", "", 0))  # the sidebar's default options
     plan = uniform_plan(3)
     at = _app(plan=plan_to_token(plan), n="40", data=token)
-    assert any(r"uploaded data set (mine\.npz)" in w.value for w in at.warning)  # as text, Markdown escaped
+    assert any(plain("uploaded data set (mine.npz)") in w.value for w in at.warning)  # as text, Markdown escaped
     at.sidebar.file_uploader[1].set_value(("mine.npz", content, "application/octet-stream"))
     next(b for b in at.sidebar.button if b.label == "Load data").click().run()
     _clean(at)
     assert at.query_params["data"] == token and at.session_state["eval_sizes"]["digits-cnn"] == 40
     assert at.session_state["plan"] == plan
     assert any("random subset of 40 of 60 samples" in caption.value for caption in at.sidebar.caption)
+
+
+def test_uploaded_data_stays_private_to_the_session_that_uploaded_it():
+    """The server holds the upload, but another session opening its link gets the default data
+    and a plain message: nobody opens another person's data by its URL."""
+    import io
+
+    import numpy as np
+
+    test = datasets.digits_split()[1]
+    buffer = io.BytesIO()
+    np.savez(buffer, x=test.x[:50].numpy(), y=test.y[:50].numpy())
+    owner = _app()
+    owner.sidebar.file_uploader[1].set_value(("private.npz", buffer.getvalue(), "application/octet-stream"))
+    next(b for b in owner.sidebar.button if b.label == "Load data").click().run()
+    _clean(owner)
+    token = owner.query_params["data"]
+    assert len(owner.session_state["user_data"]["digits-cnn"]) == 50
+    other = _app(model="digits-cnn", data=token)
+    assert any(plain("uploaded data set (private.npz) that this browser session has not uploaded") in w.value
+               for w in other.warning)
+    assert other.session_state["user_data"].get("digits-cnn") is None
+    assert any("450" in caption.value for caption in other.sidebar.caption)  # the default test split

@@ -88,7 +88,7 @@ def test_finetuned_model_is_compared_with_the_original_float_model_and_survives_
     from lightviz.core.specs import plan_to_token
     from lightviz.io import datasets, zoo
     from lightviz.recover import saved
-    from lightviz.ui import loaders
+    from lightviz.ui import resources
 
     at = _one_epoch()
     _button(at, "Use the fine-tuned model").click()
@@ -116,8 +116,7 @@ def test_finetuned_model_is_compared_with_the_original_float_model_and_survives_
 
     # a server restart forgets the registry; the link still opens the fine-tuned model, from the store
     registry._models.clear()
-    loaders.load_bundle.clear()
-    loaders.load_engine.clear()
+    resources.clear()
     again = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
     again.query_params["model"], again.query_params["plan"] = name, plan_to_token(plan)
     again.run()

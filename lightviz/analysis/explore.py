@@ -139,8 +139,11 @@ def weight_histogram(result: LayerResult, channel: int | None = None, group: int
     w_hat = weight_hat.detach().double().reshape(-1).numpy()[kept]
     levels = span = step = None
     saturated, note = 0, _grid_note(quant, channel, group, channels, groups, length)
+    all_levels = None
     if block is not None and result.qparams is not None:
         all_levels, scale = _levels(quant, result.qparams, block)
+        all_levels = all_levels[np.isfinite(all_levels)]  # s * (q - z) can overflow float32 near its limit
+    if all_levels is not None and len(all_levels):
         step = scale
         if quant.bits == 1 and quant.scheme == "symmetric":
             note = (f"binarized: sign(w) * mean|w| = ±{scale:.4g}, two levels (a zero weight takes +{scale:.4g}, "
@@ -157,7 +160,11 @@ def weight_histogram(result: LayerResult, channel: int | None = None, group: int
     extent = [w.min(initial=0.0), w.max(initial=0.0)] + ([w_hat.min(), w_hat.max()] if w_hat.size else [])
     if span is not None:
         extent += list(span)
+    extent = [value for value in extent if math.isfinite(value)]  # inf/NaN compressed weights: not drawn
     edges = _edges_centered_on_zero(min(extent), max(extent), bins)
+    unshown = int((~np.isfinite(w_hat)).sum())
+    if unshown:
+        note += f"; {unshown:,} compressed weight(s) overflowed float32 to inf or NaN and are not drawn"
     return WeightHistogram(
         edges=edges, float_counts=np.histogram(w, edges)[0], compressed_counts=np.histogram(w_hat, edges)[0],
         pruned=int((~kept).sum()), n_weights=int(w.size), levels=levels, span=span, step=step,

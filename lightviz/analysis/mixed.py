@@ -105,6 +105,10 @@ def layer_options(engine: Engine, sens: pd.DataFrame, base: Plan, objective: str
         wbits.append([part.weight_bits for part in parts])
         column = mine["kl"] if objective == "kl" else mine["accuracy_drop"].clip(lower=0.0)
         values.append([float(v) for v in column])
+        if not np.isfinite(values[-1]).all():
+            raise ValueError(f"the sensitivity's {objective} of {name} is not a finite number (the model's outputs "
+                             "overflow float32 on these inputs: weights near its limit, about 3.4e38); mixed "
+                             "precision cannot rank such layers")
     reference = float_plan(base.fold_bn)
     results = engine.compress_layers(reference)
     rest = engine.size_bytes(reference, results) - sum(r.size.total_bytes for r in results.values())

@@ -23,7 +23,9 @@ modules (torch, torchvision's zoo, pandas) are imported inside the commands that
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from typing import Sequence
 
 from lightviz.cli import analysis, common, evaluate, finetune, report
@@ -41,12 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; return its exit code (0 done, 2 bad input, 1 internal error)."""
+    """Run one command; return its exit code (0 done, 2 bad input, 1 internal error).
+
+    stderr gets at most one line: library warnings (numpy overflow, torch deprecations) are
+    silenced, since what they would say reaches the user as a result field or a note. A reader
+    that closes the pipe early (`| head`) ends the command quietly with code 0.
+    """
     try:
-        args = build_parser().parse_args(argv)
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            args = build_parser().parse_args(argv)
+            code = args.run(args)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
     except (common.UsageError, ValueError, OSError) as error:  # OSError: a missing or unreadable file
         print(f"lightviz: error: {common.one_line(error)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("lightviz: error: not enough memory for this request; use fewer samples (--max-samples), "
+              "a smaller image size or a smaller model", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ray tasks are cancelled on the way out (ray_backend.py)
         print("lightviz: interrupted: the remaining work was cancelled; --out files are written only by a "
@@ -55,3 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - users see one line, never a traceback
         print(f"lightviz: internal error ({type(error).__name__}): {common.one_line(error)}", file=sys.stderr)
         return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush cannot fail again
+    (the recipe of Python's signal documentation for SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real stdout (pytest's capture): nothing to silence
+        pass

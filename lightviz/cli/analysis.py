@@ -82,6 +82,13 @@ def _base_plan(args: argparse.Namespace) -> Plan:
     return cli.plan_from_args(argparse.Namespace(**{**vars(args), "bits": None, "sparsity": None}))
 
 
+def _check_cost(engine, base: Plan, bits: list[int]) -> None:
+    """The app's cost guard over the layer settings tried: every layer at each bit-width."""
+    from lightviz.analysis.mixed import uniform_at
+
+    cli.check_cost(engine, [uniform_at(base, b) for b in bits])
+
+
 def _bits_list(text: str) -> list[int]:
     bits = [cli.parse_bits(item) for item in cli.split(text, "bits")]
     if None in bits:
@@ -98,9 +105,10 @@ def _sensitivity(args: argparse.Namespace) -> int:
                   if args.sparsity else [])
     layers = cli.split(args.layers, "layers") if args.layers else None
     out = cli.out_path(args.out)
-    engine = cli.engine(args, bundle)
+    engine, base = cli.engine(args, bundle), _base_plan(args)
+    _check_cost(engine, base, bits)
     with cli.backend(args) as backend:
-        df = sensitivity(engine, data, bits, sparsities, base=_base_plan(args), layers=layers,
+        df = sensitivity(engine, data, bits, sparsities, base=base, layers=layers,
                          reuse=not args.no_reuse, backend=backend,
                          progress=cli.progress_printer(sys.stderr.isatty() and not args.json, "layer settings"))
     if out:
@@ -133,6 +141,7 @@ def _allocate(args: argparse.Namespace) -> int:
     base = _base_plan(args)
     out = cli.out_path(args.out)
     engine = cli.engine(args, bundle)
+    _check_cost(engine, base, bits)
     with cli.backend(args) as backend:
         sens = sensitivity(engine, data, bits, base=base, backend=backend)
         result = allocate(engine, data, sens, base, size_bytes=args.size_bytes, avg_bits=args.avg_bits,

@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 from lightviz.core.specs import (
     GRANULARITIES,
+    MAX_PLAN_CHARS,
     PRUNE_METHODS,
     RANGE_METHODS,
     SCHEMES,
@@ -70,13 +71,36 @@ def plan_from_args(args: argparse.Namespace, with_default_flags: bool = True) ->
 
 
 def read_plan(text: str, flag: str) -> Plan:
-    """A plan flag's value: a plan JSON file, or the JSON itself (a value starting with '{')."""
+    """A plan flag's value: a plan JSON file, or the JSON itself (a value starting with '{');
+    UsageError naming the flag for anything else (a file's size is checked before it is read)."""
     if text.lstrip().startswith("{"):
-        return Plan.from_json(text)
+        try:
+            return Plan.from_json(text)
+        except ValueError as error:
+            raise UsageError(f"--{flag}: {one_line(error)}") from None
     path = Path(text)
     if not path.is_file():
         raise UsageError(f"--{flag}: no such file {path} (give a plan JSON file, or the JSON itself)")
-    return Plan.from_json(path.read_text())
+    if path.stat().st_size > MAX_PLAN_CHARS:
+        raise UsageError(f"--{flag}: {path} is {path.stat().st_size:,} bytes, over the limit of {MAX_PLAN_CHARS:,} "
+                         "for a plan; it is not a lightviz plan")
+    try:
+        return Plan.from_json(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError(f"--{flag}: {path} is not UTF-8 text; expected a plan JSON file") from None
+    except ValueError as error:
+        raise UsageError(f"--{flag} {path}: {one_line(error)}") from None
+
+
+def check_cost(engine, plans) -> None:
+    """UsageError when a plan would take too long to compute: the app's own guard
+    (entropy calibration over too many quantization blocks), with what to do instead."""
+    from lightviz.analysis.explore import interactive_cost_error
+
+    for plan in plans:
+        reason = interactive_cost_error(engine, plan)
+        if reason:
+            raise UsageError(reason)
 
 
 def terminal_progress():
@@ -114,6 +138,9 @@ def _load_bundle(args: argparse.Namespace):
     from lightviz.io import loading, zoo
 
     model = args.model
+    if not model.strip():
+        raise UsageError("--model needs a sample name, a torchvision architecture or a model file; got an empty "
+                         "string (see `python -m lightviz models`)")
     input_shape = ints(args.input_shape, "input-shape")
     if input_shape is not None and isinstance(input_shape, int):
         input_shape = (input_shape,)
@@ -288,6 +315,43 @@ def out_path(text: str | None) -> Path | None:
     if not out.parent.exists():
         raise UsageError(f"--out: folder {out.parent} does not exist")
     return out
+
+
+def with_notes(report: dict) -> dict:
+    """`report` made JSON-safe, with a "notes" list saying which numbers became null and why.
+
+    Infinite SQNR means a layer is reproduced exactly; any other NaN or infinity is float32
+    overflow (weights or outputs beyond its range, about 3.4e38).
+
+    >>> with_notes({"kl": float("nan"), "layers": [{"name": "fc", "sqnr_db": float("inf")}]})["notes"]
+    ['kl is null: it came out as nan (float32 overflow: weights or model outputs beyond its range, about 3.4e38)', 'sqnr_db is null where a layer is reproduced exactly (infinite SQNR): fc']
+    """
+    overflow, exact, notes = {}, [], list(report.get("notes", []))
+
+    def visit(value, key, owner):
+        if isinstance(value, dict):
+            return {k: visit(v, k, value) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [visit(item, key, owner) for item in value]
+        safe = json_safe(value)
+        if safe is None and value is not None:
+            if key == "sqnr_db" and safe is None and float(value) == math.inf:
+                exact.append(str(owner.get("name", "?")))
+            else:
+                overflow.setdefault(key, []).append(f"{float(value)}")
+        return safe
+
+    safe = visit(report, None, report)
+    for key, values in overflow.items():
+        kinds = ", ".join(sorted(set(values)))
+        where = f" in {len(values)} entries" if len(values) > 1 else ""
+        notes.append(f"{key} is null{where}: it came out as {kinds} (float32 overflow: weights or model outputs "
+                     "beyond its range, about 3.4e38)")
+    if exact:
+        notes.append(f"sqnr_db is null where a layer is reproduced exactly (infinite SQNR): {', '.join(exact)}")
+    if notes:
+        safe["notes"] = notes
+    return safe
 
 
 def json_safe(value):

@@ -58,6 +58,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     bundle, data = cli.load(args)
     plan = cli.apply_activation_flags(cli.plan_from_args(args), args)
     engine = cli.engine(args, bundle)
+    cli.check_cost(engine, [plan])
     evaluation = engine.evaluate(plan, data, cli.terminal_progress())
     table = engine.layer_table(plan)
     report = {
@@ -67,18 +68,33 @@ def _evaluate(args: argparse.Namespace) -> int:
         "layers": [
             {"name": row.name, "type": row.type, "bits": None if _isnan(row.bits) else int(row.bits),
              "scheme": row.scheme, "granularity": row.granularity, "sparsity": row.achieved_sparsity,
-             "format": row.format, "sqnr_db": cli.json_safe(float(row.sqnr_db)), "mse": row.mse,
+             "format": row.format, "sqnr_db": float(row.sqnr_db), "mse": row.mse,
              "size_bytes": int(row.size_bytes)}
             for row in table.itertuples()
         ],
         "plan": plan.to_dict(),
     }
     report.update(evaluate_extras(engine, plan, data))  # "wa", activation ranges
+    report["notes"] = _logit_notes(engine, plan, data)
+    report = cli.with_notes(report)
     if args.json:
         print(json.dumps(report, allow_nan=False))
     else:
         _print_summary(report)
     return 0
+
+
+def _logit_notes(engine, plan, data) -> list[str]:
+    """A note for each model whose logits hold NaN or inf on some inputs (weights near float32's limit)."""
+    from lightviz.core.metrics import nonfinite_rows
+
+    notes = []
+    for what, p in (("float", None), ("compressed", plan)):
+        bad = nonfinite_rows(engine.logits(p, data))  # cached by evaluate: no second pass
+        if bad:
+            notes.append(f"the {what} model's outputs overflow float32 (NaN or inf logits) on {bad} of {len(data)} "
+                         "inputs: its predictions there, and accuracy, agreement and KL, mean little")
+    return notes
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -93,6 +109,7 @@ def _sweep(args: argparse.Namespace) -> int:
     plans = sweep_configs(bits, schemes, granularities, sparsities, args.prune_method or "unstructured", base)
     out = cli.out_path(args.out)
     engine = cli.engine(args, bundle)
+    cli.check_cost(engine, plans)
     with cli.backend(args) as backend:
         df = run_sweep(engine, data, plans, progress=cli.progress_printer(sys.stderr.isatty(), "configurations"),
                        backend=backend)
@@ -120,9 +137,13 @@ def _print_summary(report: dict) -> None:
     print(f"weights/activations {report['wa']}") if report.get("wa") else None
     if acc is not None:
         print(f"accuracy {acc:.2%} (float {report['float_accuracy']:.2%})")
-    print(f"agreement with float {report['agreement']:.2%}, KL {report['kl']:.4g}")
+    kl = "n/a" if report["kl"] is None else f"{report['kl']:.4g}"
+    print(f"agreement with float {report['agreement']:.2%}, KL {kl}")
     print(f"size {report['size_bytes']:,} B (float {report['float_size_bytes']:,} B, "
           f"{report['compression_ratio']:.2f}x), {report['avg_bits_per_weight']:.2f} bits/weight")
+    for note in report.get("notes", []):
+        if note.startswith(("the ", "kl ")):  # about what this summary shows (--json has every note)
+            print(f"note: {note}")
 
 
 def _isnan(value: object) -> bool:

@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     bundle, test = cli.load(args)
     train = _train_data(args, bundle)
     plan = cli.apply_activation_flags(cli.plan_from_args(args), args)
-    Engine(bundle.model).check_plan(plan)
+    engine = Engine(bundle.model)
+    engine.check_plan(plan)
+    cli.check_cost(engine, [plan])
     result = finetune(bundle.model, plan, train, test, teacher=bundle.model if args.distill else None,
                       progress=_echo(args), device=cli.device_choice(args), **_settings(args))
     report = {"model": bundle.name, "train_data": train.description, "test_data": test.description,

@@ -10,7 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["EvalData", "subset"]
+__all__ = ["MAX_INPUT_VALUES", "EvalData", "subset"]
+
+# Most input values (samples x channels x height x width) lightviz decodes or generates for one
+# evaluation set: 512 MiB of float32, checked before anything is allocated.
+MAX_INPUT_VALUES = 2**27
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,6 +24,7 @@ last run is a block of its own). QParams hold one scale and zero-point per block
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -220,7 +221,10 @@ class _Blocks:
 
 def _choose_block_qparams(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
     if _is_binary(spec):  # XNOR-Net: alpha = mean |w|
-        return x.abs().mean(dim=1, keepdim=True), torch.zeros(x.shape[0], 1, device=x.device)
+        alpha = x.abs().mean(dim=1, keepdim=True)
+        if not _all_finite(alpha):  # the float32 sum overflowed (|w| near 3.4e38): in float64
+            alpha = torch.where(torch.isfinite(alpha), alpha, x.abs().double().mean(dim=1, keepdim=True).float())
+        return alpha, torch.zeros(x.shape[0], 1, device=x.device)
     qmin, qmax = code_range(spec)
     lo, hi = _clip_block_range(x, spec)
     return _qparams_from_range(lo, hi, qmin, qmax, spec.scheme)
@@ -233,7 +237,13 @@ def _qparams_from_range(lo: torch.Tensor, hi: torch.Tensor, qmin: int, qmax: int
         amax = torch.maximum(-lo, hi)
         scale = torch.clamp_min(amax / (float(qmax - qmin) / 2), EPS)
         return scale, torch.zeros_like(scale)
-    scale = torch.clamp_min((hi - lo) / float(qmax - qmin), EPS)
+    span = hi - lo
+    scale = span / float(qmax - qmin)
+    if not _all_finite(span):  # hi - lo beyond float32 (weights near ±3.4e38): in float64,
+        # and at most float32's largest value (2 levels cannot span ±3e38 in float32)
+        wide = ((hi.double() - lo.double()) / float(qmax - qmin)).clamp_max(torch.finfo(torch.float32).max).float()
+        scale = torch.where(torch.isfinite(span), scale, wide)
+    scale = torch.clamp_min(scale, EPS)
     zero_point = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax)
     return scale, zero_point
 
@@ -300,8 +310,12 @@ def _entropy_threshold(absx: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     if levels >= HIST_BINS:
         return amax.reshape(-1, 1)
     n_blocks = absx.shape[0]
-    width = torch.where(amax > 0, amax / HIST_BINS, torch.ones_like(amax))
-    idx = torch.clamp((absx / width.reshape(-1, 1)).long(), max=HIST_BINS - 1)
+    usable = (amax > 0) & torch.isfinite(amax)  # inf/NaN values (float32 overflow upstream): no clipping
+    width = torch.where(usable, amax / HIST_BINS, torch.ones_like(amax))
+    bins = absx / width.reshape(-1, 1)
+    if not _all_finite(amax):  # a block holding inf/NaN: its values would index nowhere
+        bins = torch.nan_to_num(bins, nan=0.0, posinf=HIST_BINS - 1)
+    idx = torch.clamp(bins.long(), max=HIST_BINS - 1)
     flat = (idx + torch.arange(n_blocks, device=absx.device).reshape(-1, 1) * HIST_BINS).reshape(-1)
     hist = torch.bincount(flat, minlength=n_blocks * HIST_BINS).reshape(n_blocks, HIST_BINS).double().cpu().numpy()
     hist[:, 0] = hist[:, 1]
@@ -323,7 +337,7 @@ def _entropy_threshold(absx: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
         better = kl <= best_kl  # ties go to the larger threshold
         best_kl[better], best_i[better] = kl[better], i
     threshold = torch.from_numpy(best_i).float().to(width.device) * width
-    return torch.where(amax > 0, threshold, amax).reshape(-1, 1)
+    return torch.where(usable, threshold, amax).reshape(-1, 1)
 
 
 def _kl_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -342,6 +356,11 @@ def binary_sign(weight: torch.Tensor) -> torch.Tensor:
     [-1.0, 1.0, 1.0]
     """
     return torch.where(weight >= 0, 1.0, -1.0).to(weight.dtype if weight.is_floating_point() else torch.float32)
+
+
+def _all_finite(values: torch.Tensor) -> bool:
+    """Whether a tensor of values >= 0 holds no inf or NaN: one max, far cheaper than isfinite().all()."""
+    return values.numel() == 0 or math.isfinite(float(values.amax()))
 
 
 def _is_binary(spec: QuantSpec) -> bool:

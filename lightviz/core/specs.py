@@ -17,13 +17,19 @@ import base64
 import binascii
 import json
 import math
+import re
 import zlib
 from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import ItemsView
 from typing import Any, Mapping
 
 from lightviz.core.overrides import changed_fields, config_fields, merged, with_fields
 
 SCHEMES = ("symmetric", "asymmetric")
+# Plans come from files and links: bounded before parsing (a plan nests 4 levels deep; a link's
+# plan 100,000 levels deep would blow Python's recursion limit in json.loads).
+MAX_PLAN_CHARS = 2_000_000
+MAX_PLAN_DEPTH = 16
 GRANULARITIES = ("tensor", "channel", "group")
 RANGE_METHODS = ("minmax", "percentile", "mse", "entropy")
 PRUNE_METHODS = ("unstructured", "filter", "n:m")
@@ -254,6 +260,10 @@ class Plan:
         if not isinstance(self.default, LayerConfig):
             raise ValueError(f"default must be a LayerConfig; got {type(self.default).__name__}")
         items = self.overrides.items() if isinstance(self.overrides, Mapping) else self.overrides
+        if not isinstance(items, (tuple, list, ItemsView)) or not all(
+                isinstance(item, (tuple, list)) and len(item) == 2 for item in items):
+            raise ValueError('overrides must map layer names to layer configs, {"layer name": {"quant": ...}}, '
+                             f"or be a list of [layer name, config] pairs; got {_preview(self.overrides)}")
         pairs = {}
         for name, config in items:
             if not isinstance(name, str) or not name:
@@ -365,11 +375,58 @@ class Plan:
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
+        """The plan a JSON text holds; ValueError (never RecursionError) for anything else.
+
+        Size and nesting are checked before parsing: a plan is at most MAX_PLAN_CHARS long and
+        MAX_PLAN_DEPTH levels deep.
+
+        >>> Plan.from_json("[" * 100_000 + "]" * 100_000)
+        Traceback (most recent call last):
+        ...
+        ValueError: plan nests deeper than 16 levels (a plan needs 4); it is not a lightviz plan
+        """
+        if not isinstance(text, str):
+            raise ValueError(f"plan must be JSON text; got {type(text).__name__}")
+        if len(text) > MAX_PLAN_CHARS:
+            raise ValueError(f"plan is {len(text):,} characters long, over the limit of {MAX_PLAN_CHARS:,}; "
+                             "it is not a lightviz plan")
+        if json_depth(text) > MAX_PLAN_DEPTH:
+            raise ValueError(f"plan nests deeper than {MAX_PLAN_DEPTH} levels (a plan needs 4); "
+                             "it is not a lightviz plan")
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"plan is not valid JSON: {error}") from None
+        except (json.JSONDecodeError, RecursionError) as error:
+            raise ValueError(f"plan is not valid JSON: {first_line(error)}") from None
         return cls.from_dict(data)
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_depth(text: str) -> int:
+    """How deeply `text`'s arrays and objects nest (brackets inside strings do not count),
+    found in one linear pass without parsing.
+
+    >>> json_depth('{"a": [1, {"b": "[[["}]}'), json_depth("[]" * 5), json_depth("3")
+    (3, 1, 0)
+    """
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(_STRING.sub('""', text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def first_line(error: BaseException) -> str:
+    """An error's message, one line of at most 200 characters."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else type(error).__name__
+
+
+def _preview(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def plan_to_token(plan: Plan) -> str:
@@ -384,11 +441,17 @@ def plan_to_token(plan: Plan) -> str:
 
 def plan_from_token(token: str) -> Plan:
     """The plan a `plan_to_token` token holds; ValueError if the token is damaged."""
+    if not isinstance(token, str) or len(token) > MAX_PLAN_CHARS:
+        raise ValueError("the link's plan is too long to be a lightviz plan")
     try:
         packed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        text = zlib.decompress(packed).decode()
+        unpacker = zlib.decompressobj()
+        raw = unpacker.decompress(packed, MAX_PLAN_CHARS + 1)  # bounded: a tiny token can inflate to gigabytes
+        if len(raw) > MAX_PLAN_CHARS or not unpacker.eof:
+            raise ValueError("too long")
+        text = raw.decode()
     except (binascii.Error, zlib.error, UnicodeDecodeError, ValueError):
-        raise ValueError("the link's plan is damaged or incomplete; using the default plan") from None
+        raise ValueError("the link's plan is damaged, incomplete or too long to be a lightviz plan") from None
     return Plan.from_json(text)
 
 

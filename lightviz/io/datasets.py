@@ -11,10 +11,12 @@ No Streamlit here: callers that want caching across reruns wrap these functions 
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
-from lightviz.core.evaldata import EvalData, subset
+from lightviz.core.evaldata import MAX_INPUT_VALUES, EvalData, subset
+from lightviz.io.safeload import check_memory, human_bytes
 
 __all__ = ["digits_split", "generated_inputs", "eval_data_for", "DIGITS_INPUT_SHAPE", "DIGITS_CLASSES"]
 
@@ -100,6 +102,13 @@ def generated_inputs(input_shape: tuple[int, ...], n: int = 32, seed: int = 0) -
         raise ValueError(f"n must be a positive integer; got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    per_input = math.prod(shape)
+    if n * per_input > MAX_INPUT_VALUES:  # checked before allocating: n comes from users (CLI --max-samples)
+        raise ValueError(
+            f"{n:,} generated inputs of shape {shape} need {n * per_input:,} values ({human_bytes(n * per_input * 4)} "
+            f"of float32), over the limit of {MAX_INPUT_VALUES:,} values ({human_bytes(MAX_INPUT_VALUES * 4)}): "
+            f"ask for at most {max(MAX_INPUT_VALUES // per_input, 1):,} inputs of this shape")
+    check_memory(n * per_input * 4 * 2, f"{n:,} generated inputs of shape {shape}")
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn((n, *shape), generator=generator, dtype=torch.float32)
     return EvalData(

@@ -17,7 +17,10 @@ anything), not from its name. Failures are ValueErrors with one sentence;
 that same restricted unpickler, with exactly the classes it names allowed, once each is
 checked to be an nn.Module from torch.nn, torchvision or lightviz (names found by reading the
 pickle's opcodes, never by running them); any other class or function is refused, trusted
-or not.
+or not. A name from the file is never imported: it is looked up in modules already imported
+(after lightviz imports the fixed packages of MODULE_SOURCES itself), and `__main__` modules
+are never searched; so a file naming `lightviz.__main__.X` or `lightviz.ui.sidebar.X` cannot
+make the loader run lightviz's CLI or import Streamlit code.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 import pickle
 import pickletools
 import re
+import sys
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -63,6 +67,9 @@ MEMORY_COPIES = 3
 TRUST_HINT = "loading it can run arbitrary code; pass --trust-code only for files you trust"
 _NAMES_SHOWN = 4  # names listed per category in a report
 MODULE_PACKAGES = ("torch.nn", "torchvision", "lightviz")  # a trusted pickled module may use their nn.Modules
+# Imported by lightviz itself (fixed names, never from a file) before a pickled module's classes
+# are looked up: every nn.Module class these define is then in an imported module.
+MODULE_SOURCES = ("torch.nn", "torchvision.models", "torchvision.ops", "lightviz.io.zoo")
 SAFE_HELPERS = ("functools.partial",)  # e.g. torchvision's norm_layer=partial(nn.LayerNorm, eps=1e-6)
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview]
@@ -304,8 +311,7 @@ def _module_classes(file: _File) -> list[object]:
     """The classes and helpers a pickled module names, each checked: an nn.Module subclass
     from MODULE_PACKAGES, or one of SAFE_HELPERS. ValueError naming the others.
 
-    Only the packages lightviz already imports are imported to check a name; any other name
-    is refused unread.
+    Names are looked up in modules already imported, never imported (see `_checked_global`).
     """
     try:
         with file.open() as f:
@@ -326,14 +332,19 @@ def _module_classes(file: _File) -> list[object]:
 
 
 def _checked_global(name: str) -> object | None:
+    """The class or helper `name` (module.attr, from the file) refers to, or None when it is not
+    an allowed one. The module is looked up in sys.modules, never imported: importing a name
+    from a file runs that module's top-level code (lightviz.__main__ would run the CLI)."""
     module_name, _, attr = name.rpartition(".")
     if name not in SAFE_HELPERS and not any(module_name == package or module_name.startswith(package + ".")
                                             for package in MODULE_PACKAGES):
         return None
-    try:
-        found = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError):
+    if "__main__" in module_name.split("."):
         return None
+    for source in MODULE_SOURCES:  # fixed names: these define every class a module may use
+        importlib.import_module(source)
+    module = sys.modules.get(module_name)
+    found = getattr(module, attr, None) if module is not None else None
     if name in SAFE_HELPERS or (isinstance(found, type) and issubclass(found, torch.nn.Module)):
         return found
     return None

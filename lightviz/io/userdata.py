@@ -17,23 +17,24 @@ Images are preprocessed as the model's weights expect when the bundle says how
 side, center-crop, normalize); `image_size` (resize straight to it), `mean` and `std` override
 their parts of it. Without a recipe: resized to the model's input size, pixels in [0, 1].
 
-Nothing here extracts an archive to disk or unpickles: `.npz` loads with `allow_pickle=False`,
-zip members are read in memory after their paths are checked, and sizes are checked against
-the upload limit from the zip's directory before anything is decompressed.
+Nothing here extracts an archive to disk or unpickles: `.npz` arrays are parsed from their
+headers (object arrays refused) and zip members are read in memory after their paths are
+checked, through `lightviz.io.ziparchive`: sizes are checked against the upload limit from the
+zip's directory first, and then again on the bytes actually decompressed. The decoded images
+are bounded too (MAX_INPUT_VALUES values, checked before any image is decoded).
 """
 
 from __future__ import annotations
 
 import io
 import os
-import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from lightviz.core.evaldata import EvalData, subset
+from lightviz.core.evaldata import MAX_INPUT_VALUES, EvalData, subset
 from lightviz.io.imagenet import ImagePreprocess, folder_labels
 from lightviz.io.safeload import (
     Source,
@@ -44,11 +45,14 @@ from lightviz.io.safeload import (
     read_source,
     short_list,
 )
+from lightviz.io.ziparchive import ZipBudget, open_zip, read_member, read_npz
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS", "check_data", "load_user_data"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIZE", "MAX_INPUT_VALUES", "check_data", "load_user_data"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # ImageFolder's
 MAX_IMAGE_PIXELS = 50_000_000  # one image larger than this is refused before decoding (decompression bombs)
+MAX_IMAGE_SIZE = 4096  # largest height or width images are resized to
+_OWNED = ("C_CONTIGUOUS", "ALIGNED", "WRITEABLE")  # what torch.from_numpy needs; np.require copies otherwise
 
 
 def load_user_data(source: Source, filename: str | None, bundle, *, image_size: int | Sequence[int] | None = None,
@@ -144,44 +148,26 @@ def _is_npz(file) -> bool:
     if file.head(4) != b"PK\x03\x04":
         return False
     try:
-        with file.open() as f, zipfile.ZipFile(f) as archive:
+        with file.open() as f, open_zip(f, file.name, "an .npz") as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except ValueError:
         return False
     return bool(names) and all(name.endswith(".npy") for name in names)
 
 
 def _npz(file, bundle, limit: int) -> EvalData:
     name = file.name
-    try:
-        with file.open() as f, zipfile.ZipFile(f) as archive:
-            unpacked = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError):
-        raise ValueError(f"{name} is damaged or truncated: expected an .npz (numpy.savez) with arrays x and y") from None
-    if unpacked > limit:
-        raise ValueError(f"{name} unpacks to {human_bytes(unpacked)}, over the upload limit of {human_bytes(limit)}")
-    check_memory(unpacked * 2, f"{name} ({human_bytes(unpacked)} unpacked)")
-    try:
-        with file.open() as f, np.load(f, allow_pickle=False) as npz:
-            keys = list(npz.files)
-            if "x" not in keys:
-                raise ValueError(f"{name} must hold an array named 'x' (inputs) and optionally 'y' (labels); "
-                                 f"found {keys}")
-            x, y = npz["x"], (npz["y"] if "y" in keys else None)
-    except ValueError as error:
-        if "allow_pickle" in str(error):
-            raise ValueError(f"{name} holds Python objects (pickled arrays), which lightviz never loads; "
-                             "save plain numeric arrays") from None
-        if str(error).startswith(name):
-            raise
-        raise ValueError(f"{name} could not be read as an .npz: {first_line(error)}") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as error:
-        raise ValueError(f"{name} is damaged or truncated: {first_line(error)}") from None
+    with file.open() as f:
+        arrays, keys = read_npz(f, name, ("x", "y"), limit)
+    if "x" not in arrays:
+        raise ValueError(f"{name} must hold an array named 'x' (inputs) and optionally 'y' (labels); "
+                         f"found {short_list(keys) or 'no arrays'}")
+    x, y = arrays["x"], arrays.get("y")
     if x.dtype.kind not in "biuf" or x.ndim < 1:
         raise ValueError(f"{name}: x must be a numeric array of shape (N, ...); got dtype {x.dtype}, shape {x.shape}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty: x holds 0 samples")
-    inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    inputs = torch.from_numpy(np.require(x, np.float32, _OWNED))
     shape = tuple(bundle.input_shape)
     if inputs.dim() == len(shape) and shape[0] == 1 and tuple(inputs.shape[1:]) == shape[1:]:
         inputs = inputs.unsqueeze(1)  # (N, H, W) grey images for a (1, H, W) model
@@ -203,19 +189,15 @@ def _labels(y: np.ndarray, n: int, name: str) -> torch.Tensor:
         raise ValueError(f"{name}: y must hold integer class indices; got non-integer values")
     if y.dtype.kind not in "biuf":
         raise ValueError(f"{name}: y must hold integer class indices; got dtype {y.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+    return torch.from_numpy(np.require(y, np.int64, _OWNED))
 
 
 # --------------------------------------------------------------------------- image folders
 
 
 def _image_zip(f, name: str, bundle, image_size, mean, std, max_samples, limit: int, seed: int) -> EvalData:
-    try:
-        archive = zipfile.ZipFile(f)
-    except (zipfile.BadZipFile, OSError, ValueError):
-        raise ValueError(f"{name} is damaged or truncated: expected a .zip of class folders of images") from None
-    with archive:
-        entries = []
+    with open_zip(f, name, "a .zip of class folders of images") as archive:
+        entries, budget = [], ZipBudget(limit)
         for info in archive.infolist():
             path = info.filename
             parts = PurePosixPath(path).parts
@@ -224,7 +206,8 @@ def _image_zip(f, name: str, bundle, image_size, mean, std, max_samples, limit: 
             if info.is_dir() or any(p.startswith(".") or p == "__MACOSX" for p in parts):
                 continue
             if Path(path).suffix.lower() in IMAGE_SUFFIXES:
-                entries.append((list(parts), info.file_size, lambda info=info: archive.read(info)))
+                entries.append((list(parts), info.file_size,
+                                lambda info=info: read_member(archive, info, name, budget)))
         # A zip of a folder holds everything under that one folder: read from inside it.
         while entries and all(len(p) >= 3 for p, _, _ in entries) and len({p[0] for p, _, _ in entries}) == 1:
             entries = [(p[1:], size, read) for p, size, read in entries]
@@ -278,7 +261,14 @@ def _images(entries: list[tuple[list[str], int, Callable[[], bytes]]], name: str
         if max_samples < n_total:  # choose before decoding: only the subset is ever read
             keep = torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:max_samples].sort().values
             labeled = [labeled[int(i)] for i in keep]
-    check_memory(len(labeled) * channels * size[0] * size[1] * 4 * 2, f"{len(labeled)} images at {size[0]}x{size[1]}")
+    values = len(labeled) * channels * size[0] * size[1]
+    if values > MAX_INPUT_VALUES:
+        raise ValueError(
+            f"{name}: {len(labeled):,} images of {channels}x{size[0]}x{size[1]} would decode to {values:,} values "
+            f"({human_bytes(values * 4)} of float32), over the limit of {MAX_INPUT_VALUES:,} values "
+            f"({human_bytes(MAX_INPUT_VALUES * 4)}): use a smaller image size or load fewer samples "
+            f"(at most {max(MAX_INPUT_VALUES // (channels * size[0] * size[1]), 1):,} at this size)")
+    check_memory(values * 4 * 2, f"{len(labeled)} images at {size[0]}x{size[1]}")
     mode = "L" if channels == 1 else "RGB"
     if recipe is not None:  # torchvision's own transform: (3, H, W), normalized
         transform = recipe.transform()
@@ -316,8 +306,10 @@ def _image_geometry(bundle, image_size) -> tuple[int, tuple[int, int]]:
         size = (image_size, image_size)
     else:
         size = tuple(image_size) if isinstance(image_size, (tuple, list)) else ()
-    if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 4096 for s in size):
-        raise ValueError(f"image_size must be an integer or (height, width) from 1 to 4096; got {image_size!r}")
+    if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= MAX_IMAGE_SIZE
+                             for s in size):
+        raise ValueError(f"image_size must be an integer or (height, width) from 1 to {MAX_IMAGE_SIZE}; "
+                         f"got {image_size!r}")
     return shape[0], size
 
 

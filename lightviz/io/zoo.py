@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lightviz.core.bounded import BoundedCache
+from lightviz.core.size import state_bytes
 from lightviz.io.catalog import SAMPLE_DESCRIPTIONS
 from lightviz.io.datasets import DIGITS_CLASSES, DIGITS_INPUT_SHAPE
 from lightviz.io.imagenet import ImagePreprocess, weights_preprocess
@@ -291,6 +293,11 @@ def sample_weights_path(name: str) -> Path:
     return SAMPLE_MODELS_DIR / f"{name}.safetensors"
 
 
+# Bundles load_model keeps: a few torchvision models can weigh gigabytes, so bytes are bounded too.
+_BUNDLES: BoundedCache[ModelBundle] = BoundedCache(max_entries=8, max_bytes=2 * 2**30,
+                                                   weigh=lambda bundle: state_bytes(bundle.model.state_dict()))
+
+
 def load_model(name: str) -> ModelBundle:
     """Load a sample model with its trained weights, or a torchvision architecture (random init).
 
@@ -312,12 +319,11 @@ def load_model(name: str) -> ModelBundle:
             "or any torchvision classification architecture (e.g. 'resnet18', 'mobilenet_v2'; "
             "see list_torchvision_models())"
         )
-    return _load_cached(name)
+    return _BUNDLES.get(name, lambda: _load_cached(name))
 
 
-@functools.lru_cache(maxsize=8)
 def _load_cached(name: str) -> ModelBundle:
-    """Build and cache one bundle; the name is already validated."""
+    """Build one bundle (cached by load_model); the name is already validated."""
     if name in SAMPLE_MODELS:
         return _load_sample(name)
     return _load_torchvision(name)

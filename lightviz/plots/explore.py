@@ -20,6 +20,7 @@ from lightviz.plots.style import (
     PRUNED_COLOR,
     SPAN_COLOR,
     layout,
+    plain,
 )
 
 
@@ -65,18 +66,19 @@ def _bar_opacity(names: list[str], selected: str | None) -> list[float]:
 
 def layer_sqnr_figure(table: pd.DataFrame, selected: str | None = None) -> go.Figure:
     """Weight SQNR per layer; exact layers (infinite SQNR) drawn at the top, labeled 'exact'."""
-    names = table["name"].tolist()
+    layers = table["name"].tolist()  # raw names travel as customdata (click selection)
+    names = [plain(name) for name in layers]
     sqnr = table["sqnr_db"].astype(float).to_numpy()
     finite = sqnr[np.isfinite(sqnr)]
     cap = (finite.max() * 1.1 if finite.size and finite.max() > 0 else 60.0)
     shown = np.where(np.isposinf(sqnr), cap, np.where(np.isneginf(sqnr), 0.0, sqnr))
     text = ["exact" if math.isinf(v) and v > 0 else f"{v:.1f}" for v in sqnr]
     exact = np.isposinf(sqnr)
-    marker = dict(color=FLOAT_COLOR, opacity=_bar_opacity(names, selected))
+    marker = dict(color=FLOAT_COLOR, opacity=_bar_opacity(layers, selected))
     if exact.any():
         marker["pattern"] = dict(shape=["/" if e else "" for e in exact])
     fig = go.Figure(go.Bar(
-        x=names, y=shown, customdata=names, marker=marker, name="SQNR",
+        x=names, y=shown, customdata=layers, marker=marker, name="SQNR",
         hovertemplate=[f"{n}: exact (no error)<extra></extra>" if e else f"{n}: {v:.2f} dB<extra></extra>"
                        for n, e, v in zip(names, exact, sqnr)]))
     if len(names) <= 16:  # value labels as annotations: bar `text` stops Streamlit's click selection
@@ -88,14 +90,15 @@ def layer_sqnr_figure(table: pd.DataFrame, selected: str | None = None) -> go.Fi
 
 def layer_size_figure(table: pd.DataFrame, selected: str | None = None) -> go.Figure:
     """Storage per layer stacked by part, with each layer's float32 size marked."""
-    names = table["name"].tolist()
+    layers = table["name"].tolist()  # raw names travel as customdata (click selection)
+    names = [plain(name) for name in layers]
     fig = go.Figure()
     for (column, part), color in zip(SIZE_PARTS.items(), PART_COLORS):  # KiB on the axis, bytes on hover
-        fig.add_bar(x=names, y=table[column] / 1024, name=part, customdata=names,
+        fig.add_bar(x=names, y=table[column] / 1024, name=part, customdata=layers,
                     hovertext=[f"{value:,.0f} bytes" for value in table[column]],
-                    marker=dict(color=color, opacity=_bar_opacity(names, selected)),
+                    marker=dict(color=color, opacity=_bar_opacity(layers, selected)),
                     hovertemplate=f"%{{x}}<br>{part}: %{{y:,.2f}} KiB (%{{hovertext}})<extra></extra>")
-    fig.add_scatter(x=names, y=table["float_size_bytes"] / 1024, mode="markers", name="float32 size", customdata=names,
+    fig.add_scatter(x=names, y=table["float_size_bytes"] / 1024, mode="markers", name="float32 size", customdata=layers,
                     hovertext=[f"{value:,.0f} bytes" for value in table["float_size_bytes"]],
                     marker=dict(symbol="line-ew", size=max(6, min(24, 240 // max(len(names), 1))),
                                 line=dict(width=3, color=PRUNED_COLOR)),
@@ -121,7 +124,10 @@ def mosaic(images: np.ndarray, cols: int, pad_x: int = 1, pad_y: int = 1) -> np.
 
 
 def flips_figure(images: np.ndarray, captions: list[str], cols: int = 8) -> go.Figure:
-    """Grey thumbnails (ink dark) of 1-channel images, a caption under each, in one heatmap."""
+    """Grey thumbnails (ink dark) of 1-channel images, a caption under each, in one heatmap.
+
+    Captions are Plotly text: a class name from a user's data goes through `plain` first.
+    """
     n, h, w = images.shape
     cols = max(1, min(cols, n))
     rows = max(1, -(-n // cols))

@@ -21,6 +21,7 @@ from lightviz.plots.style import (
     FLOAT_MODEL_COLOR,
     FRONT_COLOR,
     log_ticks,
+    plain,
 )
 
 FINETUNED_COLOR = "#54A24B"  # green: accuracy won back
@@ -104,11 +105,11 @@ def distill_figure(table: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for row in table.itertuples():
         fig.add_scatter(x=[row.size_bytes], y=[row.accuracy * 100], mode="markers+text", name=f"{row.role}",
-                        text=[f"{row.model}: {row.accuracy:.2%}"],
+                        text=[f"{plain(row.model)}: {row.accuracy:.2%}"],
                         textposition="middle left" if row.role == "teacher" else "middle right",
                         marker=dict(size=16, color=colors.get(row.role, FLOAT_COLOR),
                                     symbol=symbols.get(row.role, "circle")),
-                        hovertemplate=f"{row.model} ({row.role})<br>{row.params:,} parameters<br>"
+                        hovertemplate=f"{plain(row.model)} ({row.role})<br>{row.params:,} parameters<br>"
                                       "%{x:,.0f} bytes<br>%{y:.2f}%<extra></extra>")
     sizes = table["size_bytes"].astype(float)
     ticks = log_ticks(sizes.min() / 2, sizes.max() * 2)

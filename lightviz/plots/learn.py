@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lightviz.analysis.learn import LayerSteps, QuantSteps, grid_levels, is_binary
+from lightviz.plots.style import plain
 
 W_COLOR = "#4C78A8"  # blue: float values
 W_HAT_COLOR = "#F58518"  # orange: dequantized values
@@ -29,7 +30,7 @@ MAX_CODE_LABELS = 16
 def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
     """Title on top; the legend on its own row at the bottom of the figure, so it overlaps
     neither the title nor a subplot's title."""
-    fig.update_layout(title=dict(text=title, x=0, xanchor="left", y=1, yref="container", yanchor="top",
+    fig.update_layout(title=dict(text=plain(title), x=0, xanchor="left", y=1, yref="container", yanchor="top",
                                  pad=dict(t=12)),
                       height=height, margin=dict(l=10, r=10, t=64, b=64),
                       legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"))

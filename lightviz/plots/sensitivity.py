@@ -20,6 +20,7 @@ from lightviz.plots.style import (
     SERIES_COLORS,
     SPAN_COLOR,
     layout,
+    plain,
     size_ticks,
 )
 
@@ -44,7 +45,7 @@ def sensitivity_heatmap(df: pd.DataFrame, value: str = "accuracy_drop") -> go.Fi
             row_text.append(f"{z.loc[layer, setting]:.1f}" if percent else f"{z.loc[layer, setting]:.2g}")
             acc = ("n/a" if pd.isna(r["accuracy"]) else
                    f"{r['accuracy']:.2%} ± {r['accuracy_se']:.2%} (drop {r['accuracy_drop'] * 100:+.2f} pts)")
-            row_hover.append(f"<b>{layer}</b> · {setting}<br>accuracy {acc}<br>KL {r['kl']:.3g} nats · "
+            row_hover.append(f"<b>{plain(layer)}</b> · {setting}<br>accuracy {acc}<br>KL {r['kl']:.3g} nats · "
                              f"agreement {r['agreement']:.2%}<br>layer {int(r['layer_size_bytes']):,} B "
                              f"(float {int(r['layer_float_size_bytes']):,} B)")
         text.append(row_text)
@@ -53,7 +54,8 @@ def sensitivity_heatmap(df: pd.DataFrame, value: str = "accuracy_drop") -> go.Fi
     top = np.nanmax(values) if np.isfinite(values).any() else 1.0
     cells_z = [[float(v) if np.isfinite(v) else None for v in row] for row in values]  # plain JSON lists
     fig = go.Figure(go.Heatmap(
-        z=cells_z, x=list(z.columns), y=list(z.index), text=text, texttemplate="%{text}", customdata=hover,
+        z=cells_z, x=list(z.columns), y=[plain(layer) for layer in z.index], text=text, texttemplate="%{text}",
+        customdata=hover,
         hovertemplate="%{customdata}<extra></extra>", colorscale=HEAT_SCALE, zmin=min(0.0, np.nanmin(values)),
         zmax=max(top, 1.0 if percent else 1e-3), xgap=2, ygap=2,
         colorbar=dict(title=dict(text="drop (pts)" if percent else "KL (nats)", side="right"), thickness=14)))
@@ -103,7 +105,7 @@ def mixed_figure(uniform: pd.DataFrame, mixed: tuple[float, float, str], float_p
 def range_methods_figure(hist: ValueHistogram, table: pd.DataFrame, what: str, log_y: bool = False) -> go.Figure:
     """The values' histogram on top; below it, each method's clip range as a bar on the same x axis."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.62, 0.38], vertical_spacing=0.04)
-    fig.add_bar(x=hist.centers, y=hist.float_counts, width=hist.edges[1] - hist.edges[0], name=what,
+    fig.add_bar(x=hist.centers, y=hist.float_counts, width=hist.edges[1] - hist.edges[0], name=plain(what),
                 marker=dict(color=FLOAT_COLOR, line_width=0), opacity=0.7, showlegend=False,
                 hovertemplate="%{x:.4g}: %{y} values<extra></extra>", row=1, col=1)
     for row in table.itertuples():

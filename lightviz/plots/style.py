@@ -6,6 +6,7 @@ Streamlit theme on, which sets the background and fonts).
 
 from __future__ import annotations
 
+import html
 import math
 
 import plotly.graph_objects as go
@@ -24,10 +25,24 @@ SERIES_COLORS = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2
                  "#FF9DA6", "#BAB0AC"]
 
 
+def plain(text: object) -> str:
+    """`text` as Plotly shows it literally. Plotly renders a subset of HTML in every text it
+    draws (<b>, <br>, <a href=...>, entities), so a layer, class, file or model name that came
+    from a user goes through this first.
+
+    >>> plain('<a href="https://evil.example">x</a> & y')
+    '&lt;a href="https://evil.example"&gt;x&lt;/a&gt; &amp; y'
+    """
+    return html.escape(str(text), quote=False)
+
+
 def layout(fig: go.Figure, title: str, x: str, y: str, height: int = 360, legend_rows: int = 1) -> go.Figure:
-    """Title on top, then a horizontal legend above the plot (room for `legend_rows` rows)."""
+    """Title on top, then a horizontal legend above the plot (room for `legend_rows` rows).
+
+    The title is plain text (it often names a layer): see `plain`.
+    """
     top = 48 + 22 * legend_rows
-    fig.update_layout(title=dict(text=title, x=0, xanchor="left", y=1, yref="container", yanchor="top",
+    fig.update_layout(title=dict(text=plain(title), x=0, xanchor="left", y=1, yref="container", yanchor="top",
                                  pad=dict(t=12)),
                       height=height + top, margin=dict(l=10, r=10, t=top, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))

@@ -25,7 +25,8 @@ from lightviz.core.specs import (
 )
 from lightviz.io import pretrained
 from lightviz.ui import history, state
-from lightviz.ui.format import bytes_text, human_bytes, percent, plain, sentence_case
+from lightviz.ui.format import bytes_text, human_bytes, percent, sentence_case
+from lightviz.ui.text import plain
 
 BITS_OPTIONS = list(range(1, 17)) + [state.FLOAT_BITS_LABEL]
 FLOAT_BITS = 32

@@ -1,9 +1,10 @@
-"""Evaluation data uploaded while the app runs, shared by this server's sessions by content.
+"""Evaluation data uploaded while the app runs, by content, private to the sessions that uploaded it.
 
 A shareable link names uploaded data as 'upload:<file name>#<digest>', the digest covering the
-file's bytes and the options it was loaded with. Another session of the same server that opens
-the link gets the same data; a server that never saw the file (or restarted) says so and what
-to do. Bounded in bytes: the oldest uploads are forgotten first.
+file's bytes and the options it was loaded with. The session that uploaded it (or uploads the
+same file again) gets it back from the link; any other session is told that the link used an
+upload it does not hold and what to do, so nobody opens another person's data by its URL.
+Bounded in bytes: the oldest uploads are forgotten first.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import hashlib
 import threading
 from collections import OrderedDict
 
+import streamlit as st
+
 from lightviz.core.evaldata import EvalData
 
 PREFIX = "upload:"
+SESSION_KEY = "session_data_tokens"  # st.session_state key: the tokens this session uploaded
 LIMIT_BYTES = 2 * 2**30
 _data: OrderedDict[str, EvalData] = OrderedDict()
 _lock = threading.Lock()
@@ -32,6 +36,10 @@ def token_for(file_name: str, content: bytes, options: tuple) -> str:
 
 
 def register(token: str, data: EvalData) -> None:
+    """Keep `data` under `token`, visible to the current session (only)."""
+    tokens = st.session_state.setdefault(SESSION_KEY, [])
+    if token not in tokens:
+        tokens.append(token)
     with _lock:
         _data[token] = data
         _data.move_to_end(token)
@@ -40,6 +48,9 @@ def register(token: str, data: EvalData) -> None:
 
 
 def get(token: str) -> EvalData | None:
+    """The data uploaded under `token` when this session uploaded it, else None."""
+    if token not in st.session_state.get(SESSION_KEY, []):
+        return None
     with _lock:
         return _data.get(token)
 

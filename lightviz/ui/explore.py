@@ -13,8 +13,10 @@ from lightviz.core.engine import Engine
 from lightviz.core.evaldata import EvalData
 from lightviz.core.specs import GRANULARITIES, SCHEMES, Plan
 from lightviz.plots import explore as plots
+from lightviz.plots.style import plain as plotly_plain
 from lightviz.ui import charts, state
 from lightviz.ui.format import bytes_text, human_bytes
+from lightviz.ui.text import plain
 
 MAX_THUMBNAILS = 32
 READ_ONLY = ["layer", "type", "shape", "params", "override", "pinned", "storage"]
@@ -66,8 +68,8 @@ def layer_editor(engine: Engine) -> pd.DataFrame:
     overrides = plan.overrides
     button, note = st.columns([1, 5], vertical_alignment="center")
     button.button("Reset overrides", on_click=state.reset_overrides, disabled=not overrides)
-    note.caption("; ".join(f"{name}: {', '.join(path.split('.')[-1] for path in plan.pins_for(name))}"
-                           for name, _ in overrides) + " — overridden; every other field follows the global "
+    note.caption(plain("; ".join(f"{name}: {', '.join(path.split('.')[-1] for path in plan.pins_for(name))}"
+                                 for name, _ in overrides)) + " — overridden; every other field follows the global "
                  "settings." if overrides else
                  "Edit bits, scheme, granularity, sparsity or float to override that one field of one layer; "
                  "its other fields keep following the global settings.")
@@ -133,8 +135,8 @@ def histogram_section(engine: Engine, plan: Plan, table: pd.DataFrame) -> None:
     chart.caption(". ".join(notes) + ("." if notes else ""))
     row = table.set_index("name").loc[name]
     details.markdown(
-        f"| **{name}** | {row['type']} {row['shape'].replace('x', '×')} |\n|---|---|\n"
-        f"| setting | {label} |\n| storage | {row['format']} |\n"
+        f"| **{plain(name)}** | {plain(row['type'])} {row['shape'].replace('x', '×')} |\n|---|---|\n"
+        f"| setting | {plain(label)} |\n| storage | {row['format']} |\n"
         f"| size | {_size(row['size_bytes'])} |\n| float size | {_size(row['float_size_bytes'])} |\n"
         f"| bits / weight | {row['bits_per_weight']:.2f} |\n| SQNR | {_db(row['sqnr_db'])} |\n"
         f"| MSE | {row['mse']:.3g} |\n| max abs error | {row['max_abs_error']:.3g} |\n"
@@ -165,10 +167,11 @@ def flips_section(engine: Engine, plan: Plan, data: EvalData, class_names: tuple
              f"{counts.get('changed', 0)} changed between wrong answers"] if data.labeled else []
     st.markdown(f"**{len(flips)} of {len(data)}** predictions changed" + (": " + ", ".join(parts) if parts else "."))
     name = dict(enumerate(class_names)).get
+    shown_name = dict(enumerate(map(plotly_plain, class_names))).get  # Plotly text: no HTML from class names
     if data.x.dim() == 4 and data.x.shape[1] == 1:
         shown = flips.head(MAX_THUMBNAILS)
         images = data.x[shown["index"].tolist(), 0].numpy()
-        captions = [(f"true {name(t)}<br>" if t is not None else "") + f"float {name(f)} → {name(c)}"
+        captions = [(f"true {shown_name(t)}<br>" if t is not None else "") + f"float {shown_name(f)} → {shown_name(c)}"
                     for t, f, c in zip(shown["true"], shown["float_pred"], shown["compressed_pred"])]
         st.caption("Under each input: " + ("its true class, then " if data.labeled else "")
                    + "the float model's prediction → the compressed model's.")

@@ -4,7 +4,9 @@ stop button, the results, keeping the fine-tuned weights, and their points on Tr
 Training runs in a worker thread so that the page stays responsive: each rerun (a click on
 Stop, a page switch) only redraws, and the job reports per epoch into its `Job` object. Stop
 sets a flag that `finetune`'s progress callback reads after the current epoch, so a stopped
-job still returns a consistent model. Jobs live in the session (one at a time); a finished
+job still returns a consistent model. A job whose browser session ended (tab closed, connection
+lost for longer than SESSION_GRACE_S) stops the same way: nobody is left to see it, and its
+thread would keep a CPU busy until the last epoch. Jobs live in the session (one at a time); a finished
 fine-tune becomes a point on the Trade-offs chart, linked to its Plan. "Use these weights"
 registers the model (lightviz/ui/registry.py) and makes it the session's current model; the
 plan is kept, and the original is one click away.
@@ -12,10 +14,12 @@ plan is kept, and the original is one click away.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import pandas as pd
 import streamlit as st
@@ -31,6 +35,7 @@ from lightviz.recover.finetune import finetune
 from lightviz.recover.training import HISTORY_COLUMNS
 from lightviz.ui import charts, compute, registry, state
 from lightviz.ui.format import human_bytes, percent
+from lightviz.ui.text import plain
 
 JOB_KEY = "finetune_job"
 POINTS_KEY = "finetuned_points"  # rows drawn on Trade-offs
@@ -39,7 +44,9 @@ LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
 BATCH_SIZES = [16, 32, 64, 128, 256]
 TRAIN_SAMPLES = [None, 512, 256, 128]  # None: the whole training split
 POLL_S = 0.25
+SESSION_GRACE_S = 10.0  # a browser that reconnects within this keeps its job running
 DEFAULTS = TrainConfig()
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -63,17 +70,24 @@ class Job:
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
     thread: threading.Thread | None = None
+    session_ended: Callable[[], bool] = lambda: False  # see session_watch()
+    abandoned: bool = False  # stopped because its session ended
 
     @property
     def running(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
     def progress(self, history: pd.DataFrame) -> bool:
-        """finetune/distill callback: keep the history; False (stop) once Stop was pressed."""
+        """finetune/distill callback: keep the history; False (stop) once Stop was pressed or the
+        browser session that started the job has ended."""
         if "run" in history:
             self.runs[history["run"].iloc[0]] = history
             history = pd.concat(list(self.runs.values()), ignore_index=True)
         self.history = history
+        if not self.stop and self.session_ended():
+            self.stop = self.abandoned = True
+            _LOG.warning("lightviz: stopped the %s of %s after %d epoch(s): its browser session ended",
+                         self.kind, self.model_name, len(history))
         return not self.stop
 
     def start(self, work) -> None:
@@ -85,6 +99,26 @@ class Job:
             self.seconds = time.perf_counter() - self.started
         self.thread = threading.Thread(target=run, name=f"lightviz-{self.kind}", daemon=True)
         self.thread.start()
+
+
+def session_watch() -> Callable[[], bool]:
+    """A check, safe to call from any thread, of whether the browser session running this
+    script has ended: the server no longer lists it as connected, for longer than
+    SESSION_GRACE_S. Outside a Streamlit server it never ends."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not Runtime.exists():
+        return lambda: False
+    runtime, session_id, seen = Runtime.instance(), ctx.session_id, [time.monotonic()]
+
+    def ended() -> bool:
+        if runtime.is_active_session(session_id):  # thread-safe (Streamlit's Runtime docs)
+            seen[0] = time.monotonic()
+            return False
+        return time.monotonic() - seen[0] > SESSION_GRACE_S
+    return ended
 
 
 def display_name(name: str) -> str:
@@ -148,7 +182,8 @@ def finetune_form() -> dict | None:
     """Settings of a QAT fine-tune of the current plan; returns them when Start was pressed."""
     plan = state.current_plan()
     activations = ", layer inputs are fake-quantized too" if plan.activations is not None else ""
-    st.markdown(f"Fine-tune **{display_name(state.current_name())}** for the current plan **{plan_label(plan)}**: "
+    st.markdown(f"Fine-tune **{plain(display_name(state.current_name()))}** for the current plan "
+                f"**{plain(plan_label(plan))}**: "
                 "every step computes with the plan's fake-quantized weights (straight-through gradients), pruned "
                 f"weights stay exactly zero, BatchNorm is folded as deployed{activations}.")
     with st.form("finetune_form", border=True):
@@ -165,7 +200,7 @@ def finetune_form() -> dict | None:
 
 def distill_form() -> dict | None:
     """Settings of distilling the current model into a smaller architecture."""
-    st.markdown(f"**{display_name(state.current_name())}** (the teacher) teaches a smaller architecture trained "
+    st.markdown(f"**{plain(display_name(state.current_name()))}** (the teacher) teaches a smaller architecture trained "
                 "from scratch; the same architecture also trains on the labels alone, with the same epochs and seed, "
                 "so the teacher's contribution is the difference.")
     with st.form("distill_form", border=True):
@@ -199,7 +234,7 @@ def start_finetune(settings: dict) -> None:
     evaluation = state.current_evaluation(plan)  # cached; the same numbers finetune computes
     job = Job(kind="finetune", model_name=name, label=plan_label(plan), settings=dict(settings),
               plan_json=plan.to_json(), total_epochs=kwargs["epochs"], before=evaluation.accuracy,
-              float_accuracy=evaluation.float_accuracy)
+              float_accuracy=evaluation.float_accuracy, session_ended=session_watch())
     st.session_state[JOB_KEY] = job
     device = compute.device()  # read here: the job's thread has no session
     job.start(lambda progress: finetune(model, plan, train, test, teacher=teacher, progress=progress, device=device,
@@ -212,8 +247,7 @@ def start_distill(settings: dict) -> None:
     teacher, test = state.current_bundle().model, state.current_data()
     train = training_data(settings["train_samples"])
     job = Job(kind="distill", model_name=name, label=f"{display_name(name)} → {settings['student']}",
-              settings=dict(settings),
-              total_epochs=2 * kwargs["epochs"])
+              settings=dict(settings), total_epochs=2 * kwargs["epochs"], session_ended=session_watch())
     st.session_state[JOB_KEY] = job
     device = compute.device()
     job.start(lambda progress: distill(teacher, settings["student"], train, test, progress=progress, device=device,
@@ -236,12 +270,13 @@ def job_section() -> None:
         st.info("Pick settings above and press Start. Training runs in the background: the chart below "
                 "updates after every epoch, and Stop ends it after the current epoch.")
         return
-    st.subheader(f"{'Fine-tuning' if job.kind == 'finetune' else 'Distillation'}: {job.label}")
+    st.subheader(f"{'Fine-tuning' if job.kind == 'finetune' else 'Distillation'}: {plain(job.label)}")
     if job.running:
         _follow(job)
     record_finished()
     if job.error:
-        st.error(f"Training stopped with an error: {job.error}. What to do: change the settings and start again.")
+        st.error(plain(f"Training stopped with an error: {job.error}. What to do: change the settings and start "
+                       "again."))
         return
     if job.result is None:
         return
@@ -309,7 +344,7 @@ def _distill_results(job: Job) -> None:
     table = result.table()
     table.loc[table["role"] == "teacher", "model"] = display_name(job.model_name)
     cols = st.columns(3)
-    cols[0].metric(f"Teacher {display_name(job.model_name)}", percent(result.teacher_accuracy),
+    cols[0].metric(f"Teacher {plain(display_name(job.model_name))}", percent(result.teacher_accuracy),
                    delta=f"{human_bytes(result.teacher_size_bytes)}, {result.teacher_params:,} parameters",
                    delta_color="off", delta_arrow="off")
     delta = None if result.baseline_accuracy is None else \

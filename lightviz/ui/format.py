@@ -30,13 +30,3 @@ def sentence_case(text: str) -> str:
     'TensorRT-style KL calibration'
     """
     return text[:1].upper() + text[1:]
-
-
-def plain(text: object) -> str:
-    """A user's string (a file name, a model name) made inert for Markdown: every character that
-    Markdown could read as formatting is escaped.
-
-    >>> plain("*my*_model[1]")
-    '\\\\*my\\\\*\\\\_model\\\\[1\\\\]'
-    """
-    return "".join("\\" + c if c in "\\`*_{}[]()<>#+-.!|~:$" else c for c in str(text))

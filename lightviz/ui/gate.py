@@ -11,7 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lightviz.ui import state
-from lightviz.ui.format import plain
+from lightviz.ui.text import plain
 
 STARTED_KEY = "started_models"  # big models whose first evaluation the user asked for
 BIG_COST = 1e8  # weights x samples above which a model's first evaluation waits for a click

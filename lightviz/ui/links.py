@@ -7,6 +7,7 @@
 | `plan`    | the Plan, compressed (`plan_to_token`)                                          |
 | `n`       | evaluation samples, when not the model's default                                |
 | `data`    | uploaded evaluation data, 'upload:<file name>#<digest>', when not the default   |
+|           | (opens only in the session that uploaded it: uploads are private)              |
 | `a`       | plan A of an A/B comparison, when one is pinned (`plan_to_token`)                 |
 
 Every plan change pushes a new URL, so the browser's Back button goes to the previous plan
@@ -26,8 +27,7 @@ from lightviz.analysis.explore import interactive_cost_error
 from lightviz.core.specs import Plan, plan_from_token, plan_to_token
 from lightviz.io import pretrained, zoo
 from lightviz.ui import data_registry, history, registry
-from lightviz.ui.format import plain
-from lightviz.ui.loaders import load_engine
+from lightviz.ui.resources import load_engine
 
 PARAMS = ("model", "plan", "n", "data", "a")
 DEFAULT_MODEL = "digits-cnn"
@@ -130,25 +130,27 @@ def _samples(text: str | None, messages: list[str]) -> int | None:
 
 def missing_model(name: str, shown: str) -> str:
     """One plain sentence: which model the link used, why it is not here, what to do. Names
-    from the link are shown as text (Markdown escaped): a link is anyone's input."""
+    come from the link, anyone's input: the message is shown through `text.plain` (state.py)."""
     if name.startswith(registry.UPLOAD_PREFIX):
-        return (f"This link used an uploaded model ({plain(registry.label(name).rpartition(' · ')[0])}) that is not "
-                f"on this server: uploads last only while a server runs. Showing {shown}; upload the same file again "
-                "(sidebar: Your own model and data) and the rest of the link is applied.")
+        return (f"This link used an uploaded model ({registry.label(name).rpartition(' · ')[0]}) that this "
+                "browser session has not uploaded: uploads stay private to the session that made them, and last "
+                f"only while a server runs. Showing {shown}; upload the same file again (sidebar: Your own model "
+                "and data) and the rest of the link is applied.")
     if registry.SEPARATOR in name or registry.DISTILLED in name:
-        return (f"This link used {plain(registry.label(name))}, which this server does not have. Showing {shown}; "
+        return (f"This link used {registry.label(name)}, which this server does not have. Showing {shown}; "
                 "upload that model's .safetensors download (sidebar: Your own model and data) to restore it.")
     if name.endswith("@pretrained"):
-        return (f"This link used {plain(name.split('@')[0])} with pretrained weights, which are not downloaded on "
+        return (f"This link used {name.split('@')[0]} with pretrained weights, which are not downloaded on "
                 f"this server. Showing {shown} with random weights; download them in the sidebar (Pretrained "
                 "weights) to restore the link.")
-    return f"The link names an unknown model ‘{plain(name)}’; showing {shown}."
+    return f"The link names an unknown model ‘{name}’; showing {shown}."
 
 
 def missing_data(token: str) -> str:
-    name = plain(data_registry.file_name(token))
-    return (f"This link used an uploaded data set ({name}) that is not on this server; showing the model's "
-            f"default data. Upload {name} again (sidebar: Your own model and data) to restore it.")
+    name = data_registry.file_name(token)
+    return (f"This link used an uploaded data set ({name}) that this browser session has not uploaded (uploads "
+            f"stay private to the session that made them); showing the model's default data. Upload {name} again "
+            "(sidebar: Your own model and data) to restore it.")
 
 
 # --- the session <-> its URL ---------------------------------------------------------------
@@ -185,7 +187,8 @@ def apply(query: dict, record: bool = True) -> None:
 def known_model(name: str) -> bool:
     if pretrained.is_pretrained_name(name):
         return pretrained.cached_file(pretrained.arch_of(name)) is not None
-    return name in zoo.list_models() or name in zoo.list_torchvision_models() or registry.get(name) is not None
+    return (name in zoo.list_models() or name in zoo.list_torchvision_models()
+            or registry.visible(name) and registry.get(name) is not None)
 
 
 def fallback_model(name: str) -> str | None:

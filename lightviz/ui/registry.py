@@ -3,44 +3,51 @@
 `state.load_bundle(name)` asks here first, so once registered a fine-tuned model is an
 ordinary model to the rest of the app: its engine, evaluation data and caches are keyed by
 its name. Names hold a hash of the weights ("digits-cnn+ft-1a2b3c4d"), so one name always
-means one set of weights and sharing the cached engine between sessions is safe. Each
-session lists only the names it registered (`session_names`). The registry is bounded: the
-oldest models are forgotten first (a session that still shows one keeps working from
-Streamlit's resource cache until it restarts).
-
-Fine-tuned and distilled models ("+ft-", "+kd-") are also written to a small store on disk
-(`store_dir()`, as the .safetensors file their download button gives), so a shared link to
-one still opens after a server restart; `get` falls back to it.
+means one set of weights. Who may open a registered model (`visible`):
+- an upload ('upload:<file>#<hash>') is private to the sessions that uploaded it: its name is in
+  their st.session_state[SESSION_KEY], and a link naming it opens nowhere else, so nobody can
+  open another person's file by guessing or sharing its URL (uploading the same file again
+  restores such a link);
+- fine-tuned and distilled models of a shipped sample ("+ft-", "+kd-") are shared on purpose:
+  sharing a link to one is the point, and they hold nothing of a user's: the app trained them
+  from a shipped sample on the bundled digits data. They are also written to a small store on
+  disk (`store_dir()`, as the .safetensors file their download button gives), so a link to one
+  still opens after a server restart; `get` falls back to it. A model derived from an upload
+  stays private like the upload.
+The registry is bounded in entries and bytes: the oldest models are forgotten first, and a
+session that still shows one is told to upload it again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import threading
-from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 
+import streamlit as st
 import torch
 
+from lightviz.core.bounded import BoundedCache
+from lightviz.core.size import state_bytes
 from lightviz.io.datasets import DIGITS_CLASSES, DIGITS_INPUT_SHAPE
 from lightviz.io.zoo import ModelBundle
 from lightviz.recover import saved
 
 LIMIT = 32
+LIMIT_BYTES = 2 * 2**30  # weights of the registered models, all sessions together
 SEPARATOR = "+ft-"
 DISTILLED = "+kd-"
 STORE_LIMIT = 64  # files kept on disk, oldest removed first
 STORE_ENV = "LIGHTVIZ_MODEL_STORE"
 UPLOAD_PREFIX = "upload:"
 SESSION_KEY = "session_models"  # st.session_state key: the names this session registered, for its picker
-_models: OrderedDict[str, ModelBundle] = OrderedDict()
-_lock = threading.Lock()
+_models: BoundedCache[ModelBundle] = BoundedCache(LIMIT, LIMIT_BYTES,
+                                                  weigh=lambda bundle: state_bytes(bundle.model.state_dict()))
 
 
 def register(base: ModelBundle, model: torch.nn.Module, description: str) -> str:
-    """Register `model` (derived from `base`) and return its name."""
+    """Register `model` (derived from `base`) for the current session and return its name."""
     name = f"{base_name(base.name)}{SEPARATOR}{_digest(model)}"
     bundle = replace(base, name=name, model=model.eval(), description=description,
                      note="fine-tuned in this app: latent float weights in the deployed form (BatchNorm folded)")
@@ -56,6 +63,13 @@ def register_upload(bundle: ModelBundle) -> str:
     return name
 
 
+def disown(name: str | None) -> None:
+    """Take `name` out of the current session's models (a registration whose model failed)."""
+    names = st.session_state.get(SESSION_KEY, [])
+    while name in names:
+        names.remove(name)
+
+
 def _digest(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for key, value in model.state_dict().items():
@@ -65,19 +79,18 @@ def _digest(model: torch.nn.Module) -> str:
 
 
 def _store(name: str, bundle: ModelBundle) -> None:
-    with _lock:
-        _models[name] = bundle
-        _models.move_to_end(name)
-        while len(_models) > LIMIT:
-            _models.popitem(last=False)
+    """Keep `bundle` under `name` and make it visible to the current session (only)."""
+    _models.get(name, lambda: bundle)  # the same name is the same weights: keep the first
+    names = st.session_state.setdefault(SESSION_KEY, [])
+    if name not in names:
+        names.append(name)
 
 
 def get(name: str) -> ModelBundle | None:
     """The registered bundle called `name`, or None (fine-tuned and distilled ones are read
     back from the store on disk when this server no longer holds them)."""
-    with _lock:
-        found = _models.get(name)
-    if found is None and (SEPARATOR in name or DISTILLED in name):
+    found = _models.peek(name)
+    if found is None and shareable(name):
         found = _load_stored(name)
     return found
 
@@ -87,9 +100,7 @@ def register_trained(model: torch.nn.Module, meta: saved.TrainedMeta) -> str:
     'digits-cnn+ft-1a2b3c4d' (fine-tuned from digits-cnn), 'digits-cnn-slim+kd-…' (distilled)."""
     name = f"{meta.base}{SEPARATOR}" if meta.kind == "finetuned" else f"{meta.arch}{DISTILLED}"
     name += _digest(model)
-    with _lock:
-        known = name in _models
-    if not known:
+    if _models.peek(name) is None:
         _store(name, _trained_bundle(name, model.eval(), meta))
     path = _stored_path(name)
     if path is not None and not path.is_file():
@@ -128,7 +139,7 @@ def store_dir() -> Path:
 
 
 def _stored_path(name: str) -> Path | None:
-    if not all(c.isalnum() or c in "-+_." for c in name) or name.startswith("."):
+    if not shareable(name) or not all(c.isalnum() or c in "-+_." for c in name) or name.startswith("."):
         return None  # names are ours ('digits-cnn+ft-1a2b3c4d'); anything else never touches the disk
     return store_dir() / f"{name}.safetensors"
 
@@ -172,6 +183,22 @@ def original(name: str) -> str | None:
     ('digits-cnn', None)
     """
     return name.split(SEPARATOR, 1)[0] if SEPARATOR in name else None
+
+
+def visible(name: str) -> bool:
+    """Whether the current session may open `name`: any sample or torchvision name, fine-tuned
+    and distilled models of a shipped sample, and what this session registered itself."""
+    return not is_derived(name) or shareable(name) or name in st.session_state.get(SESSION_KEY, [])
+
+
+def shareable(name: str) -> bool:
+    """Whether a registered name may be opened by any session and kept on disk: fine-tuned or
+    distilled from a shipped sample, not derived from anyone's upload.
+
+    >>> shareable("digits-cnn+ft-1a2b3c4d"), shareable("upload:mine.pth#1a2b3c4d+ft-5e6f7a8b")
+    (True, False)
+    """
+    return (SEPARATOR in name or DISTILLED in name) and not name.startswith(UPLOAD_PREFIX)
 
 
 def base_name(name: str) -> str:

@@ -16,6 +16,7 @@ from lightviz.io import datasets
 from lightviz.plots import sensitivity as plots_analysis
 from lightviz.ui import charts, compute, state
 from lightviz.ui.format import bytes_text, percent
+from lightviz.ui.text import plain
 
 BITS_CHOICES = list(range(1, 9)) + [16]
 SPARSITY_CHOICES = [0.25, 0.5, 0.75, 0.9]
@@ -224,7 +225,7 @@ def ranges_section() -> None:
         **{c: st.column_config.NumberColumn(c, format="%.4g") for c in ("lo", "hi", "scale", "clip_mse",
                                                                          "round_mse", "mse")},
         "sqnr_db": st.column_config.NumberColumn("SQNR (dB)", format="%.1f")})
-    st.caption(f"{what}; per tensor, {bits}-bit {scheme}. " + " · ".join(
+    st.caption(f"{plain(what)}; per tensor, {bits}-bit {scheme}. " + " · ".join(
         f"**{m}**: {h}" for m, h in RANGE_METHOD_HELP.items()))
     kind = "Input activations" if source == "activations" else "Weights"
     charts.show(plots_analysis.value_histogram_figure(

@@ -8,7 +8,8 @@ from lightviz.analysis import explore as analysis
 from lightviz.core import metrics
 from lightviz.io import pretrained, zoo
 from lightviz.ui import compute, gate, glossary, registry, state, uploads
-from lightviz.ui.format import bytes_text, human_bytes, percent, plain
+from lightviz.ui.format import bytes_text, human_bytes, percent
+from lightviz.ui.text import plain
 
 MODEL_PICKER_KEY = "model_picker"
 EVAL_SIZE_INPUT = "eval_size_input"
@@ -37,8 +38,8 @@ def _on_model_pick() -> None:
         state.load_engine(name)
         state.load_eval_data(name)
     except Exception as error:  # noqa: BLE001 - any load failure: keep what is loaded, say why
-        st.session_state.model_error = (f"Could not load {plain(name)}: {error}. "
-                                        f"Still showing {plain(state.current_name())}; pick another model.")
+        st.session_state.model_error = (f"Could not load {name}: {error}. "  # shown as plain text (state.py)
+                                        f"Still showing {state.current_name()}; pick another model.")
         return
     state.set_model(name)
 
@@ -60,9 +61,9 @@ def render() -> bool:
             _eval_size_input()
             bundle, engine, data = state.current_bundle(), state.current_engine(), state.current_data()
         except Exception as error:  # noqa: BLE001 - never a traceback: say what to do
-            st.error(f"Could not load {plain(state.current_name())}: {error}. Pick another model.")
+            st.error(plain(f"Could not load {state.current_name()}: {error}. Pick another model."))
             return False
-        st.caption(bundle.description)
+        st.caption(plain(bundle.description))
         _pretrained_section(bundle)
         st.markdown(_accuracy_line(data) +
                     f"Float size **{human_bytes(engine.float_size_bytes)}** ({bytes_text(engine.float_size_bytes)})  \n"
@@ -72,9 +73,9 @@ def render() -> bool:
                     f"{sum(layer.n_weights for layer in engine.layers):,} weights",
                     help="Float size: every parameter and buffer at its dtype's size (the state_dict).")
         if data.labeled:
-            st.caption(f"Data: {data.description}.")
+            st.caption(plain(f"Data: {data.description}."))
         else:
-            st.caption(f"Fidelity only: {bundle.note}. Data: {data.description}.")
+            st.caption(plain(f"Fidelity only: {bundle.note}. Data: {data.description}."))
     glossary.render()
     return True
 

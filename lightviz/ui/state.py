@@ -35,7 +35,8 @@ from lightviz.ui.links import (  # noqa: F401 (state's names for them)
     USER_DATA_KEY,
     sync_url,
 )
-from lightviz.ui.loaders import load_bundle, load_engine, load_eval_data  # noqa: F401 (state's names)
+from lightviz.ui.resources import load_bundle, load_engine, load_eval_data  # noqa: F401 (state's names)
+from lightviz.ui.text import plain
 
 SAVED_OVERRIDES_KEY = "model_overrides"  # {model name: (overrides, pinned)} left when switching away
 PROGRESS_DELAY_S = 0.3  # evaluations faster than this show no progress bar
@@ -184,7 +185,7 @@ def progress_bar(delay_s: float | None = None):
     def report(fraction: float, text: str) -> None:
         nonlocal shown
         if shown or time.perf_counter() - start > delay_s:
-            slot.progress(min(max(fraction, 0.0), 1.0), text=text)
+            slot.progress(min(max(fraction, 0.0), 1.0), text=plain(text))
             shown = True
         else:  # any element call is where Streamlit stops a run whose result is no longer wanted
             slot.empty()
@@ -401,15 +402,15 @@ def show_messages() -> None:
     """Show pending messages once: a shared link that could not be used, a refused value."""
     ss = st.session_state
     if ss.get("link_error"):
-        st.warning(ss.link_error, icon=":material/link_off:")
+        st.warning(plain(ss.link_error), icon=":material/link_off:")
         ss.link_error = None
     if ss.get("model_note"):
-        st.warning(ss.pop("model_note"), icon=":material/layers:")
+        st.warning(plain(ss.pop("model_note")), icon=":material/layers:")
     if ss.get("model_info"):
-        st.info(ss.pop("model_info"), icon=":material/layers:")
+        st.info(plain(ss.pop("model_info")), icon=":material/layers:")
     for key in ("editor_error", "model_error"):  # widget_error: shown at the controls (controls.py)
         if ss.get(key):
-            st.error(ss.pop(key))
+            st.error(plain(ss.pop(key)))
 
 
 # --- derived results (cheap on repeat: the engine caches layers and logits) -----------------
@@ -482,9 +483,9 @@ def attempt(compute, what: str, hint: str):
     try:
         return compute()
     except ValueError as error:
-        st.error(f"{what}: {error}. What to do: {hint}.")
+        st.error(plain(f"{what}: {error}. What to do: {hint}."))
     except Exception as error:  # noqa: BLE001 - the app keeps running, the user learns what happened
-        st.error(f"{what} ({type(error).__name__}: {error}). What to do: {hint}.")
+        st.error(plain(f"{what} ({type(error).__name__}: {error}). What to do: {hint}."))
     return None
 
 

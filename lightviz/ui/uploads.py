@@ -13,6 +13,7 @@ from lightviz.io import loading, userdata, zoo
 from lightviz.io.safeload import TRUST_HINT, max_upload_bytes
 from lightviz.recover import saved
 from lightviz.ui import data_registry, registry, state
+from lightviz.ui.text import plain
 
 DATA_KEY = state.USER_DATA_KEY
 MODEL_TYPES = ["safetensors", "pt", "pth", "pt2", "bin"]
@@ -39,8 +40,8 @@ def render() -> None:
             if st.form_submit_button("Load model") and upload is not None:
                 _load_model(upload, arch, trust)
         bundle = state.current_bundle()
-        st.caption(f"Input shape {tuple(bundle.input_shape)} · {bundle.num_classes} classes: "
-                   f"{_classes_text(bundle.class_names)}")
+        st.caption(plain(f"Input shape {tuple(bundle.input_shape)} · {bundle.num_classes} classes: "
+                         f"{_classes_text(bundle.class_names)}"))
         with st.form("data_upload", clear_on_submit=False, border=False):
             data = st.file_uploader("Evaluation data", type=DATA_TYPES,
                                     help=".npz with x (and y for labels), or a .zip of class folders of images. "
@@ -50,11 +51,13 @@ def render() -> None:
                                          "model is measured.")
             recipe = bundle.preprocess
             if recipe is not None:
-                st.caption(f"Images are {recipe.describe()}, as {recipe.source or 'the model'} expects, unless "
-                           "you set them below.")
-            size = st.number_input("Image size (px, zip only)", min_value=0, value=0,
-                                   help="0: the model's own preprocessing (or its input size); a size resizes "
-                                        "images straight to it")
+                st.caption(plain(f"Images are {recipe.describe()}, as {recipe.source or 'the model'} expects, unless "
+                                 "you set them below."))
+            size = st.number_input("Image size (px, zip only)", min_value=0, max_value=userdata.MAX_IMAGE_SIZE,
+                                   value=0, help=f"0: the model's own preprocessing (or its input size); a size "
+                                                 f"resizes images straight to it. Images x channels x size² may "
+                                                 f"reach {userdata.MAX_INPUT_VALUES:,} values "
+                                                 f"({userdata.MAX_INPUT_VALUES * 4 // 2**20} MiB of float32).")
             mean = st.text_input("Mean per channel (zip only)", value="", placeholder="e.g. 0.485, 0.456, 0.406")
             std = st.text_input("Std per channel (zip only)", value="", placeholder="e.g. 0.229, 0.224, 0.225")
             subset = st.number_input("Load at most (samples)", min_value=0, value=0,
@@ -71,19 +74,27 @@ def render() -> None:
 
 def _load_model(upload, arch: str | None, trust: bool) -> None:
     try:
-        with st.spinner(f"Loading {upload.name}…"):
+        with st.spinner(plain(f"Loading {upload.name}…")):
             if saved.read_meta(upload.getvalue()) is not None:  # fine-tuned / distilled weights made by lightviz
                 name = registry.register_file(upload.getvalue())
             else:
                 name = registry.register_upload(loading.load_user_model(upload, upload.name, arch, trust_code=trust))
-            state.load_engine(name)  # builds the engine: a model with no compressible layer fails here
+            try:  # from now on visible to this session
+                state.load_engine(name)  # builds the engine: a model with no compressible layer fails here
+            except Exception:
+                registry.disown(name)
+                raise
     except loading.UntrustedCodeError as error:  # the library's hint names the CLI flag
-        st.error(f"{_sentence(str(error).replace(TRUST_HINT, APP_TRUST_HINT))} Still showing {state.current_name()}.")
+        st.error(plain(f"{_sentence(str(error).replace(TRUST_HINT, APP_TRUST_HINT))} "
+                       f"Still showing {state.current_name()}."))
         return
     except (ValueError, OSError, RuntimeError) as error:
-        st.error(f"Could not load {upload.name}: {_sentence(error)} Still showing {state.current_name()}.")
+        st.error(plain(f"{_failed('load', upload.name, error)} Still showing {state.current_name()}."))
         return
-    st.session_state.setdefault(registry.SESSION_KEY, []).append(name)
+    except Exception as error:  # noqa: BLE001 - whatever a hostile file provokes: one message, nothing lost
+        st.error(plain(f"Could not load {upload.name} ({type(error).__name__}: {_sentence(error)}) "
+                       f"Still showing {state.current_name()}."))
+        return
     state.set_model(name)
     st.rerun()
 
@@ -95,7 +106,11 @@ def _load_data(upload, size: int, mean: str, std: str, subset: int) -> None:
                                        mean=_floats(mean, "mean"), std=_floats(std, "std"),
                                        max_samples=subset or None)
     except (ValueError, OSError) as error:
-        st.error(f"Could not use {upload.name}: {_sentence(error)} The previous data is still in use.")
+        st.error(plain(f"{_failed('use', upload.name, error)} The previous data is still in use."))
+        return
+    except Exception as error:  # noqa: BLE001 - whatever a hostile file provokes: one message, nothing lost
+        st.error(plain(f"Could not use {upload.name} ({type(error).__name__}: {_sentence(error)}) "
+                       "The previous data is still in use."))
         return
     token = data_registry.token_for(upload.name, upload.getvalue(), (size, mean, std, subset))
     state.use_uploaded_data(data, token)  # all of the new data; the link names it
@@ -114,6 +129,12 @@ def _floats(text: str, what: str) -> list[float] | None:
 def _classes_text(names: tuple[str, ...]) -> str:
     shown = ", ".join(names[:8])
     return shown + (f", … ({len(names) - 8} more)" if len(names) > 8 else "")
+
+
+def _failed(verb: str, name: str, error: Exception) -> str:
+    """'Could not <verb> <name>: <why>.', without naming the file twice when the reason does."""
+    why = _sentence(error)
+    return f"Could not {verb} {why}" if why.startswith(f"{name}:") else f"Could not {verb} {name}: {why}"
 
 
 def _sentence(error: Exception | str) -> str:
