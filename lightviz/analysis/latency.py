@@ -53,6 +53,8 @@ class LatencyRow:
     min_ms: float
     max_ms: float
     runs: int
+    q1_ms: float = float("nan")  # quartiles: the spread without the odd run a busy machine slows
+    q3_ms: float = float("nan")
 
     @property
     def ms_per_sample(self) -> float:
@@ -88,9 +90,9 @@ class Benchmark:
                 for b in batches}
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame([{"engine": r.engine, "batch": r.batch, "median_ms": r.median_ms, "min_ms": r.min_ms,
-                              "max_ms": r.max_ms, "ms_per_sample": r.ms_per_sample, "runs": r.runs}
-                             for r in self.rows])
+        return pd.DataFrame([{"engine": r.engine, "batch": r.batch, "median_ms": r.median_ms, "q1_ms": r.q1_ms,
+                              "q3_ms": r.q3_ms, "min_ms": r.min_ms, "max_ms": r.max_ms,
+                              "ms_per_sample": r.ms_per_sample, "runs": r.runs} for r in self.rows])
 
     def to_dict(self) -> dict:
         return {"wa": self.wa, "threads": self.threads, "warmup": self.warmup,
@@ -131,7 +133,8 @@ def benchmark(engine: Engine, plan: Plan, data: EvalData | None = None, input_sh
         x = _inputs(data, shape, batch)
         feed = {"input": x.numpy()}
         names = [*sessions, ENGINES[2]]
-        engines = [*(lambda s=s: s.run(None, feed) for s in sessions.values()), lambda: _torch_run(engine.model, x)]
+        engines = [*(lambda s=s, feed=feed: s.run(None, feed) for s in sessions.values()),
+                   lambda x=x: _torch_run(engine.model, x)]
         with _torch_threads(threads):
             times = _interleaved(engines, runs, warmup, budget_s)
         rows += [_row(name, batch, samples) for name, samples in zip(names, times)]
@@ -171,13 +174,19 @@ def speed_notes(engine: Engine, plan: Plan, bench: Benchmark) -> list[str]:
     best = max(bench.speedups().values()) if bench.rows else 1.0
     if best < 1.1:
         notes.append(f"No speed-up on this runtime (best {best:.2f}x): smaller is not automatically faster.")
+    small = [row for row in bench.rows if row.engine == ENGINES[0] and row.median_ms < 0.5]
+    if small:
+        notes.append(f"The float model takes {small[0].median_ms:.3g} ms at batch {small[0].batch}: at this scale "
+                     "fixed costs per call (and a busy machine) weigh as much as the arithmetic, so differences of a "
+                     "few hundredths of a millisecond are noise.")
     if plan.activations is None and any(r.quant.bits for r in results.values()):
         widened = [row for row in bench.rows if row.engine == WIDENED]
         extra = ""
         if widened:
-            ratio = bench.latency(ENGINES[0], widened[0].batch).median_ms / max(widened[0].median_ms, 1e-9)
-            extra = (f" With session option session.disable_quant_qdq=1 it widens them once, when the model loads, "
-                     f"and runs at {ratio:.2f}x the float export's speed (batch {widened[0].batch}).")
+            row = widened[-1]
+            extra = (f" With the session option session.disable_quant_qdq=1 it widens them once, when the model "
+                     f"loads, and then runs like the float export: {row.median_ms:.3g} ms against "
+                     f"{bench.latency(ENGINES[0], row.batch).median_ms:.3g} ms at batch {row.batch}.")
         notes.append("Weights only: onnxruntime keeps a DequantizeLinear before every integer weight and runs float "
                      "kernels, so the file is smaller but each run does the same float work plus the "
                      "dequantization." + extra)
@@ -261,7 +270,9 @@ def _interleaved(engines: list, runs: int, warmup: int, budget_s: float) -> list
 
 def _row(engine: str, batch: int, samples: list[float]) -> LatencyRow:
     ms = np.array(samples) * 1000
-    return LatencyRow(engine, batch, float(np.median(ms)), float(ms.min()), float(ms.max()), len(samples))
+    q1, q3 = np.percentile(ms, [25, 75])
+    return LatencyRow(engine, batch, float(np.median(ms)), float(ms.min()), float(ms.max()), len(samples),
+                      float(q1), float(q3))
 
 
 def _session_and_ops(model, threads: int):

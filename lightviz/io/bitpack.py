@@ -11,7 +11,7 @@ n codes of b bits take exactly ceil(n * b / 8) bytes, as the size accounting cou
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

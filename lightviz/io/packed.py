@@ -111,7 +111,7 @@ class PackedModel:
         for bn in self.folded.values():
             parent, _, child = bn.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
-        missing, unexpected = model.load_state_dict(self.state, strict=False)
+        _, unexpected = model.load_state_dict(self.state, strict=False)
         if unexpected:
             raise ValueError(f"the packed file holds tensors this model does not have: {unexpected[:5]}")
         return model

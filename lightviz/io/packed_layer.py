@@ -35,7 +35,7 @@ import torch
 from lightviz.core.layers import LayerInfo
 from lightviz.core.quant import QParams, block_count, code_range, dequantize
 from lightviz.core.specs import QuantSpec
-from lightviz.io.bitpack import field_bits, pack_fields, unpack_fields
+from lightviz.io.bitpack import pack_fields, unpack_fields
 from lightviz.io.codes import LayerCodes, row_blocks, rows_kept
 
 FLOAT_BITS = 32
@@ -88,7 +88,6 @@ def decode_layer(blob: np.ndarray, layout: dict) -> tuple[torch.Tensor, torch.Te
     """
     shape, axis, fmt = tuple(layout["shape"]), int(layout["axis"]), layout["format"]
     quant = QuantSpec(**layout["quant"])
-    width = quant.bits or FLOAT_BITS
     fields = [(int(count), int(w)) for count, w in layout["fields"]]
     parts = unpack_fields(blob, fields)
     rows = shape[axis] if shape else 1

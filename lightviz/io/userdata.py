@@ -20,8 +20,8 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
