@@ -50,7 +50,8 @@ OPSETS = (18, 19, 20, 21, 22, 23)
 BLOCKED_OPSET = 21  # blocked DequantizeLinear, INT4/UINT4, INT16/UINT16 appear in opset 21
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 TEMPLATES_PER_ENGINE = 2
-# engine -> {(fold_bn, opset, input shape): serialized float graph}; plans differ only in weights
+# float model -> {(fold_bn, opset, input shape): serialized float graph}; plans differ only in weights,
+# and every Engine of one (never modified) model shares it
 _templates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _templates_lock = threading.Lock()
 
@@ -127,7 +128,7 @@ def export_onnx(engine: Engine, plan: Plan, data: EvalData | None = None, input_
         _set_weights(model, codes)
     else:
         model = _torch_to_onnx(carrier, shape, opset)
-    rows = rewrite_qdq(model, weights, inputs, containers)
+    rows = rewrite_qdq(model, weights, inputs, containers, list(codes))
     _metadata(model, plan, engine, model_name)
     onnx.checker.check_model(model, full_check=True)
     return OnnxExport(model, tuple(rows), plan, opset, time.perf_counter() - start)
@@ -167,11 +168,11 @@ def _template(engine: Engine, fold_bn: bool, opset: int, shape: tuple[int, ...])
     """
     key = (fold_bn, opset, shape)
     with _templates_lock:
-        found = _templates.get(engine, {}).get(key)
+        found = _templates.get(engine.model, {}).get(key)
     if found is None:
         found = _torch_to_onnx(engine.compress(float_plan(fold_bn)), shape, opset).SerializeToString()
         with _templates_lock:
-            kept = _templates.setdefault(engine, {})
+            kept = _templates.setdefault(engine.model, {})
             kept[key] = found
             while len(kept) > TEMPLATES_PER_ENGINE:
                 kept.pop(next(iter(kept)))
@@ -229,7 +230,10 @@ def _torch_to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int) -
         fold_constants_ir(graph)
         graph = rewriter.rewrite(graph, pattern_rewrite_rules=tidy)
     common_passes.RemoveUnusedNodesPass()(graph)
-    return ir.serde.serialize_model(graph)
+    model = ir.serde.serialize_model(graph)
+    for node in model.graph.node:  # the exporter's notes: stack traces with local paths, rewrite names
+        del node.metadata_props[:]
+    return model
 
 
 def _metadata(model: onnx.ModelProto, plan: Plan, engine: Engine, model_name: str) -> None:

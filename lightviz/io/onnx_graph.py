@@ -70,7 +70,7 @@ class RewrittenLayer:
 
 
 def rewrite_qdq(model: onnx.ModelProto, weights: dict[str, LayerCodes], inputs: dict[str, InputQuant],
-                containers: dict[str, str]) -> list[RewrittenLayer]:
+                containers: dict[str, str], layers: list[str] | None = None) -> list[RewrittenLayer]:
     """Rewrite `model` in place: DQ weights for `weights` (quantized layers), QDQ inputs for `inputs`.
 
     Args:
@@ -78,9 +78,10 @@ def rewrite_qdq(model: onnx.ModelProto, weights: dict[str, LayerCodes], inputs: 
         weights: layers to store as integers (LayerCodes with codes); others stay float.
         inputs: layers whose input is quantized, with fixed qparams.
         containers: the integer container of each quantized weight ("int4", "int8", ...).
+        layers: every compressible layer, in order (those that stay float are reported too).
 
     Returns:
-        One RewrittenLayer per layer named in `weights` or `inputs`.
+        One RewrittenLayer per layer of `layers` (default: those named in `weights` or `inputs`).
 
     Raises:
         ValueError: a layer's weight is not an initializer of the graph, or its input cannot be found.
@@ -88,7 +89,7 @@ def rewrite_qdq(model: onnx.ModelProto, weights: dict[str, LayerCodes], inputs: 
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
     report = {}
-    names = list(dict.fromkeys([*weights, *inputs]))
+    names = list(dict.fromkeys([*(layers or []), *weights, *inputs]))
     consumers = {name: _weight_consumers(graph, f"{name}.weight") for name in names}
     for name in names:
         if f"{name}.weight" not in initializers or not consumers[name]:

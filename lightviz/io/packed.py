@@ -137,6 +137,29 @@ def save_packed(engine: Engine, plan: Plan, path: str | Path, model_name: str = 
     return PackedInfo(str(path), size, size - header, header)
 
 
+def header_bound(engine: Engine, plan: Plan, model_name: str = "") -> int:
+    """Most bytes the header of `save_packed(engine, plan)` can take (the file is size_bytes + header).
+
+    8 bytes of length, 1 KiB of fixed JSON, the plan JSON twice over (quotes are escaped in the
+    metadata), per layer 512 bytes + 3x its name + a quarter byte per output channel (the
+    kept-filter list), per other tensor 128 bytes + 2x its key.
+
+    >>> from torch import nn
+    >>> from lightviz.core.engine import uniform_plan
+    >>> header_bound(Engine(nn.Sequential(nn.Linear(4, 2))), uniform_plan(8)) < 2048
+    True
+    """
+    bound = 8 + 1024 + 2 * len(plan.to_json()) + 2 * len(model_name)
+    for layer in engine.layers:
+        bound += 512 + 3 * len(layer.name) + layer.out_channels // 4
+    folded = {layer.bn for layer in engine.layers if plan.fold_bn and layer.bn is not None}
+    names = {f"{layer.name}.{part}" for layer in engine.layers for part in ("weight", "bias")}
+    for key in engine.model.state_dict():
+        if key not in names and not any(key.startswith(f"{bn}.") for bn in folded):
+            bound += 128 + 2 * len(key)
+    return bound
+
+
 def load_packed(source: str | Path | bytes) -> PackedModel:
     """Read a packed file (a path or its bytes) and rebuild every layer.
 
