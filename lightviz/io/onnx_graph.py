@@ -98,10 +98,13 @@ def rewrite_qdq(model: onnx.ModelProto, weights: dict[str, LayerCodes], inputs: 
                              "keep this layer float or export with --format lightviz")
     new_nodes: list[onnx.NodeProto] = []  # prepended: weight dequantization has no graph inputs
     before: dict[int, list[onnx.NodeProto]] = {}  # node position -> input Q/DQ nodes to run first
+    replaced = {f"{name}.weight" for name, item in weights.items() if item.codes is not None}
+    for index in reversed(range(len(graph.initializer))):  # by index: remove() would compare megabytes
+        if graph.initializer[index].name in replaced:
+            del graph.initializer[index]
     for name, item in weights.items():
         if item.codes is None:
             continue
-        graph.initializer.remove(initializers[f"{name}.weight"])
         form, nodes, inits = _weight_dq(item, containers[name])
         new_nodes.extend(nodes)
         graph.initializer.extend(inits)
