@@ -14,7 +14,7 @@ from safetensors.torch import save
 
 from lightviz.cli import main
 from lightviz.core.engine import Engine, uniform_plan
-from lightviz.core.specs import LayerConfig, Plan, PruneSpec, QuantSpec
+from lightviz.core.specs import ActivationSpec, LayerConfig, Plan, PruneSpec, QuantSpec
 from lightviz.io.bitpack import pack_fields, unpack_fields
 from lightviz.io.datasets import eval_data_for
 from lightviz.io.packed import header_bound, load_packed, packed_bytes, save_packed
@@ -140,3 +140,17 @@ def test_bitpack_fields_of_every_width_round_trip_in_exactly_the_bits_they_need(
         assert all(np.array_equal(a, b) for (a, _), b in zip(fields, back))
     with pytest.raises(ValueError, match="do not fit 3 bits"):
         pack_fields([(np.array([8]), 3)])
+
+
+def test_a_w8a8_packed_file_carries_its_calibrated_input_ranges():
+    bundle = load_model("digits-cnn")
+    engine, data = Engine(bundle.model), eval_data_for(bundle, 128)
+    plan = replace(uniform_plan(8), activations=ActivationSpec(bits=8))
+    with pytest.raises(ValueError, match="give evaluation data"):
+        packed_bytes(engine, plan)
+    packed = load_packed(packed_bytes(engine, plan, "digits-cnn", data))
+    ranges = engine.activation_qparams(plan, data)
+    assert {name: (item.scale, item.zero_point) for name, item in packed.activations.items()} == \
+        {name: (item.scale, item.zero_point) for name, item in ranges.items()}
+    with torch.inference_mode():
+        assert torch.equal(packed.apply_to(bundle.model)(data.x), engine.compress(plan, data.calibration_inputs)(data.x))

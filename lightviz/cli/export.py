@@ -77,7 +77,7 @@ def _export(args: argparse.Namespace) -> int:
     engine.check_plan(plan)
     report = {"model": bundle.name, "format": args.format, "path": str(out), "plan": plan.to_dict()}
     if args.format == "lightviz":
-        report.update(_export_packed(engine, plan, out, bundle.name))
+        report.update(_export_packed(engine, plan, out, bundle.name, data))
     else:
         report.update(_export_onnx(engine, plan, data, out, bundle, args))
     if args.json:
@@ -100,13 +100,13 @@ def _checked_out(args: argparse.Namespace) -> Path:
     return out
 
 
-def _export_packed(engine, plan, out: Path, name: str) -> dict:
+def _export_packed(engine, plan, out: Path, name: str, data) -> dict:
     from lightviz.io.outfile import write_atomic
     from lightviz.io.packed import load_packed, packed_bytes
 
-    data = packed_bytes(engine, plan, name)
-    packed = load_packed(data)  # read it back before writing: what lands on disk loads
-    size = write_atomic(out, data)
+    content = packed_bytes(engine, plan, name, data)
+    packed = load_packed(content)  # read it back before writing: what lands on disk loads
+    size = write_atomic(out, content)
     return {"bytes": size, "size_bytes": packed.size_bytes, "header_bytes": packed.header_bytes,
             "plan_size_bytes": engine.size_bytes(plan),
             "layers": [{"name": layer.name, "format": layer.format, "bits": layer.quant.bits, "bytes": layer.nbytes}

@@ -227,13 +227,22 @@ def _torch_to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int) -
     tidy = [rules.materialize_reshape_shape_rule, rules.squeeze_reshape_1d_rule, rules.reshape_reshape_rule,
             rules.no_op_expand_rule, rules.no_op_cast_rule, rules.cast_cast_rule, rules.dropout_inference_rule]
     for _ in range(2):
-        fold_constants_ir(graph)
+        fold_constants_ir(graph, should_fold=_keep_weights)
         graph = rewriter.rewrite(graph, pattern_rewrite_rules=tidy)
     common_passes.RemoveUnusedNodesPass()(graph)
     model = ir.serde.serialize_model(graph)
     for node in model.graph.node:  # the exporter's notes: stack traces with local paths, rewrite names
         del node.metadata_props[:]
     return model
+
+
+def _keep_weights(node) -> bool | None:
+    """Never fold a node that reads a parameter (a Transpose of a linear weight, say): the QDQ
+    rewrite finds each weight by its name; None lets the folder decide for everything else."""
+    for value in node.inputs:
+        if value is not None and value.is_initializer() and value.name.endswith((".weight", ".bias")):
+            return False
+    return None
 
 
 def _metadata(model: onnx.ModelProto, plan: Plan, engine: Engine, model_name: str) -> None:

@@ -6,7 +6,8 @@ A `.safetensors` file holding
   `SizeBreakdown.total_bytes` long;
 - every other state_dict tensor `state/<key>` at its own dtype (BatchNorm kept unfolded, buffers);
 - in the header's metadata: the Plan JSON, each layer's layout (shape, format, field widths),
-  the model name, and a SHA-256 of the tensor bytes.
+  the model name, the calibrated input ranges when the plan quantizes activations (scale,
+  zero-point and clip range per layer), and a SHA-256 of the tensor bytes.
 
 So the file's size is exactly the plan's `size_bytes` plus the safetensors header (8 bytes of
 length and the JSON: about 1 KiB + the plan JSON + ~300 bytes per layer + ~80 per other tensor).
@@ -38,7 +39,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lightviz.core.activations import InputQParams, quantize_inputs_
 from lightviz.core.engine import Engine
+from lightviz.core.evaldata import EvalData
 from lightviz.core.quant import QParams
 from lightviz.core.specs import Plan, QuantSpec
 from lightviz.io.codes import layer_codes
@@ -92,6 +95,7 @@ class PackedModel:
     header_bytes: int
     file_bytes: int
     metadata: dict = field(default_factory=dict)
+    activations: dict[str, InputQParams] = field(default_factory=dict)  # calibrated input qparams
 
     def weights(self) -> dict[str, torch.Tensor]:
         return {name: layer.weight for name, layer in self.layers.items()}
@@ -114,24 +118,29 @@ class PackedModel:
         _, unexpected = model.load_state_dict(self.state, strict=False)
         if unexpected:
             raise ValueError(f"the packed file holds tensors this model does not have: {unexpected[:5]}")
+        if self.plan.activations is not None:  # inputs quantized with the stored calibrated ranges
+            quantize_inputs_(model, self.activations, self.plan.activations)
         return model
 
 
-def packed_bytes(engine: Engine, plan: Plan, model_name: str = "") -> bytes:
-    """The packed file's bytes (for a download)."""
+def packed_bytes(engine: Engine, plan: Plan, model_name: str = "", data: EvalData | None = None) -> bytes:
+    """The packed file's bytes (for a download); `data` calibrates activations when the plan
+    quantizes them."""
     from safetensors.torch import save
 
-    tensors, metadata = _contents(engine, plan, model_name)
+    tensors, metadata = _contents(engine, plan, model_name, data)
     return save(tensors, metadata=metadata)
 
 
-def save_packed(engine: Engine, plan: Plan, path: str | Path, model_name: str = "") -> PackedInfo:
+def save_packed(engine: Engine, plan: Plan, path: str | Path, model_name: str = "",
+                data: EvalData | None = None) -> PackedInfo:
     """Write the packed file atomically; returns its sizes.
 
     Raises:
-        ValueError: a layer the format cannot hold (1-bit weights that are exactly zero).
+        ValueError: a layer the format cannot hold (1-bit weights that are exactly zero), or a
+            plan that quantizes activations without `data` to calibrate them.
     """
-    data = packed_bytes(engine, plan, model_name)
+    data = packed_bytes(engine, plan, model_name, data)
     size = write_atomic(path, data)
     header = 8 + struct.unpack("<Q", data[:8])[0]
     return PackedInfo(str(path), size, size - header, header)
@@ -141,17 +150,19 @@ def header_bound(engine: Engine, plan: Plan, model_name: str = "") -> int:
     """Most bytes the header of `save_packed(engine, plan)` can take (the file is size_bytes + header).
 
     8 bytes of length, 1 KiB of fixed JSON, the plan JSON twice over (quotes are escaped in the
-    metadata), per layer 512 bytes + 3x its name + a quarter byte per output channel (the
+    metadata), per layer 640 bytes + 3x its name + a quarter byte per output channel (the
     kept-filter list), per other tensor 128 bytes + 2x its key.
 
     >>> from torch import nn
     >>> from lightviz.core.engine import uniform_plan
-    >>> header_bound(Engine(nn.Sequential(nn.Linear(4, 2))), uniform_plan(8)) < 2048
-    True
+    >>> engine = Engine(nn.Sequential(nn.Linear(4, 2)))
+    >>> header = len(packed_bytes(engine, uniform_plan(8))) - engine.size_bytes(uniform_plan(8))
+    >>> header, header_bound(engine, uniform_plan(8))
+    (880, 2255)
     """
     bound = 8 + 1024 + 2 * len(plan.to_json()) + 2 * len(model_name)
     for layer in engine.layers:
-        bound += 512 + 3 * len(layer.name) + layer.out_channels // 4
+        bound += 640 + 3 * len(layer.name) + layer.out_channels // 4
     folded = {layer.bn for layer in engine.layers if plan.fold_bn and layer.bn is not None}
     names = {f"{layer.name}.{part}" for layer in engine.layers for part in ("weight", "bias")}
     for key in engine.model.state_dict():
@@ -178,7 +189,8 @@ def load_packed(source: str | Path | bytes) -> PackedModel:
 # --- writing ----------------------------------------------------------------------------------
 
 
-def _contents(engine: Engine, plan: Plan, model_name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _contents(engine: Engine, plan: Plan, model_name: str,
+              data: EvalData | None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     codes = layer_codes(engine, plan)
     tensors, layouts = {}, []
     for name, item in codes.items():
@@ -200,6 +212,13 @@ def _contents(engine: Engine, plan: Plan, model_name: str) -> tuple[dict[str, to
                            "this is a bug in lightviz, please report it")
     metadata = {"format": FORMAT, "plan": plan.to_json(), "model": model_name, "layers": json.dumps(layouts),
                 "folded": json.dumps(folded), "size_bytes": str(size), "sha256": _digest(tensors)}
+    if plan.activations is not None:
+        if data is None:
+            raise ValueError("the plan quantizes activations: give evaluation data to calibrate their ranges "
+                             "(save_packed(..., data=...))")
+        ranges = engine.activation_qparams(plan, data)
+        metadata["activations"] = json.dumps({name: [item.scale, item.zero_point, item.lo, item.hi]
+                                              for name, item in ranges.items()})
     return tensors, metadata
 
 
@@ -234,6 +253,10 @@ def _load(data: bytes) -> PackedModel:
         layouts = json.loads(meta["layers"])
         folded = json.loads(meta.get("folded", "{}"))
         size_bytes = int(meta["size_bytes"])
+        activations = {name: InputQParams(name, float(lo), float(hi), QParams(
+            scale=torch.tensor([float(scale)], dtype=torch.float32),
+            zero_point=torch.tensor([int(zero_point)], dtype=torch.int32)))
+            for name, (scale, zero_point, lo, hi) in json.loads(meta.get("activations", "{}")).items()}
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as error:
         raise ValueError(f"its metadata is damaged ({type(error).__name__}: {error})") from None
     layers = {}
@@ -253,8 +276,10 @@ def _load(data: bytes) -> PackedModel:
     if stored != size_bytes:
         raise ValueError(f"it holds {stored} bytes of tensors; its header says {size_bytes}")
     header_bytes = len(data) - stored
+    if plan.activations is not None and set(activations) != set(layers):
+        raise ValueError("its plan quantizes activations but the calibrated ranges of some layers are missing")
     return PackedModel(plan, str(meta.get("model", "")), layers, state, dict(folded), size_bytes, header_bytes,
-                       len(data), dict(meta))
+                       len(data), dict(meta), activations)
 
 
 def _header(data: bytes) -> dict:

@@ -114,7 +114,7 @@ def _build(engine: Engine, plan: Plan, data: EvalData, model_name: str) -> Built
     except (ValueError, RuntimeError) as error:
         onnx_text = f"The ONNX file could not be built: {error}"
     try:
-        packed_bytes = packing.packed_bytes(engine, plan, model_name)
+        packed_bytes = packing.packed_bytes(engine, plan, model_name, data)
         packed = packing.load_packed(packed_bytes)
         packed_text = (f"{bytes_text(packed.size_bytes)} of packed tensors (exactly the size above) + "
                        f"{bytes_text(packed.header_bytes)} of header; read back and checked. Load it with "
@@ -130,8 +130,9 @@ def _build(engine: Engine, plan: Plan, data: EvalData, model_name: str) -> Built
 def speed_panel(engine: Engine, plan: Plan, data: EvalData) -> None:
     cores = os.cpu_count() or 1
     batches_col, runs_col, threads_col, button_col = st.columns([2.2, 2.2, 1.3, 1.6], vertical_alignment="bottom")
-    batches = batches_col.pills("Batch sizes", BATCH_OPTIONS, selection_mode="multi", default=[1, 32],
-                                key="speed_batches")
+    large = data.x[0].numel() > 4096  # e.g. 3x224x224 images: a batch of 32 takes seconds per run
+    batches = batches_col.pills("Batch sizes", BATCH_OPTIONS, selection_mode="multi",
+                                default=[1, 8] if large else [1, 32], key="speed_batches")
     runs = runs_col.slider("Timed runs (median)", 3, 30, 10, key="speed_runs",
                            help="each engine runs this many times after 2 warm-up runs, taking turns with the others")
     threads = int(threads_col.number_input("Threads", 1, max(cores, 1), cores, key="speed_threads",
