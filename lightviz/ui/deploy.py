@@ -19,7 +19,6 @@ from lightviz.core.engine import Engine
 from lightviz.core.evaldata import EvalData
 from lightviz.core.specs import Plan
 from lightviz.plots import deploy as plots
-from lightviz.plots.style import short_number
 from lightviz.ui import state
 from lightviz.ui.format import bytes_text, human_bytes, percent
 
@@ -183,8 +182,8 @@ def show_benchmark(bench: Benchmark) -> None:
                + f". {bench.threads} threads, load average {bench.load_average[0]} while measuring; "
                "the engines take turns run by run, so other work on the machine slows them alike.")
     totals = bench.totals
-    with st.expander(f"Cost per layer: {short_number(totals['macs'])} MACs per input, "
-                     f"{short_number(totals['bit_operations'])} bit-operations "
+    with st.expander(f"Cost per layer: {_compact(totals['macs'])} MACs per input, "
+                     f"{_compact(totals['bit_operations'])} bit-operations "
                      f"({totals['bit_operation_reduction']:.1f}× fewer than float32)"):
         st.plotly_chart(plots.cost_figure(bench.costs), key="cost_chart")
         st.dataframe(bench.costs, hide_index=True, width="stretch")
@@ -271,6 +270,18 @@ def _store(name: str, key: tuple, value, keep: int) -> None:
     kept[key] = value
     while len(kept) > keep:
         kept.pop(next(iter(kept)))
+
+
+def _compact(n: float) -> str:
+    """599680 -> '600k', 38379520 -> '38.4M': three significant digits.
+
+    >>> _compact(599680), _compact(38379520), _compact(512)
+    ('600k', '38.4M', '512')
+    """
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.3g}"
 
 
 def _plain(text: str) -> str:
