@@ -7,8 +7,8 @@ not need (torch, torchvision's zoo, pandas and plotly load when a name that need
 The rooms, lowest first (each may import only the rooms before it):
 
     core      specs, quantization, pruning, size, metrics, layers, activations, the Engine
-    io        sample zoo, datasets, safe loading of a user's model and data files
-    analysis  sensitivity, mixed precision, sweeps, range methods, histograms, Learn's math
+    io        sample zoo, datasets, safe loading of a user's model and data files, export (ONNX, packed)
+    analysis  sensitivity, mixed precision, sweeps, range methods, histograms, Learn's math, latency
     recover   quantization-aware fine-tuning, distillation
     plots     Plotly figure builders, one module per page family
     cli, ui   the command line and the Streamlit glue
@@ -44,6 +44,9 @@ _PUBLIC = {  # name -> module that defines it
     "run_sweep": "lightviz.analysis.sweep", "sweep_configs": "lightviz.analysis.sweep",
     # winning accuracy back
     "finetune": "lightviz.recover.finetune", "distill": "lightviz.recover.distill",
+    # deploying: files a runtime runs, and their measured speed
+    "export_onnx": "lightviz.io.onnx_export", "save_packed": "lightviz.io.packed", "load_packed": "lightviz.io.packed",
+    "make_physical": "lightviz.io.physical", "benchmark": "lightviz.analysis.latency",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from lightviz.ui import act_controls, controls, explore, gate, state
+from lightviz.ui import act_controls, controls, deploy, explore, gate, state
 
 state.through_router("pages/explore.py")  # opened by URL before the app first ran
 
@@ -35,4 +35,7 @@ state.attempt(lambda: explore.histogram_section(engine, plan, table), "The histo
 st.subheader("What changed")
 state.attempt(lambda: explore.flips_section(engine, plan, data, bundle.class_names),
               "The changed predictions could not be listed", HINT)
+st.subheader("Deploy")
+state.attempt(lambda: deploy.deploy_section(engine, plan, data, bundle.name), "The deploy section failed",
+              "try another plan, or the CLI: python -m lightviz export")
 state.record_evaluation(plan)  # for Trade-offs' history; after the page so it never delays it

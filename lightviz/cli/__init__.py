@@ -6,6 +6,7 @@
 - `analysis`: `sensitivity`, `allocate`.
 - `finetune`: `finetune` (quantization-aware fine-tuning, distillation).
 - `report`: `report` (a self-contained HTML report, optionally comparing two plans).
+- `export`: `export` (ONNX QDQ, packed file), `benchmark` (measured latency), `inspect` (packed file).
 
 Bad input exits with code 2 and one line on stderr, never a traceback; Ctrl-C exits with 130.
 `--device auto|cpu|cuda` picks where models run; `sweep`, `sensitivity` and `allocate` take
@@ -28,7 +29,7 @@ import sys
 import warnings
 from typing import Sequence
 
-from lightviz.cli import analysis, common, evaluate, finetune, report
+from lightviz.cli import analysis, common, evaluate, export, finetune, report
 
 __all__ = ["main", "build_parser"]
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = common.Parser(prog="python -m lightviz", description="Explore quantization and pruning.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=common.Parser)
-    for family in (evaluate, analysis, finetune, report):
+    for family in (evaluate, analysis, finetune, export, report):
         family.register(commands)
     return parser
 

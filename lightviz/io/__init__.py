@@ -1,7 +1,10 @@
 """Where models and data come from: the sample zoo and torchvision architectures (`zoo`),
 evaluation datasets (`datasets`: scikit-learn's bundled digits, generated inputs), safe loading
-of a user's model files (`loading`, `safeload`: data, never code) and data files (`userdata`).
+of a user's model files (`loading`, `safeload`: data, never code) and data files (`userdata`),
+and export: ONNX QDQ (`onnx_export`, `onnx_graph`, `onnx_runtime`), the packed file (`packed`,
+`packed_layer`, `bitpack`, `codes`), physical filter removal (`physical`, `channel_flow`).
 
 May import: `lightviz.core` (never the reverse), torch, torchvision, numpy, scikit-learn,
-safetensors, Pillow.
+safetensors, Pillow; onnx, onnxscript and onnxruntime only inside the export modules (which
+nothing imports at start-up).
 """

@@ -18,7 +18,7 @@ import torch
 from lightviz.core.evaldata import MAX_INPUT_VALUES, EvalData, subset
 from lightviz.io.safeload import check_memory, human_bytes
 
-__all__ = ["digits_split", "generated_inputs", "eval_data_for", "DIGITS_INPUT_SHAPE", "DIGITS_CLASSES"]
+__all__ = ["DIGITS_CLASSES", "DIGITS_INPUT_SHAPE", "digits_split", "eval_data_for", "generated_inputs"]
 
 # Digits are 8x8 grey images with pixel counts 0..16; the models see (N, 1, 8, 8) in [0, 1].
 DIGITS_INPUT_SHAPE: tuple[int, ...] = (1, 8, 8)

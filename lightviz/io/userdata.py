@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

@@ -19,26 +19,29 @@ from lightviz.plots.style import (
 
 def tradeoff_figure(sweep: pd.DataFrame | None, y: str, front: pd.DataFrame | None,
                     float_point: tuple[float, float], current: tuple[float, float, str] | None,
-                    history: pd.DataFrame | None) -> go.Figure:
+                    history: pd.DataFrame | None, x: str = "size_bytes") -> go.Figure:
     """Accuracy (or agreement) in % against size in bytes (log x), one trace per scheme/granularity.
 
     Points carry customdata [source, row] ("sweep" or "history") so a click finds its plan.
+    With x="latency_ms" the x axis is measured latency (frames carry that column; the float and
+    current points give theirs in place of a size).
     """
     y_title = "top-1 accuracy (%)" if y == "accuracy" else "agreement with float (%)"
     fig = go.Figure()
-    hover = "%{text}<br>%{x:,.0f} bytes<br>" + y_title + ": %{y:.2f}<extra></extra>"
+    x_hover = "%{x:,.0f} bytes" if x == "size_bytes" else "%{x:.4g} ms"
+    hover = "%{text}<br>" + x_hover + "<br>" + y_title + ": %{y:.2f}<extra></extra>"
     if sweep is not None and len(sweep):
         groups = sweep.assign(_group=sweep["scheme"].str[:4] + "/" + sweep["granularity"])
         for i, (group, rows) in enumerate(groups.groupby("_group", sort=True)):
-            fig.add_scatter(x=rows["size_bytes"].tolist(), y=(rows[y] * 100).tolist(), mode="markers",
+            fig.add_scatter(x=rows[x].tolist(), y=(rows[y] * 100).tolist(), mode="markers",
                             name=f"sweep {group}", text=rows["label"].tolist(), customdata=[["sweep", int(r)] for r in rows.index],
                             marker=dict(size=10, color=SERIES_COLORS[i % len(SERIES_COLORS)], opacity=0.85),
                             hovertemplate=hover)
     if front is not None and len(front):
-        fig.add_scatter(x=front["size_bytes"].tolist(), y=(front[y] * 100).tolist(), mode="lines", name="Pareto frontier",
+        fig.add_scatter(x=front[x].tolist(), y=(front[y] * 100).tolist(), mode="lines", name="Pareto frontier",
                         line=dict(color=FRONT_COLOR, width=2, shape="hv"), hoverinfo="skip")
     if history is not None and len(history):
-        fig.add_scatter(x=history["size_bytes"].tolist(), y=(history[y] * 100).tolist(), mode="markers",
+        fig.add_scatter(x=history[x].tolist(), y=(history[y] * 100).tolist(), mode="markers",
                         name="tried this session", text=history["label"].tolist(), customdata=[["history", int(r)] for r in history.index],
                         marker=dict(size=11, symbol="circle-open", color=HISTORY_COLOR, line=dict(width=2)),
                         hovertemplate=hover)
@@ -50,6 +53,11 @@ def tradeoff_figure(sweep: pd.DataFrame | None, y: str, front: pd.DataFrame | No
                         text=[current[2]], marker=dict(size=18, symbol="star", color=CURRENT_COLOR,
                                                        line=dict(width=1, color="white")),
                         hovertemplate=hover)
+    if x != "size_bytes":
+        fig.update_xaxes(rangemode="tozero")
+        return layout(fig, f"{y_title.split(' (')[0].capitalize()} against measured latency · click a point to make "
+                           "it current", "onnxruntime CPU latency, batch 1 (ms, median)", y_title, height=440,
+                      legend_rows=2)
     sizes = [float_point[0]] + ([current[0]] if current else [])
     for frame in (sweep, history):
         if frame is not None and len(frame):

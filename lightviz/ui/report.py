@@ -51,8 +51,17 @@ def report_arguments() -> dict:
         sweep=sweep_found["results"] if sweep_found and sweep_found["data"] == data.description else None,
         history=history if len(history) else None, sensitivity=None if sens is None else sens["df"],
         training=training, pinned=state.pinned_plan(), compare_layer=ss.get("ab_layer"),
-        speed=ss.get(SPEED_KEY, {}).get(name), model_arg=model_arg, extra_args=tuple(extra),
+        speed=_speed(name, data), model_arg=model_arg, extra_args=tuple(extra),
         report_args=_section_args(sweep_found, sens, training), caveat=" ".join(caveats), seeds=seeds)
+
+
+def _speed(name: str, data) -> dict | None:
+    """The speed measured for the current plan on the current data (Explore's Deploy panel), if any."""
+    found = st.session_state.get(SPEED_KEY, {}).get(name)
+    if not found or found.get("plan", state.current_plan().to_json()) != state.current_plan().to_json() \
+            or found.get("data", data.description) != data.description:
+        return None
+    return {key: found[key] for key in ("float_ms", "compressed_ms", "runtime", "batch")}
 
 
 def _section_args(sweep_found: dict | None, sens: dict | None, training: TrainingSection | None) -> tuple[str, ...]:

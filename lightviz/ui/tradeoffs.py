@@ -10,7 +10,7 @@ from lightviz.analysis import sweep
 from lightviz.analysis.sweep import plan_label
 from lightviz.core.specs import GRANULARITIES, PRUNE_METHODS, SCHEMES, Plan
 from lightviz.plots import tradeoffs as plots
-from lightviz.ui import charts, compute, state
+from lightviz.ui import charts, compute, deploy, state
 from lightviz.ui import compare as compare_ui
 from lightviz.ui import finetune as finetune_ui
 
@@ -121,12 +121,29 @@ def tradeoff_chart() -> None:
                                          "history": history}
     float_y = evaluation.float_accuracy if data.labeled else 1.0  # the original float model's, when fine-tuned
     current_y = evaluation.accuracy if data.labeled else evaluation.agreement
-    fig = plots.tradeoff_figure(
-        results, y, sweep.pareto_front(results, y=y) if results is not None and len(results) else None,
-        (state.current_baseline(plan).size_bytes, float_y), (evaluation.size_bytes, current_y, plan_label(plan)),
-        history if len(history) else None)
-    fig = finetune_ui.add_to_tradeoffs(fig, y)  # fine-tuned results (pages/finetune.py)
-    fig = compare_ui.add_to_tradeoffs(fig, y)  # plan A, when one is pinned (pages/compare.py)
+    axis = st.radio("x axis", ["size", "measured latency"], horizontal=True, key="tradeoff_x",
+                    help="size: what a packed file holds. measured latency: each plan exported to ONNX and timed "
+                         "in onnxruntime on this machine, on request")
+    if axis == "size":
+        fig = plots.tradeoff_figure(
+            results, y, sweep.pareto_front(results, y=y) if results is not None and len(results) else None,
+            (state.current_baseline(plan).size_bytes, float_y), (evaluation.size_bytes, current_y, plan_label(plan)),
+            history if len(history) else None)
+        fig = finetune_ui.add_to_tradeoffs(fig, y)  # fine-tuned results (pages/finetune.py)
+        fig = compare_ui.add_to_tradeoffs(fig, y)  # plan A, when one is pinned (pages/compare.py)
+    else:
+        engine = state.current_engine()
+        shown = [plan.to_json(), *(results["plan"] if results is not None else []), *history.get("plan", [])]
+        deploy.latency_axis_controls(engine, data, shown)
+        timed, timed_history = deploy.with_latency(results, data), deploy.with_latency(history, data)
+        st.session_state.tradeoff_sources = {"sweep": timed if timed is not None else pd.DataFrame(),
+                                             "history": timed_history}
+        float_ms, current_ms = deploy.cached_latency(deploy.float_plan_json(), data), \
+            deploy.cached_latency(plan.to_json(), data)
+        front = sweep.pareto_front(timed, x="latency_ms", y=y) if timed is not None and len(timed) else None
+        fig = plots.tradeoff_figure(timed, y, front, (float_ms if float_ms is not None else float("nan"), float_y),
+                                    None if current_ms is None else (current_ms, current_y, plan_label(plan)),
+                                    timed_history if len(timed_history) else None, x="latency_ms")
     charts.show(fig, key=CHART_KEY, on_select=_on_point_select, selection_mode="points")
     if st.session_state.get("made_current"):
         done, link = st.columns([3, 1], vertical_alignment="center")
