@@ -25,6 +25,7 @@ SCHEMES = ("symmetric", "asymmetric")
 GRANULARITIES = ("tensor", "channel", "group")
 RANGE_METHODS = ("minmax", "percentile", "mse", "entropy")
 PRUNE_METHODS = ("unstructured", "filter", "n:m")
+SCALE_DTYPES = ("float32", "float16", "bfloat16")  # how a quantized weight's scales are stored
 
 RANGE_METHOD_HELP = {
     "minmax": "use the block's full range: no clipping, largest rounding step",
@@ -66,11 +67,13 @@ class QuantSpec:
     group_size: int = 128
     range_method: str = "minmax"
     percentile: float = 99.99
+    scale_dtype: str = "float32"  # storage of each block's scale: float32, float16, bfloat16 (size and values)
 
     def __post_init__(self) -> None:
         if self.bits is not None and not (_is_int(self.bits) and 1 <= self.bits <= 16):
             raise ValueError(f"bits must be an integer from 1 to 16 or None (float); got {self.bits!r}")
         _choice("scheme", self.scheme, SCHEMES)
+        _choice("scale_dtype", self.scale_dtype, SCALE_DTYPES)
         _choice("granularity", self.granularity, GRANULARITIES)
         _choice("range_method", self.range_method, RANGE_METHODS)
         if not (_is_int(self.group_size) and self.group_size >= 1):
@@ -98,7 +101,8 @@ class QuantSpec:
         if self.bits is None:
             return "float32"
         gran = f"group{self.group_size}" if self.granularity == "group" else self.granularity
-        return f"int{self.bits} {self.scheme[:4]}/{gran}"
+        scales = {"float16": ", fp16 scales", "bfloat16": ", bf16 scales"}.get(self.scale_dtype, "")
+        return f"int{self.bits} {self.scheme[:4]}/{gran}{scales}"
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,10 @@ class ActivationSpec:
     the same range methods as weights. Asymmetric by default: inputs after a ReLU are >= 0 and
     an affine grid spends no code on negatives (torch.ao's quint8 activations).
 
+    `per_token=True` instead gives every token its own range at run time (each row of the
+    input's last dimension: a token's features in a transformer's Linear layers), the dynamic
+    per-token quantization of LLM practice; nothing is calibrated then.
+
     >>> ActivationSpec(bits=8).quant.label
     'int8 asym/tensor'
     """
@@ -159,8 +167,11 @@ class ActivationSpec:
     percentile: float = 99.99
     calib_batches: int = 4
     batch_size: int = 32
+    per_token: bool = False  # one scale per token (row of the last dimension), chosen at run time
 
     def __post_init__(self) -> None:
+        if not isinstance(self.per_token, bool):
+            raise ValueError(f"per_token must be True or False; got {self.per_token!r}")
         if not (_is_int(self.bits) and 1 <= self.bits <= 16):
             raise ValueError(f"activation bits must be an integer from 1 to 16; got {self.bits!r} "
                              "(keep activations float with Plan(activations=None))")
@@ -274,13 +285,15 @@ class Plan:
 
     def to_dict(self) -> dict:
         data = {
-            "default": asdict(self.default),
-            "overrides": {name: asdict(config) for name, config in self.overrides},
+            "default": _without_defaults(asdict(self.default)),
+            "overrides": {name: _without_defaults(asdict(config)) for name, config in self.overrides},
             "global_prune": self.global_prune,
             "fold_bn": self.fold_bn,
         }
         if self.activations is not None:  # absent when float: older plans and links stay identical
             data["activations"] = asdict(self.activations)
+            if not self.activations.per_token:
+                data["activations"].pop("per_token")
         return data
 
     def to_json(self, indent: int | None = None) -> str:
@@ -306,6 +319,14 @@ class Plan:
         except json.JSONDecodeError as error:
             raise ValueError(f"plan is not valid JSON: {error}") from None
         return cls.from_dict(data)
+
+
+def _without_defaults(config: dict) -> dict:
+    """A LayerConfig's dict without the newer fields at their defaults (float32 scales), so plans
+    and links that do not use them stay byte-identical to those written before they existed."""
+    if config["quant"].get("scale_dtype") == "float32":
+        config["quant"].pop("scale_dtype")
+    return config
 
 
 def plan_to_token(plan: Plan) -> str:
