@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lightviz.io.catalog import SAMPLE_DESCRIPTIONS
+from lightviz.io.catalog import LANGUAGE_MODELS, SAMPLE_DESCRIPTIONS
 from lightviz.io.datasets import DIGITS_CLASSES, DIGITS_INPUT_SHAPE
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "ModelBundle",
     "list_models",
     "list_torchvision_models",
+    "list_language_models",
     "list_architectures",
     "default_num_classes",
     "architecture_input_shape",
@@ -225,6 +226,9 @@ class ModelBundle:
             from a user's file, see `lightviz.io.loading`).
         description: one line on the architecture.
         note: a caveat to show next to results (empty when none).
+        task: "classification", or "causal_lm" for a language model: input_shape is then
+            (context length,), num_classes the vocabulary size and class_names may be empty.
+        tokenizer: a language model's tokenizer (lightviz.io.hf: encode / decode), else None.
     """
 
     name: str
@@ -236,10 +240,14 @@ class ModelBundle:
     kind: str
     description: str
     note: str = ""
+    task: str = "classification"
+    tokenizer: object = None
 
     def __post_init__(self) -> None:
         if self.kind not in BUNDLE_KINDS:
             raise ValueError(f"kind must be one of {BUNDLE_KINDS}; got {self.kind!r}")
+        if self.task == "causal_lm" and not self.class_names:
+            return
         if len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"class_names must have num_classes={self.num_classes} entries; got {len(self.class_names)}"
@@ -261,6 +269,15 @@ def _torchvision_names() -> tuple[str, ...]:
     import torchvision
 
     return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+def list_language_models() -> list[str]:
+    """Names of the shipped sample language models (Hugging Face folders in sample_models/).
+
+    >>> list_language_models()
+    ['tiny-gpt']
+    """
+    return list(LANGUAGE_MODELS)
 
 
 def list_torchvision_models() -> list[str]:
@@ -301,9 +318,13 @@ def load_model(name: str) -> ModelBundle:
     """
     if not isinstance(name, str):
         raise ValueError(f"name must be a string; got {type(name).__name__}")
+    if name in LANGUAGE_MODELS:
+        from lightviz.io.hf import load_sample_lm  # transformers only when a language model is asked for
+
+        return load_sample_lm(name)
     if name not in SAMPLE_MODELS and name not in _torchvision_names():
         raise ValueError(
-            f"unknown model {name!r}: name must be a sample model {list_models()} "
+            f"unknown model {name!r}: name must be a sample model {list_models() + list(LANGUAGE_MODELS)} "
             "or any torchvision classification architecture (e.g. 'resnet18', 'mobilenet_v2'; "
             "see list_torchvision_models())"
         )
