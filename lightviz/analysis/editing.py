@@ -54,7 +54,8 @@ def layer_editor_frame(engine: Engine, plan: Plan, table: pd.DataFrame) -> pd.Da
     for layer in engine.layers:
         config = plan.config_for(layer.name)
         rows.append({
-            "layer": layer.name, "type": f"{layer.kind} · {layer.role}", "shape": "×".join(map(str, layer.shape)),
+            "layer": layer.name, "shape": "×".join(map(str, layer.shape)),
+            "type": f"{layer.kind} · {layer.role}" + (f" (tied: {', '.join(layer.tied)})" if layer.tied else ""),
             "params": layer.n_weights, "bits": bits_label(config.quant.bits), "scheme": config.quant.scheme,
             "granularity": config.quant.granularity, "sparsity": config.prune.sparsity,
             "keep_float": config.keep_float, "override": layer.name in overridden,

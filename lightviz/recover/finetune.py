@@ -46,12 +46,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from lightviz.core.activations import InputFakeQuant, InputQParams
-from lightviz.core.engine import Engine, LayerResult, eval_batch_size
+from lightviz.core.activations import InputFakeQuant, InputQParams, TokenFakeQuant
+from lightviz.core.engine import Engine, LayerResult, as_logits, eval_batch_size
 from lightviz.core.evaldata import EvalData
-from lightviz.core.metrics import accuracy
 from lightviz.core.quant import choose_qparams, code_range, fake_quantize
 from lightviz.core.specs import ActivationSpec, Plan, TrainConfig
+from lightviz.core.task import get_task, task_of
 from lightviz.recover.training import Progress, check_training_data, fit, frozen_logits
 
 
@@ -84,18 +84,21 @@ class FinetuneResult:
     float_size_bytes: int
     weights_hat: dict[str, torch.Tensor]
     stopped: bool = False
+    task: str = "classification"  # "causal_lm": the three accuracy fields hold perplexities
 
     @property
     def recovered(self) -> float:
-        """Share of the accuracy lost to compression that fine-tuning won back (1 = all of it)."""
-        lost = self.float_accuracy - self.accuracy_before
-        return (self.accuracy_after - self.accuracy_before) / lost if lost > 0 else float("nan")
+        """Share of the accuracy (or perplexity) lost to compression that fine-tuning won back (1 = all of it)."""
+        good = get_task(self.task).goodness
+        lost = good(self.float_accuracy) - good(self.accuracy_before)
+        return (good(self.accuracy_after) - good(self.accuracy_before)) / lost if lost > 0 else float("nan")
 
     def summary(self) -> dict:
-        """JSON-able numbers (no model, no tensors)."""
+        """JSON-able numbers (no model, no tensors); a language model's say perplexity, not accuracy."""
+        metric = get_task(self.task).metric
         return {
-            "accuracy_before": self.accuracy_before, "accuracy_after": self.accuracy_after,
-            "float_accuracy": self.float_accuracy, "recovered": self.recovered,
+            f"{metric}_before": self.accuracy_before, f"{metric}_after": self.accuracy_after,
+            f"float_{metric}": self.float_accuracy, "recovered": self.recovered,
             "size_bytes": self.size_bytes, "float_size_bytes": self.float_size_bytes,
             "epochs_run": len(self.history), "stopped": self.stopped,
             "seconds": float(self.history["seconds"].sum()) if len(self.history) else 0.0,
@@ -113,8 +116,9 @@ def finetune(model: nn.Module, plan: Plan, train: EvalData, test: EvalData, *, e
     Args:
         model: the float model (e.g. `zoo.load_model(name).model`).
         plan: the compression to fine-tune for (quantization, pruning, BatchNorm folding).
-        train: labeled training data (the digits train split, never the test split).
-        test: labeled data scored after every epoch.
+        train: labeled training data (the digits train split, never the test split), or a
+            language model's token sequences (calibration text, never the evaluation text).
+        test: labeled data (token sequences) scored after every epoch: accuracy (perplexity).
         epochs, lr, batch_size: Adam with cosine decay, `batch_size` samples per step.
         seed: fixes the batch order and everything random: same seed, same numbers.
         teacher: a float model whose soft targets join the loss (e.g. `model` itself:
@@ -137,36 +141,37 @@ def finetune(model: nn.Module, plan: Plan, train: EvalData, test: EvalData, *, e
     engine = Engine(model)
     results = engine.compress_layers(plan)
     before = engine.evaluate(plan, test)
+    task = task_of(test)
     with torch.random.fork_rng(devices=[]):  # the caller's RNG state is left as it was
         torch.manual_seed(seed)
         student, layers = deployed_copy(engine, plan, results)
         teacher_logits = None if teacher is None else frozen_logits(teacher, train.x)
-        inputs = InputQuantizer(student, plan, test.calibration_inputs, [r.layer.name for r in layers])
+        inputs = InputQuantizer(student, plan, test.calibration_inputs, [r.layer.module_path for r in layers])
 
         def evaluate() -> float:
             inputs.calibrate()  # for this evaluation and the next epoch
             batch = eval_batch_size(test.x)
             with torch.inference_mode():
                 weights = fake_weights(student, layers, straight_through=False)
-                logits = torch.cat([functional_call(student, weights, (test.x[i:i + batch],))
+                logits = torch.cat([as_logits(functional_call(student, weights, (test.x[i:i + batch],)))
                                     for i in range(0, len(test), batch)])
-            return accuracy(logits, test.y)
+            return task.score(logits, test.x, test.y)
 
         with inputs:
             history, stopped = fit(
                 lambda x: functional_call(student, fake_weights(student, layers), (x,)),
                 [p for p in student.parameters() if p.requires_grad], train, evaluate, config,
                 teacher_logits=teacher_logits, after_step=lambda: apply_masks_(student, layers),
-                progress=progress)
+                progress=progress, score_column=f"test_{task.metric}")
     student.requires_grad_(False)
     with torch.no_grad():
-        weights_hat = {name[:-len(".weight")]: w.clone()
-                       for name, w in fake_weights(student, layers, straight_through=False).items()}
+        final = fake_weights(student, layers, straight_through=False)
+        weights_hat = {r.layer.name: final[r.layer.weight_key].clone() for r in layers}
     after = Engine(student).evaluate(plan, test)
-    return FinetuneResult(model=student.eval(), plan=plan, history=history, accuracy_before=before.accuracy,
-                          accuracy_after=after.accuracy, float_accuracy=before.float_accuracy,
+    return FinetuneResult(model=student.eval(), plan=plan, history=history, accuracy_before=before.score,
+                          accuracy_after=after.score, float_accuracy=before.float_score,
                           size_bytes=after.size_bytes, float_size_bytes=before.float_size_bytes,
-                          weights_hat=weights_hat, stopped=stopped)
+                          weights_hat=weights_hat, stopped=stopped, task=task.name)
 
 
 # --- the deployed float copy and its fake-quantized weights ---------------------------------
@@ -184,9 +189,12 @@ def deployed_copy(engine: Engine, plan: Plan,
     student = copy.deepcopy(engine.model)
     modules = dict(student.named_modules())
     for name, result in results.items():
-        module = modules[name]
+        module = modules[result.layer.module_path]
         weight = result.weight if result.mask is None else result.weight * result.mask
-        module.weight = nn.Parameter(weight.detach().clone())
+        parameter = nn.Parameter(weight.detach().clone())
+        setattr(module, result.layer.param, parameter)
+        for alias in result.layer.tied:  # a tied LM head keeps computing with the same tensor
+            modules[alias].weight = parameter
         if plan.fold_bn and result.layer.bn is not None:
             module.bias = nn.Parameter(engine.reference_weight(name, True)[1].detach().clone())
             parent, _, child = result.layer.bn.rpartition(".")
@@ -197,7 +205,7 @@ def deployed_copy(engine: Engine, plan: Plan,
 
 def fake_weights(model: nn.Module, layers: list[LayerResult],
                  straight_through: bool = True) -> dict[str, torch.Tensor]:
-    """{"<layer>.weight": the weight each layer computes with}, for `functional_call`.
+    """{weight key ("<layer>.weight"): the weight each layer computes with}, for `functional_call`.
 
     Pruned, then fake-quantized with qparams chosen from the current latent weight, exactly
     as the engine does. With `straight_through` the value is w_hat and the gradient flows to
@@ -205,15 +213,15 @@ def fake_weights(model: nn.Module, layers: list[LayerResult],
     """
     out = {}
     for layer in layers:
-        name, spec, axis = layer.layer.name, layer.quant, layer.layer.axis
-        weight = model.get_submodule(name).weight
+        spec, axis = layer.quant, layer.layer.axis
+        weight = getattr(model.get_submodule(layer.layer.module_path), layer.layer.param)
         if layer.mask is not None:
             weight = weight * layer.mask  # zero gradient for pruned weights
         if spec.bits is not None:
             detached = weight.detach()
             weight_hat = fake_quantize(detached, spec, axis, choose_qparams(detached, spec, axis))
             weight = weight + (weight_hat - weight).detach() if straight_through else weight_hat
-        out[f"{name}.weight"] = weight
+        out[layer.layer.weight_key] = weight
     return out
 
 
@@ -222,7 +230,7 @@ def apply_masks_(model: nn.Module, layers: list[LayerResult]) -> None:
     """Set every pruned latent weight back to exactly +0.0 (in place)."""
     for layer in layers:
         if layer.mask is not None:
-            model.get_submodule(layer.layer.name).weight.masked_fill_(~layer.mask, 0.0)
+            getattr(model.get_submodule(layer.layer.module_path), layer.layer.param).masked_fill_(~layer.mask, 0.0)
 
 
 # --- activations -------------------------------------------------------------------------------
@@ -246,7 +254,7 @@ class InputQuantizer:
 
     def calibrate(self) -> None:
         """Ranges from the current latent float model, as Engine(model) calibrates them."""
-        if self.spec is None:
+        if self.spec is None or self.spec.per_token:  # per-token ranges are chosen as the model runs
             return
         active = bool(self._handles)
         self.__exit__()  # calibration must see float inputs
@@ -259,7 +267,8 @@ class InputQuantizer:
             if not self.qparams:
                 self.calibrate()
             modules = dict(self.model.named_modules())
-            self._handles = [modules[name].register_forward_pre_hook(self._hook(name)) for name in self.names]
+            self._handles = [modules[name].register_forward_pre_hook(self._hook(name))
+                             for name in dict.fromkeys(self.names)]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -268,6 +277,9 @@ class InputQuantizer:
         self._handles = []
 
     def _hook(self, name: str):
+        if self.spec.per_token:
+            return self._token_hook()
+
         def quantize_input(module: nn.Module, args: tuple) -> tuple | None:
             item = self.qparams.get(name)
             x = args[0] if args else None
@@ -281,3 +293,16 @@ class InputQuantizer:
             clipped = x.clamp(lo, hi)  # gradient 1 inside the representable range, 0 outside
             return (clipped + (exact[0] - clipped).detach(), *args[1:])
         return quantize_input
+
+    def _token_hook(self):
+        """Per-token ranges: the engine's TokenFakeQuant, straight-through with gradients."""
+        exact = TokenFakeQuant(self.spec.quant)
+
+        def quantize_tokens(module: nn.Module, args: tuple) -> tuple | None:
+            x = args[0] if args else None
+            out = exact(module, (x.detach(), *args[1:])) if isinstance(x, torch.Tensor) else None
+            if out is None or not torch.is_grad_enabled():
+                return exact(module, args)
+            q = x + (out[0] - x).detach()
+            return (q, *(q if a is x else a for a in args[1:]))
+        return quantize_tokens
