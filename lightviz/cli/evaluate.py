@@ -40,14 +40,19 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _models(args: argparse.Namespace) -> int:
     from lightviz.io.catalog import (  # plain data: no torch import
+        LANGUAGE_MODELS,
         SAMPLE_DESCRIPTIONS,
         TORCHVISION_CLASSIFIERS,
     )
 
     if args.json:
-        print(json.dumps({"samples": list(SAMPLE_DESCRIPTIONS), "torchvision": list(TORCHVISION_CLASSIFIERS)}))
+        print(json.dumps({"samples": list(SAMPLE_DESCRIPTIONS), "torchvision": list(TORCHVISION_CLASSIFIERS),
+                          "language_models": list(LANGUAGE_MODELS)}))
         return 0
     for name, description in SAMPLE_DESCRIPTIONS.items():
+        print(f"{name:18s} {description}")
+    print("\nlanguage models (perplexity on held-out text; or --model path/to/hf-folder):")
+    for name, description in LANGUAGE_MODELS.items():
         print(f"{name:18s} {description}")
     print(f"\ntorchvision architectures (random init, fidelity only): {', '.join(TORCHVISION_CLASSIFIERS)}")
     return 0
@@ -57,13 +62,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     from lightviz.core.engine import Engine
 
     bundle, data = cli.load(args)
-    plan = cli.apply_activation_flags(cli.plan_from_args(args), args)
     engine = Engine(bundle.model)
+    plan = cli.for_model(cli.apply_activation_flags(cli.plan_from_args(args), args), args, bundle, engine)
     evaluation = engine.evaluate(plan, data, cli.terminal_progress())
     table = engine.layer_table(plan)
+    shape = ({"task": "causal_lm", "context": bundle.input_shape[0], "vocab_size": bundle.num_classes,
+              "tokenizer": getattr(bundle.tokenizer, "name", None), "seq_len": int(data.x.shape[1])}
+             if evaluation.task == "causal_lm" else
+             {"input_shape": list(bundle.input_shape), "num_classes": bundle.num_classes})
     report = {
-        "model": bundle.name, "data": data.description, "note": bundle.note,
-        "input_shape": list(bundle.input_shape), "num_classes": bundle.num_classes,
+        "model": bundle.name, "data": data.description, "note": bundle.note, **shape,
         **evaluation.to_dict(),
         "layers": [
             {"name": row.name, "type": row.type, "bits": None if _isnan(row.bits) else int(row.bits),
@@ -86,6 +94,9 @@ def _sweep(args: argparse.Namespace) -> int:
     from lightviz.analysis.sweep import run_sweep, sweep_configs
     from lightviz.core.engine import Engine
 
+    if args.preset:
+        raise cli.UsageError("sweep lists bits, schemes and granularities itself; instead of --preset give e.g. "
+                             "--granularity group --group-size 128 --scheme asymmetric --scale-dtype float16")
     bundle, data = cli.load(args)
     bits = [cli.parse_bits(b) for b in cli.split(args.bits, "bits")]
     schemes = cli.split(args.scheme, "scheme", cli.SCHEMES)
@@ -93,9 +104,11 @@ def _sweep(args: argparse.Namespace) -> int:
     sparsities = [cli.parse_float(s, "sparsity") for s in cli.split(args.sparsity, "sparsity")]
     base = cli.plan_from_args(args, with_default_flags=False)
     plans = sweep_configs(bits, schemes, granularities, sparsities, args.prune_method or "unstructured", base)
+    engine = Engine(bundle.model)
+    plans = [cli.for_model(plan, args, bundle, engine) for plan in plans]  # an LM keeps its embeddings float
     out = cli.out_path(args.out)
     interactive = sys.stderr.isatty()
-    df = run_sweep(Engine(bundle.model), data, plans, progress=lambda i, n: interactive and print(
+    df = run_sweep(engine, data, plans, progress=lambda i, n: interactive and print(
         f"\r{i}/{n} configurations", end="" if i < n else "\n", file=sys.stderr))
     df.insert(0, "model", bundle.name)
     df.to_csv(out, index=False)
@@ -106,8 +119,13 @@ def _sweep(args: argparse.Namespace) -> int:
 def evaluate_extras(engine, plan, data) -> dict:
     """What `evaluate --json` adds: the W/A label and, with activations, each layer's input range."""
     from lightviz.core.activations import wa_label
+    from lightviz.core.task import float_role_layers, task_of
 
-    extras = {"wa": wa_label(plan, [layer.name for layer in engine.layers])}
+    names = [layer.name for layer in engine.layers]
+    if task_of(data).is_lm:  # W/A as LM users write it: the embeddings and head kept float do not count
+        names = [name for name in names if name not in float_role_layers(engine.layers)
+                 or not plan.config_for(name).keep_float] or names
+    extras = {"wa": wa_label(plan, names)}
     if plan.activations is not None:
         ranges = engine.activation_qparams(plan, data)
         extras["activation_ranges"] = [{"name": name, "lo": item.lo, "hi": item.hi, "scale": item.scale,
@@ -116,14 +134,21 @@ def evaluate_extras(engine, plan, data) -> dict:
 
 
 def _print_summary(report: dict) -> None:
-    acc = report["accuracy"]
+    acc = report.get("accuracy")
     print(f"model {report['model']}: {report['data']}")
     print(f"weights/activations {report['wa']}") if report.get("wa") else None
     if acc is not None:
         print(f"accuracy {acc:.2%} (float {report['float_accuracy']:.2%})")
-    print(f"agreement with float {report['agreement']:.2%}, KL {report['kl']:.4g}")
+    if report.get("perplexity") is not None:
+        change = report["perplexity"] / report["float_perplexity"] - 1
+        print(f"perplexity {report['perplexity']:.4f} (float {report['float_perplexity']:.4f}, {change:+.2%}) "
+              f"on {report['n_tokens']:,} predicted tokens")
+    unit = "next-token agreement" if report.get("perplexity") is not None else "agreement with float"
+    print(f"{unit} {report['agreement']:.2%}, KL {report['kl']:.4g}")
+    bits = report.get("quantized_bits_per_weight")
     print(f"size {report['size_bytes']:,} B (float {report['float_size_bytes']:,} B, "
-          f"{report['compression_ratio']:.2f}x), {report['avg_bits_per_weight']:.2f} bits/weight")
+          f"{report['compression_ratio']:.2f}x), {report['avg_bits_per_weight']:.2f} bits/weight"
+          + (f" ({bits:.3f} per quantized weight, scales included)" if bits is not None else ""))
 
 
 def _isnan(value: object) -> bool:

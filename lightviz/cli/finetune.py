@@ -60,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
     from lightviz.recover.finetune import finetune
 
     bundle, test = cli.load(args)
-    train = _train_data(args, bundle)
-    plan = cli.apply_activation_flags(cli.plan_from_args(args), args)
-    Engine(bundle.model).check_plan(plan)
+    train = _train_data(args, bundle, test)
+    engine = Engine(bundle.model)
+    plan = cli.for_model(cli.apply_activation_flags(cli.plan_from_args(args), args), args, bundle, engine)
+    engine.check_plan(plan)
     result = finetune(bundle.model, plan, train, test, teacher=bundle.model if args.distill else None,
                       progress=_echo(args), **_settings(args))
     report = {"model": bundle.name, "train_data": train.description, "test_data": test.description,
@@ -84,6 +85,9 @@ def _distill(args: argparse.Namespace) -> int:
         raise cli.UsageError(f"--student must be one of {', '.join(student_names())}; got {args.student!r}")
     args.model = args.teacher
     bundle, test = cli.load(args)
+    if getattr(bundle, "task", "classification") == "causal_lm":
+        raise cli.UsageError("--teacher/--student distill into a smaller digits architecture; a language model "
+                             "fine-tunes its own plan instead (--model NAME --distill)")
     if tuple(bundle.input_shape) != DIGITS_INPUT_SHAPE or bundle.num_classes != len(DIGITS_CLASSES):
         raise cli.UsageError(f"--student architectures take 8x8 digits and predict 10 classes; the teacher "
                              f"{bundle.name} takes {tuple(bundle.input_shape)} with {bundle.num_classes} classes")
@@ -104,11 +108,21 @@ def _settings(args: argparse.Namespace) -> dict:
     return settings
 
 
-def _train_data(args: argparse.Namespace, bundle):
-    """The training set: --train-data, or the digits training split for the sample models."""
-    from lightviz.io import datasets, userdata
+def _train_data(args: argparse.Namespace, bundle, test=None):
+    """The training set: --train-data, or the digits training split for the sample models; a
+    language model trains on calibration text (the shipped calibration modules, or --train-data)."""
+    from lightviz.io import datasets, text, userdata
 
     samples = cli.positive(args.train_samples, "train-samples")
+    if getattr(bundle, "task", "classification") == "causal_lm":
+        seq_len = int(test.x.shape[1])
+        if args.train_data:
+            data = text.user_text_data(bundle, args.train_data, seq_len=seq_len)
+            train = datasets.EvalData(x=data.x, y=None, name=data.name, description=data.description,
+                                      task="causal_lm")
+        else:
+            train = text.lm_train_data(bundle, seq_len)
+        return datasets.subset(train, samples)
     if args.train_data:
         train = userdata.load_user_data(args.train_data, None, bundle,
                                         image_size=cli.ints(args.image_size, "image-size"),
@@ -133,8 +147,10 @@ def _echo(args: argparse.Namespace):
     def progress(history) -> None:
         row = history.iloc[-1]
         run = f"{row['run']} " if "run" in history else ""
-        print(f"{run}epoch {int(row['epoch'])}: loss {row['loss']:.4f}, test accuracy {row['test_accuracy']:.2%} "
-              f"({row['seconds']:.1f} s)", file=sys.stderr)
+        score = (f"test perplexity {row['test_perplexity']:.4f}" if "test_perplexity" in history
+                 else f"test accuracy {row['test_accuracy']:.2%}")
+        print(f"{run}epoch {int(row['epoch'])}: loss {row['loss']:.4f}, {score} ({row['seconds']:.1f} s)",
+              file=sys.stderr)
     return progress
 
 
@@ -148,11 +164,13 @@ def _print(report: dict, as_json: bool, lines) -> None:
 
 def _finetune_lines(report: dict) -> list[str]:
     recovered = report["recovered"]
+    lm = "perplexity_before" in report
+    metric, show = ("perplexity", lambda v: f"{v:.4f}") if lm else ("accuracy", lambda v: f"{v:.2%}")
     return [
         f"model {report['model']}, {report['epochs_run']} epochs on {report['train_data']}"
         + (", distilled from the float model" if report["distill"] else ""),
-        f"accuracy before {report['accuracy_before']:.2%} -> after {report['accuracy_after']:.2%} "
-        f"(float {report['float_accuracy']:.2%})"
+        f"{metric} before {show(report[f'{metric}_before'])} -> after {show(report[f'{metric}_after'])} "
+        f"(float {show(report[f'float_{metric}'])})"
         + ("" if recovered is None else f", {recovered:.0%} of the loss recovered"),
         f"size {report['size_bytes']:,} B (float {report['float_size_bytes']:,} B, "
         f"{report['compression_ratio']:.2f}x), {report['seconds']:.1f} s of training",
