@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from lightviz.ui import act_controls, controls, explore, state
+from lightviz.ui import act_controls, controls, explore, lm, state
 
 state.through_router("pages/explore.py")  # opened by URL before the app first ran
 
@@ -10,6 +10,8 @@ HINT = "change the setting you just made, or reset overrides"
 
 st.title("Explore")
 controls.global_controls()
+if lm.is_lm():
+    lm.lm_controls()
 act_controls.activation_controls()
 metrics_box = st.container()
 engine, data, bundle = state.current_engine(), state.current_data(), state.current_bundle()
@@ -29,6 +31,11 @@ st.subheader("Weights of one layer")
 state.attempt(lambda: explore.histogram_section(engine, plan, table), "The histogram could not be drawn",
               "pick another layer or channel")
 st.subheader("What changed")
-state.attempt(lambda: explore.flips_section(engine, plan, data, bundle.class_names),
-              "The changed predictions could not be listed", HINT)
+if lm.is_lm():
+    lm.generation_section()
+    st.subheader("Activation outliers")
+    lm.outliers_section()
+else:
+    state.attempt(lambda: explore.flips_section(engine, plan, data, bundle.class_names),
+                  "The changed predictions could not be listed", HINT)
 state.record_evaluation(plan)  # for Trade-offs' history; after the page so it never delays it

@@ -21,33 +21,37 @@ from lightviz.plots.style import (
 def tradeoff_figure(sweep: pd.DataFrame | None, y: str, front: pd.DataFrame | None,
                     float_point: tuple[float, float], current: tuple[float, float, str] | None,
                     history: pd.DataFrame | None) -> go.Figure:
-    """Accuracy (or agreement) in % against size in bytes (log x), one trace per scheme/granularity.
+    """Accuracy (or agreement) in % against size in bytes (log x), one trace per scheme/granularity;
+    a language model's perplexity (log y, lower is better) as it is.
 
     Points carry customdata [source, row] ("sweep" or "history") so a click finds its plan.
     """
-    y_title = "top-1 accuracy (%)" if y == "accuracy" else "agreement with float (%)"
+    lm = y == "perplexity"
+    scale = 1 if lm else 100
+    y_title = ("perplexity (log, lower is better)" if lm else
+               "top-1 accuracy (%)" if y == "accuracy" else "agreement with float (%)")
     fig = go.Figure()
-    hover = "%{text}<br>%{x:,.0f} bytes<br>" + y_title + ": %{y:.2f}<extra></extra>"
+    hover = "%{text}<br>%{x:,.0f} bytes<br>" + y_title.split(" (")[0] + ": %{y:.4g}<extra></extra>"
     if sweep is not None and len(sweep):
         groups = sweep.assign(_group=sweep["scheme"].str[:4] + "/" + sweep["granularity"])
         for i, (group, rows) in enumerate(groups.groupby("_group", sort=True)):
-            fig.add_scatter(x=rows["size_bytes"].tolist(), y=(rows[y] * 100).tolist(), mode="markers",
+            fig.add_scatter(x=rows["size_bytes"].tolist(), y=(rows[y] * scale).tolist(), mode="markers",
                             name=f"sweep {group}", text=rows["label"].tolist(), customdata=[["sweep", int(r)] for r in rows.index],
                             marker=dict(size=10, color=SERIES_COLORS[i % len(SERIES_COLORS)], opacity=0.85),
                             hovertemplate=hover)
     if front is not None and len(front):
-        fig.add_scatter(x=front["size_bytes"].tolist(), y=(front[y] * 100).tolist(), mode="lines", name="Pareto frontier",
+        fig.add_scatter(x=front["size_bytes"].tolist(), y=(front[y] * scale).tolist(), mode="lines", name="Pareto frontier",
                         line=dict(color=FRONT_COLOR, width=2, shape="hv"), hoverinfo="skip")
     if history is not None and len(history):
-        fig.add_scatter(x=history["size_bytes"].tolist(), y=(history[y] * 100).tolist(), mode="markers",
+        fig.add_scatter(x=history["size_bytes"].tolist(), y=(history[y] * scale).tolist(), mode="markers",
                         name="tried this session", text=history["label"].tolist(), customdata=[["history", int(r)] for r in history.index],
                         marker=dict(size=11, symbol="circle-open", color=HISTORY_COLOR, line=dict(width=2)),
                         hovertemplate=hover)
-    fig.add_scatter(x=[float_point[0]], y=[float_point[1] * 100], mode="markers", name="float model",
+    fig.add_scatter(x=[float_point[0]], y=[float_point[1] * scale], mode="markers", name="float model",
                     text=["float32 model"], marker=dict(size=15, symbol="diamond", color=FLOAT_MODEL_COLOR),
                     hovertemplate=hover)
     if current is not None:
-        fig.add_scatter(x=[current[0]], y=[current[1] * 100], mode="markers", name="current plan",
+        fig.add_scatter(x=[current[0]], y=[current[1] * scale], mode="markers", name="current plan",
                         text=[current[2]], marker=dict(size=18, symbol="star", color=CURRENT_COLOR,
                                                        line=dict(width=1, color="white")),
                         hovertemplate=hover)
@@ -57,6 +61,8 @@ def tradeoff_figure(sweep: pd.DataFrame | None, y: str, front: pd.DataFrame | No
             sizes += frame["size_bytes"].tolist()
     ticks = log_ticks(min(sizes), max(sizes))
     fig.update_xaxes(type="log", tickvals=ticks, ticktext=[short_number(t) for t in ticks])
+    if lm:
+        fig.update_yaxes(type="log")
     return layout(fig, f"{y_title.split(' (')[0].capitalize()} against size · click a point to make it current",
                    "model size (bytes, log scale)", y_title, height=440, legend_rows=2)
 

@@ -13,7 +13,7 @@ from lightviz.core.specs import (
     RANGE_METHODS,
     SCHEMES,
 )
-from lightviz.ui import state
+from lightviz.ui import lm, state
 from lightviz.ui.format import bytes_text, percent
 
 BITS_OPTIONS = list(range(1, 17)) + [state.FLOAT_BITS_LABEL]
@@ -69,8 +69,12 @@ def global_controls() -> None:
 
 
 def metrics_row(evaluation: Evaluation) -> None:
-    """Accuracy, agreement, size and bits per weight of the current plan, with deltas against float."""
+    """Accuracy, agreement, size and bits per weight of the current plan, with deltas against float
+    (a language model's: perplexity, next-token agreement, size, bits per quantized weight)."""
     ev = evaluation
+    if ev.task == "causal_lm":
+        lm.metrics_row(ev)
+        return
     accuracy, agreement, size, bits = st.columns(4)
     if ev.accuracy is not None:
         correct = round(ev.accuracy * ev.n_samples)

@@ -24,12 +24,14 @@ from lightviz.core.specs import (
     plan_from_token,
     plan_to_token,
 )
+from lightviz.core.task import Task, task_of, with_float_embeddings
 from lightviz.io import datasets, zoo
 from lightviz.ui import registry
 
 DEFAULT_MODEL = "digits-cnn"
 USER_DATA_KEY = "user_data"  # {model name: EvalData the user uploaded for it}
 EVAL_SIZE_KEY = "eval_sizes"  # {model name: samples to evaluate on; absent: all, or the default count}
+SEQ_LEN_KEY = "seq_lens"  # {language model name: tokens per evaluation sequence; absent: the default}
 PROGRESS_DELAY_S = 0.3  # evaluations faster than this show no progress bar
 HISTORY_LIMIT = 200
 
@@ -45,6 +47,7 @@ WIDGET_KEYS = {
     "prune_method": ("prune", "method"),
     "global_prune": ("plan", "global_prune"),
     "fold_bn": ("plan", "fold_bn"),
+    "scale_dtype": ("quant", "scale_dtype"),  # shown for language models (ui/lm.py)
 }
 FLOAT_BITS_LABEL = "float"  # the bits widget shows "float" for bits=None
 
@@ -63,9 +66,15 @@ def load_engine(name: str) -> Engine:
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
-def load_eval_data(name: str, n: int | None = None) -> datasets.EvalData:
-    """The model's default data (data.eval_data_for), `n` samples of it; one object per (name, n)."""
-    return datasets.eval_data_for(load_bundle(name), n)
+def load_eval_data(name: str, n: int | None = None, seq_len: int | None = None) -> datasets.EvalData:
+    """The model's default data (data.eval_data_for), `n` samples of it; one object per (name, n,
+    seq_len). A language model's: `n` sequences of `seq_len` tokens of the shipped held-out text."""
+    bundle = load_bundle(name)
+    if seq_len is not None and bundle.task == "causal_lm":
+        from lightviz.io.text import lm_eval_data
+
+        return lm_eval_data(bundle, n, seq_len)
+    return datasets.eval_data_for(bundle, n)
 
 
 # --- session state -----------------------------------------------------------------------
@@ -107,7 +116,8 @@ def init_state() -> None:
     params = st.query_params
     if "model" in params:
         name = params["model"]
-        if name in zoo.list_models() or name in zoo.list_torchvision_models() or registry.get(name):
+        if (name in zoo.list_models() or name in zoo.list_language_models() or name in zoo.list_torchvision_models()
+                or registry.get(name)):
             ss.model_name = name
         else:
             ss.link_error = f"The link names an unknown model {name!r}; showing {DEFAULT_MODEL}."
@@ -118,6 +128,9 @@ def init_state() -> None:
             ss.plan = checked(plan)
         except ValueError as error:
             ss.link_error = f"The link's plan could not be used ({error}); showing the default plan."
+    elif ss.model_name in zoo.list_language_models() or registry.get(ss.model_name) and \
+            registry.get(ss.model_name).task == "causal_lm":
+        ss.plan = with_float_embeddings(ss.plan, load_engine(ss.model_name).layers)
     write_widgets(ss.plan)
 
 
@@ -137,6 +150,11 @@ def current_engine() -> Engine:
     return load_engine(current_name())
 
 
+def current_task() -> Task:
+    """What the current model is measured by: classification (accuracy) or causal LM (perplexity)."""
+    return task_of(current_data())
+
+
 def full_data() -> datasets.EvalData:
     """The data uploaded for the current model in this session, else its default data."""
     uploaded = st.session_state.get(USER_DATA_KEY, {}).get(current_name())
@@ -151,7 +169,8 @@ def current_data() -> datasets.EvalData:
     name, n = current_name(), eval_size()
     uploaded = st.session_state.get(USER_DATA_KEY, {}).get(name)
     if uploaded is None:
-        return load_eval_data(name, n)
+        seq_len = st.session_state.get(SEQ_LEN_KEY, {}).get(name)
+        return load_eval_data(name, n, seq_len) if seq_len else load_eval_data(name, n)
     subsets = st.session_state.setdefault("user_data_subsets", {})  # {model name: (full, n, subset)}
     kept = subsets.get(name)
     if kept is None or kept[0] is not uploaded or kept[1] != n:
@@ -205,6 +224,8 @@ def set_model(name: str, keep_plan: bool = False) -> None:
     st.session_state.model_name = name
     if not keep_plan:
         st.session_state.plan = replace(st.session_state.plan, overrides=())
+        if load_bundle(name).task == "causal_lm":  # as LM tools do: embeddings and LM head stay float
+            st.session_state.plan = with_float_embeddings(st.session_state.plan, load_engine(name).layers)
     st.session_state.selected_layer = None
     st.session_state.editor_generation += 1
     sync_url()
@@ -254,7 +275,7 @@ def plan_from_widgets() -> Plan:
     bits = None if values["bits"] == FLOAT_BITS_LABEL else int(values["bits"])
     quant = QuantSpec(bits=bits, scheme=values["scheme"], granularity=values["granularity"],
                       group_size=int(values["group_size"]), range_method=values["range_method"],
-                      percentile=float(values["percentile"]))
+                      percentile=float(values["percentile"]), scale_dtype=values["scale_dtype"] or "float32")
     prune = PruneSpec(sparsity=float(values["sparsity"]), method=values["prune_method"], m=plan.default.prune.m)
     default = replace(plan.default, quant=quant, prune=prune)
     return replace(plan, default=default, global_prune=bool(values["global_prune"]),

@@ -9,6 +9,7 @@ from lightviz.analysis import explore as analysis
 from lightviz.analysis import sweep
 from lightviz.analysis.sweep import plan_label
 from lightviz.core.specs import GRANULARITIES, PRUNE_METHODS, SCHEMES, Plan
+from lightviz.core.task import embeddings_float, task_of, with_float_embeddings
 from lightviz.plots import tradeoffs as plots
 from lightviz.ui import finetune as finetune_ui
 from lightviz.ui import state
@@ -63,6 +64,8 @@ def run(chosen: dict) -> None:
     engine, data, base = state.current_engine(), state.current_data(), state.current_plan()
     plans = sweep.sweep_configs(sorted(chosen["bits"]), chosen["schemes"], chosen["granularities"],
                                 sorted(chosen["sparsities"]), chosen["prune_method"], base=base)
+    if embeddings_float(base, engine.layers):  # a language model keeps its embeddings float in every plan
+        plans = list(dict.fromkeys(with_float_embeddings(plan, engine.layers) for plan in plans))
     for plan in plans:
         reason = analysis.interactive_cost_error(engine, plan)
         if reason:
@@ -104,7 +107,8 @@ def _on_point_select() -> None:
 def tradeoff_chart() -> None:
     """Accuracy (agreement without labels) against size: sweep, frontier, float, current, history."""
     engine, data, plan = state.current_engine(), state.current_data(), state.current_plan()
-    y = "accuracy" if data.labeled else "agreement"
+    lm = task_of(data).is_lm
+    y = "perplexity" if lm else "accuracy" if data.labeled else "agreement"
     evaluation = state.current_evaluation(plan)
     found = current_sweep()
     results = found["results"] if found else None
@@ -114,8 +118,8 @@ def tradeoff_chart() -> None:
         history = history[same].reset_index(drop=True)
     st.session_state.tradeoff_sources = {"sweep": results if results is not None else pd.DataFrame(),
                                          "history": history}
-    float_y = evaluation.float_accuracy if data.labeled else 1.0
-    current_y = evaluation.accuracy if data.labeled else evaluation.agreement
+    float_y = evaluation.float_score if lm or data.labeled else 1.0
+    current_y = evaluation.score if lm or data.labeled else evaluation.agreement
     fig = plots.tradeoff_figure(
         results, y, sweep.pareto_front(results, y=y) if results is not None and len(results) else None,
         (engine.float_size_bytes, float_y), (evaluation.size_bytes, current_y, plan_label(plan)),
@@ -126,7 +130,10 @@ def tradeoff_chart() -> None:
         done, link = st.columns([3, 1], vertical_alignment="center")
         done.success(f"Current plan is now: {st.session_state.pop('made_current')}")
         link.page_link("pages/explore.py", label="See it in Explore", icon=":material/arrow_forward:")
-    if not data.labeled:
+    if lm:
+        st.caption("Perplexity on the evaluation text (log scale): lower is better, so the frontier runs along the "
+                   "bottom. Every plan keeps the embeddings and LM head as the current plan does.")
+    elif not data.labeled:
         st.caption("No labels for this model's inputs: the y axis is agreement with the float model.")
     if results is None:
         st.info("Run a sweep to fill the chart; the float model, the current plan and what you tried in "
