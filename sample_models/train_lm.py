@@ -135,8 +135,13 @@ def train():
 
 
 def save(model, folder: Path) -> None:
-    """The Hugging Face layout: config.json + model.safetensors (tied LM head stored once)."""
+    """The Hugging Face layout: config.json + model.safetensors (tied LM head stored once).
+
+    The config names GELU's fused tanh kernel ("gelu_pytorch_tanh"): the same function the model
+    trained with ("gelu_new", written out in Python ops, outputs within 1e-5), about 40% faster
+    to evaluate on a CPU."""
     model.config.use_cache = False
+    model.config.activation_function = "gelu_pytorch_tanh"
     model.save_pretrained(folder, safe_serialization=True)
     for extra in ("generation_config.json",):  # byte-level: no special tokens to generate with
         (folder / extra).unlink(missing_ok=True)

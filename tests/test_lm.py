@@ -303,3 +303,53 @@ def test_cli_refuses_broken_model_folders_and_text_with_one_line(tmp_path, capsy
 def test_cli_models_lists_the_language_model(capsys):
     code, out, _ = _run(capsys, "models", "--json")
     assert code == 0 and json.loads(out)["language_models"] == ["tiny-gpt"]
+
+
+# --- model folders: legacy .bin pickles, tokenizer files ---------------------------------------------
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def test_bin_weights_go_through_the_weights_only_rules(tmp_path):
+    model = hf.random_causal_lm("qwen2")
+    model.save_pretrained(tmp_path / "safe")
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "config.json").write_text((tmp_path / "safe" / "config.json").read_text())
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    loaded = hf.load_hf_folder(folder)
+    x = torch.randint(0, 256, (1, 8))
+    with torch.inference_mode():
+        assert torch.equal(loaded.model(x).logits, model(x).logits)
+    torch.save({**model.state_dict(), "lm_head.extra": _Payload()}, folder / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="pickled Python object") as error:
+        hf.load_hf_folder(folder)
+    assert "\n" not in str(error.value)
+
+
+def test_a_folders_own_tokenizer_is_used_and_a_missing_one_refused(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = (zoo.SAMPLE_MODELS_DIR / "text" / "calibration.txt").read_text()[:20000]
+    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tokenizer.train_from_iterator([corpus], trainers.BpeTrainer(vocab_size=400, special_tokens=["[UNK]"]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]")
+    model = hf.random_causal_lm("llama", vocab_size=len(fast))
+    model.save_pretrained(tmp_path)
+    fast.save_pretrained(tmp_path)
+    bundle = hf.load_hf_folder(tmp_path)
+    assert isinstance(bundle.tokenizer, hf.HFTokenizer) and bundle.num_classes == len(fast)
+    ids = bundle.tokenizer.encode("def f(x):\n    return x")
+    assert ids == fast("def f(x):\n    return x", add_special_tokens=False)["input_ids"] and max(ids) < len(fast)
+    data = text.sample_text_data(bundle, 64)
+    assert data.x.max() < len(fast) and Engine(bundle.model).evaluate(uniform_plan(8), subset(data, 2)).perplexity > 1
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).unlink()
+    with pytest.raises(ValueError, match="no tokenizer files") as error:
+        hf.load_hf_folder(tmp_path)
+    assert "\n" not in str(error.value)

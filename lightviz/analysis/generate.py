@@ -23,7 +23,7 @@ from torch import nn
 from lightviz.core.engine import Engine, as_logits
 from lightviz.core.specs import Plan
 
-DEFAULT_PROMPT = "def "
+DEFAULT_PROMPT = "import os\n\n\ndef "  # the sample LM writes a plausible function from here
 DEFAULT_NEW_TOKENS = 96
 MAX_NEW_TOKENS = 512
 SEED = 0

@@ -150,7 +150,7 @@ def _allocate(args: argparse.Namespace) -> int:
     from lightviz.analysis.sensitivity import sensitivity
     from lightviz.core.activations import wa_label
     from lightviz.core.engine import Engine
-    from lightviz.core.task import task_of
+    from lightviz.core.task import task_of, wa_names
 
     bundle, data = cli.load(args)
     bits = _bits_list(args.bits)
@@ -163,7 +163,7 @@ def _allocate(args: argparse.Namespace) -> int:
     sens = sensitivity(engine, data, bits, base=base, units=units)
     result = allocate(engine, data, sens, base, size_bytes=args.size_bytes, avg_bits=args.avg_bits,
                       max_drop=args.max_drop, objective=args.objective, method=args.method, refine=args.refine)
-    names = [layer.name for layer in engine.layers]
+    names = wa_names(result.plan, engine.layers)  # an LM's float embeddings do not count in W/A
     report = {"model": bundle.name, "data": data.description, "wa": wa_label(result.plan, names), **result.to_dict()}
     if args.compare:
         report["uniform"] = [{"bits": b, **engine.evaluate(cli.for_model(uniform_at(base, b), args, bundle, engine),
@@ -180,7 +180,9 @@ def _allocate(args: argparse.Namespace) -> int:
         print(f"accuracy {ev.accuracy:.2%} (float {ev.float_accuracy:.2%})")
     if ev.perplexity is not None:
         print(f"perplexity {ev.perplexity:.4f} (float {ev.float_perplexity:.4f})")
-    print(f"size {ev.size_bytes:,} B ({ev.compression_ratio:.2f}x), {ev.avg_bits_per_weight:.2f} bits/weight")
+    quantized = ev.quantized_bits_per_weight
+    print(f"size {ev.size_bytes:,} B ({ev.compression_ratio:.2f}x), {ev.avg_bits_per_weight:.2f} bits/weight"
+          + (f" ({quantized:.3f} per quantized weight, scales included)" if quantized is not None else ""))
     for row in report.get("uniform", []):
         if "perplexity" in row:
             print(f"  uniform {row['bits']} bits: perplexity {row['perplexity']:.4f}, size {row['size_bytes']:,} B")

@@ -119,12 +119,11 @@ def _sweep(args: argparse.Namespace) -> int:
 def evaluate_extras(engine, plan, data) -> dict:
     """What `evaluate --json` adds: the W/A label and, with activations, each layer's input range."""
     from lightviz.core.activations import wa_label
-    from lightviz.core.task import float_role_layers, task_of
+    from lightviz.core.task import task_of, wa_names
 
     names = [layer.name for layer in engine.layers]
     if task_of(data).is_lm:  # W/A as LM users write it: the embeddings and head kept float do not count
-        names = [name for name in names if name not in float_role_layers(engine.layers)
-                 or not plan.config_for(name).keep_float] or names
+        names = wa_names(plan, engine.layers)
     extras = {"wa": wa_label(plan, names)}
     if plan.activations is not None:
         ranges = engine.activation_qparams(plan, data)

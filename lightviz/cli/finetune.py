@@ -20,6 +20,7 @@ from lightviz.cli import common as cli
 from lightviz.core.specs import TrainConfig
 
 DEFAULTS = TrainConfig()
+LM_DEFAULTS = TrainConfig(epochs=4, lr=3e-4, batch_size=16)  # a trained language model wants small steps
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -32,9 +33,11 @@ def register(commands: argparse._SubParsersAction) -> None:
             action.required = False
     cli.plan_flags(parser, sweepable=False)
     cli.add_activation_flags(parser)
-    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help=f"default {DEFAULTS.epochs}")
-    parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"Adam learning rate (default {DEFAULTS.lr:g})")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    parser.add_argument("--epochs", type=int, help=f"default {DEFAULTS.epochs} (language models {LM_DEFAULTS.epochs})")
+    parser.add_argument("--lr", type=float, help=f"Adam learning rate (default {DEFAULTS.lr:g}, language models "
+                                                 f"{LM_DEFAULTS.lr:g})")
+    parser.add_argument("--batch-size", type=int, help=f"default {DEFAULTS.batch_size} (language models: "
+                                                        f"{LM_DEFAULTS.batch_size} sequences)")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="same seed, same numbers")
     parser.add_argument("--distill", action="store_true", help="the float model teaches its compressed version")
     parser.add_argument("--distill-weight", type=float, default=DEFAULTS.distill_weight,
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     plan = cli.for_model(cli.apply_activation_flags(cli.plan_from_args(args), args), args, bundle, engine)
     engine.check_plan(plan)
     result = finetune(bundle.model, plan, train, test, teacher=bundle.model if args.distill else None,
-                      progress=_echo(args), **_settings(args))
+                      progress=_echo(args), **_settings(args, LM_DEFAULTS if bundle.task == "causal_lm" else DEFAULTS))
     report = {"model": bundle.name, "train_data": train.description, "test_data": test.description,
               "distill": args.distill, **cli.json_safe(result.summary()),
               "compression_ratio": result.float_size_bytes / max(result.size_bytes, 1)}
@@ -100,10 +103,12 @@ def _distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace) -> dict:
-    """The training keywords, validated by TrainConfig's own messages."""
-    settings = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
-                "distill_weight": args.distill_weight, "temperature": args.temperature}
+def _settings(args: argparse.Namespace, defaults: TrainConfig = DEFAULTS) -> dict:
+    """The training keywords (flags not given: `defaults`), validated by TrainConfig's own messages."""
+    settings = {"epochs": args.epochs if args.epochs is not None else defaults.epochs,
+                "lr": args.lr if args.lr is not None else defaults.lr,
+                "batch_size": args.batch_size if args.batch_size is not None else defaults.batch_size,
+                "seed": args.seed, "distill_weight": args.distill_weight, "temperature": args.temperature}
     TrainConfig(**settings)
     return settings
 
@@ -165,6 +170,8 @@ def _print(report: dict, as_json: bool, lines) -> None:
 def _finetune_lines(report: dict) -> list[str]:
     recovered = report["recovered"]
     lm = "perplexity_before" in report
+    if lm and abs(report["perplexity_before"] / report["float_perplexity"] - 1) < 0.005:
+        recovered = None  # the plan lost (almost) nothing: a share of it means nothing
     metric, show = ("perplexity", lambda v: f"{v:.4f}") if lm else ("accuracy", lambda v: f"{v:.2%}")
     return [
         f"model {report['model']}, {report['epochs_run']} epochs on {report['train_data']}"

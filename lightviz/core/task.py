@@ -263,6 +263,13 @@ def with_float_embeddings(plan: Plan, layers, keep: bool = True) -> Plan:
     return plan
 
 
+def wa_names(plan: Plan, layers) -> list[str]:
+    """The layers a W/A label counts: all, but the embeddings and head a plan keeps float (LM users
+    write W4A16 for a model whose embeddings stay float)."""
+    kept = {name for name in float_role_layers(layers) if plan.config_for(name).keep_float}
+    return [layer.name for layer in layers if layer.name not in kept] or [layer.name for layer in layers]
+
+
 def embeddings_float(plan: Plan, layers) -> bool:
     """Whether every embedding / LM-head layer is kept float by `plan` (True when there is none)."""
     return all(plan.config_for(name).keep_float for name in float_role_layers(layers))

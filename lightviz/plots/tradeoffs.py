@@ -61,8 +61,11 @@ def tradeoff_figure(sweep: pd.DataFrame | None, y: str, front: pd.DataFrame | No
             sizes += frame["size_bytes"].tolist()
     ticks = log_ticks(min(sizes), max(sizes))
     fig.update_xaxes(type="log", tickvals=ticks, ticktext=[short_number(t) for t in ticks])
-    if lm:
-        fig.update_yaxes(type="log")
+    if lm:  # 1-2-5 ticks in plain numbers (Plotly's own log ticks read "2, 3, 5" for 20, 30, 50)
+        values = [v for frame in (sweep, history) if frame is not None and len(frame) for v in frame[y].dropna()]
+        values += [float_point[1]] + ([current[1]] if current else [])
+        y_ticks = log_ticks(min(values), max(values))
+        fig.update_yaxes(type="log", tickvals=y_ticks, ticktext=[f"{t:g}" for t in y_ticks])
     return layout(fig, f"{y_title.split(' (')[0].capitalize()} against size · click a point to make it current",
                    "model size (bytes, log scale)", y_title, height=440, legend_rows=2)
 
@@ -75,5 +78,6 @@ def sqnr_bits_figure(curves: pd.DataFrame, subtitle: str) -> go.Figure:
                         line=dict(color=SERIES_COLORS[i % len(SERIES_COLORS)]),
                         hovertemplate=f"{layer}<br>%{{x}} bits: %{{y:.1f}} dB<extra></extra>")
     fig.update_xaxes(dtick=1)
+    n_layers = curves["layer"].nunique()
     return layout(fig, f"Weight error against bits, per layer · {subtitle}", "bits per weight", "SQNR (dB)",
-                   height=380, legend_rows=2)
+                   height=380, legend_rows=max(2, -(-n_layers // 4)))

@@ -18,6 +18,7 @@ from lightviz.core.specs import (
     SCHEMES,
     ActivationSpec,
 )
+from lightviz.core.task import wa_names
 from lightviz.ui import state
 
 FLOAT = "float"
@@ -62,7 +63,7 @@ def activation_controls() -> None:
     """An expander with activation bits (or float), scheme, range method and calibration batches."""
     _sync_widgets()
     plan = state.current_plan()
-    names = [layer.name for layer in state.current_engine().layers]
+    names = wa_names(plan, state.current_engine().layers)  # an LM's float embeddings do not count
     spec = plan.activations
     title = f"Activations · {wa_label(plan, names)}" + ("" if spec else " (activations float)")
     with st.expander(title, expanded=spec is not None):

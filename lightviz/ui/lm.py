@@ -85,7 +85,7 @@ def _load_text(upload, calibration) -> None:
 
 def folder_upload_form() -> None:
     """A Hugging Face causal LM folder, uploaded as its files (config.json, weights, tokenizer files)."""
-    with st.form("hf_upload", clear_on_submit=False, border=False):
+    with st.form("hf_upload", clear_on_submit=True, border=False):  # each load starts from an empty list
         files = st.file_uploader(f"Language model folder: select its files (≤ {max_upload_bytes() // 2**20} MB each)",
                                  type=HF_TYPES, accept_multiple_files=True,
                                  help="config.json, model.safetensors (or its shards and index, or pytorch_model.bin) "
@@ -96,12 +96,12 @@ def folder_upload_form() -> None:
 
 
 def _load_folder(files) -> None:
-    names = [Path(f.name).name for f in files]
+    latest = {Path(f.name).name: f for f in files}  # a file chosen again replaces the one before
     try:
-        if len(set(names)) != len(names) or any(n.startswith(".") or n != f.name for n, f in zip(names, files)):
-            raise ValueError("the files must have distinct plain names (config.json, model.safetensors, ...)")
+        if any(name.startswith(".") or name != file.name for name, file in latest.items()):
+            raise ValueError("the files must have plain names (config.json, model.safetensors, ...)")
         with st.spinner("Loading the language model…"), tempfile.TemporaryDirectory() as folder:
-            for name, file in zip(names, files):
+            for name, file in latest.items():
                 (Path(folder) / name).write_bytes(file.getvalue())
             bundle = hf.load_hf_folder(folder, "your-lm")
             name = registry.register_upload(bundle)
@@ -248,8 +248,11 @@ def outliers_section() -> None:
         st.plotly_chart(lm_plots.block_outliers_figure(absmax, layers, block), key="lm_outliers_block")
     st.plotly_chart(lm_plots.outlier_ratio_figure(table), key="lm_outliers_ratio")
     worst = table.loc[table["ratio"].idxmax()]
-    st.caption(f"Over {min(len(data.calibration_inputs), outliers.MAX_SEQUENCES)} calibration sequences. The largest "
-               f"input channel of {worst['layer']} reaches {worst['ratio']:.0f}x its median channel: one per-tensor "
-               "activation scale spends most of its levels on such channels (LLM.int8 keeps them in float16; "
-               "SmoothQuant moves them into the weights). Per-token activation quantization, in the Activations "
-               "expander above, gives every token its own scale instead.")
+    above = int(table["above_6"].sum())
+    st.caption(f"Over {min(len(data.calibration_inputs), outliers.MAX_SEQUENCES)} calibration sequences. The most "
+               f"uneven layer, {worst['layer']}, has one input channel at {worst['ratio']:.1f}x its median channel's "
+               f"max |x|; {above} input channel{'s' if above != 1 else ''} in all exceed LLM.int8's threshold of 6. "
+               "One per-tensor activation scale spends its levels on the largest channel, so the others get a "
+               "coarse step (LLM.int8 keeps outlier channels in float16; SmoothQuant moves them into the weights). "
+               "Large LMs grow channels hundreds of times the median; per-token quantization, in the Activations "
+               "expander above, gives every token its own scale.")

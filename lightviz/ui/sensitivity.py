@@ -12,7 +12,7 @@ import streamlit as st
 from lightviz.analysis import mixed, ranges, sensitivity, sweep
 from lightviz.core.activations import wa_label
 from lightviz.core.specs import RANGE_METHOD_HELP, SCHEMES, Plan
-from lightviz.core.task import embeddings_float, task_of, with_float_embeddings
+from lightviz.core.task import LM_FLOAT_ROLES, embeddings_float, task_of, wa_names, with_float_embeddings
 from lightviz.io import datasets
 from lightviz.plots import sensitivity as plots_analysis
 from lightviz.ui import state
@@ -123,8 +123,11 @@ def heatmap_section() -> None:
     if labeled and not lm:
         se = (f" An accuracy near {percent(df['float_accuracy'].iloc[0])} on {n} inputs has a standard error of "
               f"about {percent(df['accuracy_se'].min())}: smaller drops are within noise.")
-    st.caption(f"{len(df)} layer settings on {n} inputs in {df.attrs.get('seconds', 0):.1f} s, {how}.{se} "
-               "Hover a cell for accuracy ± standard error, KL and the layer's size.")
+    unit, inputs = ("block" if df.attrs.get("units") and any(len(v) > 1 for v in df.attrs["units"].values())
+                    else "layer"), "sequences" if lm else "inputs"
+    st.caption(f"{len(df)} {unit} settings on {n} {inputs} in {df.attrs.get('seconds', 0):.1f} s, {how}.{se} "
+               + (f"Hover a cell for the perplexity, KL and the {unit}'s size." if lm else
+                  "Hover a cell for accuracy ± standard error, KL and the layer's size."))
     with st.expander("Sensitivity rows as a table"):
         st.dataframe(df, hide_index=True, width="stretch")
     st.download_button("Download sensitivity as CSV", df.to_csv(index=False).encode(),
@@ -184,7 +187,7 @@ def _as_base(plan, base, engine):
 
 def _show_allocation(result: mixed.Allocation, uniform) -> None:
     engine, ev = state.current_engine(), result.evaluation
-    names = [layer.name for layer in engine.layers]
+    names = wa_names(result.plan, engine.layers)
     label = f"mixed {wa_label(result.plan, names)} ({result.budget})"
     cols = st.columns(4)
     if ev.task == "causal_lm":
@@ -196,7 +199,11 @@ def _show_allocation(result: mixed.Allocation, uniform) -> None:
                        delta=None if ev.accuracy is None else f"{(ev.accuracy - ev.float_accuracy) * 100:+.2f} pp")
     cols[1].metric("Size", bytes_text(ev.size_bytes), delta=f"{ev.compression_ratio:.2f}× compression",
                    delta_color="off")
-    cols[2].metric("Bits per weight", f"{ev.avg_bits_per_weight:.2f}")
+    if ev.task == "causal_lm":  # as LM users count: the quantized weights with their scales
+        cols[2].metric("Bits per weight", f"{ev.quantized_bits_per_weight:.3f}",
+                       help=f"over the quantized weights, scales included; over every weight {ev.avg_bits_per_weight:.2f}")
+    else:
+        cols[2].metric("Bits per weight", f"{ev.avg_bits_per_weight:.2f}")
     cols[3].metric("W/A", wa_label(result.plan, names))
     y = "perplexity" if ev.task == "causal_lm" else "accuracy" if ev.accuracy is not None else "agreement"
     left, right = st.columns([3, 2])
@@ -232,7 +239,8 @@ def ranges_section() -> None:
     engine, plan = state.current_engine(), state.current_plan()
     names = [layer.name for layer in engine.layers]
     layer_col, source_col, bits_col, scheme_col, pct_col = st.columns([2.4, 1.8, 1.6, 1.8, 1.2])
-    layer = layer_col.selectbox("Layer", names, key="ranges_layer")
+    first = next((i for i, layer in enumerate(engine.layers) if layer.role not in LM_FLOAT_ROLES), 0)
+    layer = layer_col.selectbox("Layer", names, key="ranges_layer", index=first)
     source = source_col.radio("Values", ranges.SOURCES, horizontal=True, key="ranges_source",
                               format_func=lambda s: "weights" if s == "weights" else "input activations")
     bits = bits_col.slider("Bits", 2, 8, 4, key="ranges_bits")

@@ -18,10 +18,14 @@ MAX_CONFIGS = 200
 SPARSITY_OPTIONS = [0.0, 0.25, 0.5, 0.75, 0.9]
 DEFAULTS = {"bits": [2, 3, 4, 8], "schemes": ["symmetric", "asymmetric"], "granularities": ["tensor", "channel"],
             "sparsities": [0.0, 0.5], "prune_method": "unstructured"}
+LM_DEFAULTS = {"bits": [2, 3, 4, 8], "schemes": ["symmetric", "asymmetric"], "granularities": ["channel", "group"],
+               "sparsities": [0.0], "prune_method": "unstructured"}  # weight-only, as LMs are quantized
 CHART_KEY = "tradeoff_chart"
 
 
 def _settings() -> dict:
+    if state.current_bundle().task == "causal_lm":
+        return st.session_state.setdefault("sweep_settings_lm", dict(LM_DEFAULTS))
     return st.session_state.setdefault("sweep_settings", dict(DEFAULTS))
 
 
@@ -55,7 +59,7 @@ def sweep_form() -> dict | None:
     if n > MAX_CONFIGS:
         st.error(f"That is {n} configurations; pick at most {MAX_CONFIGS} (fewer values in a list).")
         return None
-    st.session_state.sweep_settings = chosen
+    st.session_state["sweep_settings_lm" if state.current_bundle().task == "causal_lm" else "sweep_settings"] = chosen
     return chosen
 
 
