@@ -93,19 +93,21 @@ def big_model_plans(n_plans: int, sequences: int, seq_len: int) -> None:
     settings = [(bits, gran, group, scale) for bits in (8, 4, 3, 2, 6)
                 for gran, group, scale in (("channel", 128, "float32"), ("group", 128, "float16"),
                                            ("group", 64, "float16"), ("group", 32, "bfloat16"))]
-    times, rss = [], []
-    print(f"  {'plan':>4} {'seconds':>8} {'RSS MiB':>8} {'+MiB':>6} {'perplexity':>11}  setting")
+    times, cpu, rss = [], [], []
+    print(f"  {'plan':>4} {'seconds':>8} {'CPU s':>6} {'RSS MiB':>8} {'+MiB':>6} {'perplexity':>11}  setting")
     for i, (bits, gran, group, scale) in enumerate(settings[:n_plans], 1):
         quant = QuantSpec(bits=bits, scheme="asymmetric", granularity=gran, group_size=group, scale_dtype=scale)
         plan = with_float_embeddings(Plan(default=LayerConfig(quant=quant)), engine.layers)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = engine.evaluate(plan, data)
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
         rss.append(rss_bytes())
-        print(f"  {i:>4} {times[-1]:>8.2f} {rss[-1] / MIB:>8.0f} {(rss[-1] - baseline) / MIB:>6.0f} "
+        print(f"  {i:>4} {times[-1]:>8.2f} {cpu[-1]:>6.1f} {rss[-1] / MIB:>8.0f} {(rss[-1] - baseline) / MIB:>6.0f} "
               f"{result.perplexity:>11.1f}  {quant.label}")
     half = len(rss) // 2
-    print(f"  median whole-plan change {statistics.median(times):.2f} s (min {min(times):.2f}, max {max(times):.2f})")
+    print(f"  median whole-plan change {statistics.median(times):.2f} s (min {min(times):.2f}, max {max(times):.2f}); "
+          f"CPU time median {statistics.median(cpu):.1f} s ({load()})")
     print(f"  RSS: after float {baseline / MIB:.0f} MiB, last {rss[-1] / MIB:.0f} MiB, peak {peak_rss_bytes() / MIB:.0f} MiB; "
           f"growth over the second half {(rss[-1] - rss[half - 1]) / MIB:+.0f} MiB; layer cache "
           f"{engine._cached_bytes / MIB:.0f} MiB in {len(engine._cache)} entries, logits cache {len(engine._logits)}")

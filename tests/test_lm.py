@@ -353,3 +353,21 @@ def test_a_folders_own_tokenizer_is_used_and_a_missing_one_refused(tmp_path):
     with pytest.raises(ValueError, match="no tokenizer files") as error:
         hf.load_hf_folder(tmp_path)
     assert "\n" not in str(error.value)
+
+
+def test_digits_paths_do_not_import_transformers():
+    """transformers loads only when a language model is asked for (the app's modules import fine)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import lightviz.ui.sidebar, lightviz.ui.lm, lightviz.ui.explore, lightviz.ui.finetune, lightviz.cli\n"
+            "from lightviz.core.engine import Engine, uniform_plan\n"
+            "from lightviz.io import datasets, zoo\n"
+            "bundle = zoo.load_model('digits-cnn')\n"
+            "Engine(bundle.model).evaluate(uniform_plan(4), datasets.eval_data_for(bundle, 8))\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'tokenizers')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=zoo.SAMPLE_MODELS_DIR.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

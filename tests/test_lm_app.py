@@ -9,6 +9,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from lightviz.analysis import generate
 from lightviz.core.engine import Engine
 from lightviz.core.specs import Plan
 from lightviz.core.task import LM, WEIGHT_ONLY_PRESETS, with_float_embeddings
@@ -47,8 +48,10 @@ def test_explore_on_the_sample_lm(reference):
     assert shown["Bits per weight"] == f"{expected.quantized_bits_per_weight:.3f}"
     assert "Float perplexity" in at.sidebar.markdown[0].value or any(
         "Float perplexity" in m.value for m in at.sidebar.markdown)
-    float_text, same_text = (code.value for code in at.code[:2])
-    assert float_text == same_text  # 8 bits per channel: the same greedy words
+    expected_text = generate.compare_generation(engine, plan, zoo.load_model("tiny-gpt").tokenizer)
+    float_text, compressed_text = (code.value for code in at.code[:2])
+    assert (float_text, compressed_text) == (expected_text.prompt + expected_text.float_text,
+                                             expected_text.prompt + expected_text.compressed_text)
 
     at.selectbox(key="lm_preset").set_value("W2 group 64").run()
     _clean(at)

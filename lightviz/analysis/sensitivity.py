@@ -70,10 +70,11 @@ def blocks(engine: Engine, names: Iterable[str] | None = None) -> dict[str, list
     (the module path up to the first numeric part, e.g. "transformer.h.3"); layers outside
     every block (embeddings, LM head) are left out.
 
+    >>> from collections import OrderedDict
     >>> from torch import nn
-    >>> model = nn.Sequential(nn.Embedding(8, 4), nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)]))
+    >>> model = nn.Sequential(OrderedDict(wte=nn.Embedding(8, 4), h=nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])))
     >>> blocks(Engine(model))
-    {'1.0': ['1.0'], '1.1': ['1.1']}
+    {'h.0': ['h.0'], 'h.1': ['h.1']}
     """
     units: dict[str, list[str]] = {}
     chosen = None if names is None else set(names)

@@ -1,7 +1,8 @@
 """Where models and data come from: the sample zoo and torchvision architectures (`zoo`),
 evaluation datasets (`datasets`: scikit-learn's bundled digits, generated inputs), safe loading
-of a user's model files (`loading`, `safeload`: data, never code) and data files (`userdata`).
+of a user's model files (`loading`, `safeload`: data, never code) and data files (`userdata`),
+Hugging Face causal language model folders and their tokenizers (`hf`) and text (`text`).
 
 May import: `lightviz.core` (never the reverse), torch, torchvision, numpy, scikit-learn,
-safetensors, Pillow.
+safetensors, Pillow; transformers only inside `hf`'s functions.
 """

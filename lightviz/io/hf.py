@@ -36,8 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lightviz.io import zoo
-from lightviz.io.loading import _check_finite
+from lightviz.io.bundle import SAMPLE_MODELS_DIR, ModelBundle
 from lightviz.io.safeload import UntrustedCodeError, first_line, load_object, read_source, short_list
 
 __all__ = ["ByteTokenizer", "HFTokenizer", "is_hf_folder", "load_hf_folder", "load_sample_lm", "random_causal_lm",
@@ -184,7 +183,10 @@ def load_state(folder: Path, max_bytes: int | None = None) -> dict[str, torch.Te
         if not tensors:
             raise ValueError(f"{file.name} holds no tensors")
         state.update(tensors)
-    _check_finite(state, folder.name)
+    bad = [key for key, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"{folder.name} has NaN or Inf weights in {len(bad)} tensor(s): {short_list(bad)}; "
+                         "such a model cannot be compressed or evaluated")
     return state
 
 
@@ -262,18 +264,18 @@ def load_tokenizer(folder: Path, vocab_size: int):
 
 
 def lm_bundle(model: nn.Module, tokenizer, name: str, kind: str, description: str, note: str,
-              dataset: str | None = None) -> zoo.ModelBundle:
+              dataset: str | None = None) -> ModelBundle:
     """A language model as a ModelBundle (task "causal_lm"): input_shape is (context length,)."""
     config = getattr(model, "config", None)
     context = (getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 1024)
     vocab = int(getattr(config, "vocab_size", 0) or model.get_output_embeddings().weight.shape[0])
-    return zoo.ModelBundle(name=name, model=model, input_shape=(int(context),), num_classes=vocab, class_names=(),
+    return ModelBundle(name=name, model=model, input_shape=(int(context),), num_classes=vocab, class_names=(),
                            dataset=dataset, kind=kind, description=description, note=note, task="causal_lm",
                            tokenizer=tokenizer)
 
 
 def load_hf_folder(path: str | os.PathLike, name: str | None = None, *, max_bytes: int | None = None,
-                   kind: str = "user", dataset: str | None = None) -> zoo.ModelBundle:
+                   kind: str = "user", dataset: str | None = None) -> ModelBundle:
     """A local Hugging Face causal LM folder as a ModelBundle, loaded without running its code.
 
     Raises:
@@ -297,11 +299,11 @@ def load_hf_folder(path: str | os.PathLike, name: str | None = None, *, max_byte
 
 
 @functools.lru_cache(maxsize=4)
-def load_sample_lm(name: str) -> zoo.ModelBundle:
+def load_sample_lm(name: str) -> ModelBundle:
     """A shipped sample LM (sample_models/<name>/, the Hugging Face layout), cached per name."""
     from lightviz.io.catalog import LANGUAGE_MODELS
 
-    folder = zoo.SAMPLE_MODELS_DIR / name
+    folder = SAMPLE_MODELS_DIR / name
     if not is_hf_folder(folder):
         raise ValueError(f"the sample language model {name!r} is missing at {folder}; regenerate it with "
                          "`.venv/bin/python sample_models/train.py tiny-gpt`")

@@ -26,13 +26,13 @@ from pathlib import Path
 import torch
 
 from lightviz.core.evaldata import EvalData, subset
-from lightviz.io import zoo
+from lightviz.io.bundle import SAMPLE_MODELS_DIR, ModelBundle
 from lightviz.io.safeload import Source, read_source
 
 __all__ = ["TEXT_SUFFIXES", "read_text", "text_data", "sample_text_data", "user_text_data", "lm_eval_data",
            "lm_train_data"]
 
-SAMPLE_TEXT_DIR = zoo.SAMPLE_MODELS_DIR / "text"
+SAMPLE_TEXT_DIR = SAMPLE_MODELS_DIR / "text"
 TEXT_SUFFIXES = (".txt", ".jsonl")
 MAX_TEXT_BYTES = 32 * 2**20
 DEFAULT_SEQ_LEN = 256
@@ -130,7 +130,7 @@ def text_data(tokenizer, text: str, name: str, description: str, seq_len: int = 
                                 f"(calibration: {len(calibration)} from {where})")
 
 
-def sample_text_data(bundle: zoo.ModelBundle, seq_len: int = DEFAULT_SEQ_LEN) -> EvalData:
+def sample_text_data(bundle: ModelBundle, seq_len: int = DEFAULT_SEQ_LEN) -> EvalData:
     """The shipped held-out Python source, calibrated on the shipped calibration text."""
     heldout = (SAMPLE_TEXT_DIR / "heldout.txt").read_text(encoding="utf-8")
     calibration = (SAMPLE_TEXT_DIR / "calibration.txt").read_text(encoding="utf-8")
@@ -139,7 +139,7 @@ def sample_text_data(bundle: zoo.ModelBundle, seq_len: int = DEFAULT_SEQ_LEN) ->
                      calibration, _context(bundle))
 
 
-def user_text_data(bundle: zoo.ModelBundle, source: Source, filename: str | None = None,
+def user_text_data(bundle: ModelBundle, source: Source, filename: str | None = None,
                    seq_len: int = DEFAULT_SEQ_LEN, calibration: Source | None = None,
                    max_bytes: int | None = None) -> EvalData:
     """A user's .txt / .jsonl as evaluation sequences (calibration: its last windows, or `calibration`)."""
@@ -149,7 +149,7 @@ def user_text_data(bundle: zoo.ModelBundle, source: Source, filename: str | None
     return text_data(bundle.tokenizer, text, name, f"your text {name}", seq_len, calibration_text, _context(bundle))
 
 
-def lm_eval_data(bundle: zoo.ModelBundle, n: int | None = None, seq_len: int | None = None) -> EvalData:
+def lm_eval_data(bundle: ModelBundle, n: int | None = None, seq_len: int | None = None) -> EvalData:
     """What a language model is evaluated on by default: `n` (default DEFAULT_SEQUENCES) seeded
     sequences of the shipped held-out text."""
     _require_lm(bundle)
@@ -157,7 +157,7 @@ def lm_eval_data(bundle: zoo.ModelBundle, n: int | None = None, seq_len: int | N
     return subset(data, DEFAULT_SEQUENCES if n is None else n)
 
 
-def lm_train_data(bundle: zoo.ModelBundle, seq_len: int | None = None) -> EvalData:
+def lm_train_data(bundle: ModelBundle, seq_len: int | None = None) -> EvalData:
     """Every window of the shipped calibration text: what fine-tuning a language model trains on
     (never the held-out text it is scored on)."""
     _require_lm(bundle)
@@ -169,10 +169,10 @@ def lm_train_data(bundle: zoo.ModelBundle, seq_len: int | None = None) -> EvalDa
                                 f"sequences of {seq_len} tokens")
 
 
-def _context(bundle: zoo.ModelBundle) -> int:
+def _context(bundle: ModelBundle) -> int:
     return int(bundle.input_shape[0])
 
 
-def _require_lm(bundle: zoo.ModelBundle) -> None:
+def _require_lm(bundle: ModelBundle) -> None:
     if getattr(bundle, "task", "classification") != "causal_lm" or bundle.tokenizer is None:
         raise ValueError(f"{bundle.name} is not a language model: text data needs a model with a tokenizer")

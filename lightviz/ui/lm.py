@@ -28,6 +28,7 @@ SCALE_HELP = ("How each block's scale is stored: float32 (32 bits) or float16 / 
 CUSTOM = "custom (the controls above)"
 HF_TYPES = ["json", "safetensors", "bin", "txt", "model"]
 PROMPT_KEY, NEW_TOKENS_KEY = "lm_prompt", "lm_new_tokens"
+RAW_KEY = "lm_raw_text"  # {model name: (text, file name, calibration text or None)} the user uploaded
 
 
 def is_lm() -> bool:
@@ -50,9 +51,24 @@ def sequence_controls() -> None:
 
 
 def _on_seq_len(name: str) -> None:
-    st.session_state.setdefault(state.SEQ_LEN_KEY, {})[name] = int(st.session_state["seq_len_input"])
-    st.session_state.get(state.USER_DATA_KEY, {}).pop(name, None)  # uploaded text was cut for the old length
-    state.set_eval_size(None)
+    seq_len = int(st.session_state["seq_len_input"])
+    raw = st.session_state.get(RAW_KEY, {}).get(name)
+    if raw is not None:  # the user's text, cut again at the new length (or kept as it was, with the reason)
+        try:
+            data = _cut(state.load_bundle(name), raw, seq_len)
+        except ValueError as error:
+            st.session_state.model_error = f"Could not cut your text into sequences of {seq_len} tokens: {error}"
+            return
+        st.session_state.setdefault(state.USER_DATA_KEY, {})[name] = data
+    st.session_state.setdefault(state.SEQ_LEN_KEY, {})[name] = seq_len
+    state.set_eval_size(None if raw is None else min(len(data), text.DEFAULT_SEQUENCES))
+
+
+def _cut(bundle, raw: tuple, seq_len: int):
+    """EvalData of a user's text (text, file name, calibration text or None) at `seq_len` tokens."""
+    body, name, calibration = raw
+    return text.text_data(bundle.tokenizer, body, name, f"your text {name}", seq_len, calibration,
+                          int(bundle.input_shape[0]))
 
 
 def text_upload_form() -> None:
@@ -74,10 +90,13 @@ def _load_text(upload, calibration) -> None:
     seq_len = st.session_state.get(state.SEQ_LEN_KEY, {}).get(name) or min(text.DEFAULT_SEQ_LEN,
                                                                            int(bundle.input_shape[0]))
     try:
-        data = text.user_text_data(bundle, upload, upload.name, seq_len, calibration)
+        body, file_name = text.read_text(upload, upload.name)
+        raw = (body, file_name, text.read_text(calibration, calibration.name)[0] if calibration is not None else None)
+        data = _cut(bundle, raw, seq_len)
     except (ValueError, OSError) as error:
         st.error(f"Could not use {upload.name}: {error}. The previous text is still in use.")
         return
+    st.session_state.setdefault(RAW_KEY, {})[name] = raw  # kept to cut again at another sequence length
     st.session_state.setdefault(state.USER_DATA_KEY, {})[name] = data
     state.set_eval_size(min(len(data), text.DEFAULT_SEQUENCES))
     st.rerun()

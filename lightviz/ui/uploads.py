@@ -65,6 +65,7 @@ def _default_data_button() -> None:
     if st.session_state.get(DATA_KEY, {}).get(state.current_name()) is not None:
         if st.button("Use the default data again"):
             st.session_state[DATA_KEY].pop(state.current_name(), None)
+            st.session_state.get(lm.RAW_KEY, {}).pop(state.current_name(), None)
             state.set_eval_size(None)
             st.rerun()
 
