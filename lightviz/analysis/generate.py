@@ -52,6 +52,30 @@ class Generation:
         return self.float_ids == self.compressed_ids
 
 
+def _prompt_ids(engine: Engine, tokenizer, prompt: str, n_new: int, context: int | None) -> tuple[list[int], int]:
+    """The prompt's tokens, cut from the left so that they and `n_new` new ones fit the context."""
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError("the prompt must be some text")
+    if isinstance(n_new, bool) or not isinstance(n_new, int) or not 1 <= n_new <= MAX_NEW_TOKENS:
+        raise ValueError(f"new tokens must be an integer from 1 to {MAX_NEW_TOKENS}; got {n_new!r}")
+    config = getattr(engine.model, "config", None)
+    context = context or getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 1024
+    n_new = min(n_new, context - 1)
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise ValueError("the prompt makes no tokens")
+    return ids[-(context - n_new):], n_new
+
+
+def float_continuation(engine: Engine, tokenizer, prompt: str = DEFAULT_PROMPT, n_new: int = DEFAULT_NEW_TOKENS,
+                       context: int | None = None) -> list[int]:
+    """The float model's greedy continuation of `prompt` (the same for every plan: cache it)."""
+    ids, n_new = _prompt_ids(engine, tokenizer, prompt, n_new, context)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        return greedy(engine.model, ids, n_new)
+
+
 @torch.inference_mode()
 def greedy(model: nn.Module, ids: list[int], n_new: int) -> list[int]:
     """`n_new` tokens after `ids`, each the argmax of the model's next-token logits.
@@ -84,7 +108,7 @@ def greedy(model: nn.Module, ids: list[int], n_new: int) -> list[int]:
 
 def compare_generation(engine: Engine, plan: Plan, tokenizer, prompt: str = DEFAULT_PROMPT,
                        n_new: int = DEFAULT_NEW_TOKENS, calibration: torch.Tensor | None = None,
-                       context: int | None = None) -> Generation:
+                       context: int | None = None, float_ids: list[int] | None = None) -> Generation:
     """Greedy continuations of `prompt` by the float model and by `plan`'s compressed model.
 
     Args:
@@ -92,24 +116,16 @@ def compare_generation(engine: Engine, plan: Plan, tokenizer, prompt: str = DEFA
         calibration: token sequences for activation calibration when the plan quantizes inputs
             per tensor (the evaluation data's calibration text).
         context: the model's context length (default: its config's); prompt + new tokens fit in it.
+        float_ids: the float model's continuation of this prompt, when already known
+            (`float_continuation`): it does not depend on the plan.
 
     Raises:
         ValueError: an empty prompt, or n_new out of 1..MAX_NEW_TOKENS.
     """
-    if not isinstance(prompt, str) or not prompt:
-        raise ValueError("the prompt must be some text")
-    if isinstance(n_new, bool) or not isinstance(n_new, int) or not 1 <= n_new <= MAX_NEW_TOKENS:
-        raise ValueError(f"new tokens must be an integer from 1 to {MAX_NEW_TOKENS}; got {n_new!r}")
-    config = getattr(engine.model, "config", None)
-    context = context or getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 1024
-    n_new = min(n_new, context - 1)
-    ids = tokenizer.encode(prompt)
-    if not ids:
-        raise ValueError("the prompt makes no tokens")
-    ids = ids[-(context - n_new):]
+    ids, n_new = _prompt_ids(engine, tokenizer, prompt, n_new, context)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
-        float_ids = greedy(engine.model, ids, n_new)
+        float_ids = list(float_ids) if float_ids is not None else greedy(engine.model, ids, n_new)
         compressed = engine.compress(plan, calibration if plan.activations is not None else None)
         compressed_ids = greedy(compressed, ids, n_new)
     same = next((i for i, (a, b) in enumerate(zip(float_ids, compressed_ids)) if a != b), len(float_ids))

@@ -54,6 +54,7 @@ MAX_SAMPLE_VALUES = 2**16  # input values kept per layer for percentile / mse / 
 SAMPLE_SEED = 0
 CACHE_ENTRIES = 8
 FLOAT_BITS = 32  # how W/A labels write float32
+TOKENS_PER_PASS = 2048  # calibration of token sequences: at most this many tokens per forward pass
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,7 +145,10 @@ def collect_input_stats(model: nn.Module, names: list[str], batches: list[torch.
     try:
         with torch.inference_mode():
             for batch in batches:
-                model(batch)
+                # token sequences run a few at a time: an LM's logits are tokens x vocabulary values
+                step = len(batch) if batch.is_floating_point() else max(1, TOKENS_PER_PASS // max(batch.shape[-1], 1))
+                for start in range(0, len(batch), step):
+                    model(batch[start:start + step])
     finally:
         for handle in handles:
             handle.remove()

@@ -138,6 +138,7 @@ def finetune(model: nn.Module, plan: Plan, train: EvalData, test: EvalData, *, e
     if teacher is not None and not isinstance(teacher, nn.Module):
         raise ValueError(f"teacher must be a torch nn.Module or None; got {type(teacher).__name__}")
     check_training_data(train, test, needs_labels=teacher is None or config.distill_weight < 1)
+    _check_teacher_memory(teacher, model, train)
     engine = Engine(model)
     results = engine.compress_layers(plan)
     before = engine.evaluate(plan, test)
@@ -172,6 +173,22 @@ def finetune(model: nn.Module, plan: Plan, train: EvalData, test: EvalData, *, e
                           accuracy_after=after.score, float_accuracy=before.float_score,
                           size_bytes=after.size_bytes, float_size_bytes=before.float_size_bytes,
                           weights_hat=weights_hat, stopped=stopped, task=task.name)
+
+
+TEACHER_LOGITS_BYTES = 2**30  # distillation keeps the teacher's logits of every training input
+
+
+def _check_teacher_memory(teacher: nn.Module | None, model: nn.Module, train: EvalData) -> None:
+    """Refuse a distillation whose teacher logits (a language model's: tokens x vocabulary) would not fit."""
+    if teacher is None or not task_of(train).is_lm:
+        return
+    head = getattr(model, "get_output_embeddings", lambda: None)()
+    vocab = int(head.weight.shape[0]) if head is not None else 0
+    needed = train.x.numel() * vocab * 4
+    if needed > TEACHER_LOGITS_BYTES:
+        raise ValueError(f"distilling from the float model keeps its logits for every training token: "
+                         f"{needed / 2**30:.1f} GiB here ({train.x.numel():,} tokens x {vocab:,}-token vocabulary), "
+                         f"over {TEACHER_LOGITS_BYTES / 2**30:.0f} GiB; train without distillation or on fewer sequences")
 
 
 # --- the deployed float copy and its fake-quantized weights ---------------------------------

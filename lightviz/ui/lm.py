@@ -208,7 +208,13 @@ def metrics_row(ev) -> None:
                      f"(4-bit groups of 128 with float16 scales: 4.156). Over every weight: {ev.avg_bits_per_weight:.2f}.")
 
 
-@st.cache_data(max_entries=32, show_spinner="Generating text with both models…")
+@st.cache_data(max_entries=16, show_spinner="Generating text with the float model…")
+def _float_generation(model: str, prompt: str, n_new: int) -> list[int]:
+    bundle, engine = state.load_bundle(model), state.load_engine(model)
+    return generate.float_continuation(engine, bundle.tokenizer, prompt, n_new)
+
+
+@st.cache_data(max_entries=32, show_spinner="Generating text with the compressed model…")
 def _generation(model: str, plan_json: str, prompt: str, n_new: int, seq_len: int | None):
     from lightviz.core.specs import Plan
 
@@ -218,7 +224,8 @@ def _generation(model: str, plan_json: str, prompt: str, n_new: int, seq_len: in
     if plan.activations is not None and not plan.activations.per_token:
         calibration = (state.load_eval_data(model, None, seq_len) if seq_len else state.load_eval_data(model))
         calibration = calibration.calibration_inputs
-    return generate.compare_generation(engine, plan, bundle.tokenizer, prompt, n_new, calibration)
+    return generate.compare_generation(engine, plan, bundle.tokenizer, prompt, n_new, calibration,
+                                       float_ids=_float_generation(model, prompt, n_new))
 
 
 def generation_section() -> None:
