@@ -125,7 +125,7 @@ def evaluate_extras(engine, plan, data) -> dict:
     if task_of(data).is_lm:  # W/A as LM users write it: the embeddings and head kept float do not count
         names = wa_names(plan, engine.layers)
     extras = {"wa": wa_label(plan, names)}
-    if plan.activations is not None:
+    if plan.activations is not None and not plan.activations.per_token:  # per token: no fixed ranges
         ranges = engine.activation_qparams(plan, data)
         extras["activation_ranges"] = [{"name": name, "lo": item.lo, "hi": item.hi, "scale": item.scale,
                                         "zero_point": item.zero_point} for name, item in ranges.items()]
