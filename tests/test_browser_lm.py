@@ -106,7 +106,9 @@ def test_broken_model_folders_get_one_error_each_and_keep_the_model(server, page
     sidebar.locator("[data-testid='stExpander'] summary").filter(has_text="Your own model and data").click()
     uploader = sidebar.locator("[data-testid='stFileUploader']").filter(has_text="Language model folder")
     for folder, words in expected.items():
-        uploader.locator("input[type=file]").set_input_files([str(p) for p in sorted(folder.iterdir())])
+        files = sorted(folder.iterdir())
+        uploader.locator("input[type=file]").set_input_files([str(p) for p in files])
+        expect(uploader.locator("[data-testid='stFileChipName']")).to_have_count(len(files), timeout=WAIT_MS)
         expect(uploader.locator("[data-testid='stFileChipIconSpinner']")).to_have_count(0, timeout=WAIT_MS)
         sidebar.get_by_role("button", name="Load language model").click()
         expect(page.locator(ERROR).filter(has_text=words)).to_have_count(1, timeout=WAIT_MS)  # this folder's error
