@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from lightviz.ui import charts, share, sidebar, state
+from lightviz.ui import charts, router, share, sidebar, state
 
 st.set_page_config(layout="wide", page_title="lightviz")
 state.init_state()
@@ -14,7 +14,7 @@ page = st.navigation([
     st.Page("pages/finetune.py", title="Fine-tune", icon=":material/model_training:"),
     st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
 ], position="top" if charts.presenting() else "sidebar")
-state.return_to_page()
+router.return_to_page()
 state.show_messages()
 if sidebar.render():
     share.render()  # pin A, report, chart images, presentation mode

@@ -39,6 +39,9 @@ _PUBLIC = {  # name -> module that defines it
     "load_user_data": "lightviz.io.userdata",
     "eval_data_for": "lightviz.io.datasets", "digits_split": "lightviz.io.datasets",
     "generated_inputs": "lightviz.io.datasets",
+    # language models
+    "load_hf_folder": "lightviz.io.hf", "random_causal_lm": "lightviz.io.hf", "user_text_data": "lightviz.io.text",
+    "get_task": "lightviz.core.task", "compare_generation": "lightviz.analysis.generate",
     # analyses
     "sensitivity": "lightviz.analysis.sensitivity", "allocate": "lightviz.analysis.mixed",
     "run_sweep": "lightviz.analysis.sweep", "sweep_configs": "lightviz.analysis.sweep",

@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from lightviz.ui import compare, state
+from lightviz.ui import compare, router, state
 
-state.through_router("pages/compare.py")  # opened by URL before the app first ran
+router.through_router("pages/compare.py")  # opened by URL before the app first ran
 
 st.title("Compare A and B")
 comparison = compare.comparison()

@@ -2,15 +2,17 @@
 
 import streamlit as st
 
-from lightviz.ui import act_controls, controls, deploy, explore, gate, state
+from lightviz.ui import act_controls, controls, deploy, explore, gate, lm, router, state
 
-state.through_router("pages/explore.py")  # opened by URL before the app first ran
+router.through_router("pages/explore.py")  # opened by URL before the app first ran
 
 HINT = "change the setting you just made, or reset overrides"
 
 st.title("Explore")
 controls.undo_redo()
 controls.global_controls()
+if lm.is_lm():
+    lm.lm_controls()
 act_controls.activation_controls()
 gate.require_started()  # a big model's first evaluation waits for a click
 engine, data, bundle = state.current_engine(), state.current_data(), state.current_bundle()
@@ -33,9 +35,14 @@ st.subheader("Weights of one layer")
 state.attempt(lambda: explore.histogram_section(engine, plan, table), "The histogram could not be drawn",
               "pick another layer or channel")
 st.subheader("What changed")
-state.attempt(lambda: explore.flips_section(engine, plan, data, bundle.class_names),
-              "The changed predictions could not be listed", HINT)
-st.subheader("Deploy")
-state.attempt(lambda: deploy.deploy_section(engine, plan, data, bundle.name), "The deploy section failed",
-              "try another plan, or the CLI: python -m lightviz export")
+if lm.is_lm():
+    lm.generation_section()
+    st.subheader("Activation outliers")
+    lm.outliers_section()
+else:
+    state.attempt(lambda: explore.flips_section(engine, plan, data, bundle.class_names),
+                  "The changed predictions could not be listed", HINT)
+    st.subheader("Deploy")
+    state.attempt(lambda: deploy.deploy_section(engine, plan, data, bundle.name), "The deploy section failed",
+                  "try another plan, or the CLI: python -m lightviz export")
 state.record_evaluation(plan)  # for Trade-offs' history; after the page so it never delays it

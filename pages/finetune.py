@@ -2,19 +2,18 @@
 
 import streamlit as st
 
-from lightviz.ui import finetune, state
+from lightviz.ui import finetune, router, state
 from lightviz.ui.text import plain
 
-state.through_router("pages/finetune.py")  # opened by URL before the app first ran
+router.through_router("pages/finetune.py")  # opened by URL before the app first ran
 
 st.title("Fine-tune")
-st.caption("How much of the accuracy a plan loses can training win back? Training uses the digits training split "
-           "only; every accuracy is measured on the held-out test split.")
+st.caption(finetune.caption())
 reason = finetune.trainable()
 if reason:
     st.info(plain(reason))
     st.stop()
-mode = st.radio("What to train", finetune.MODES, horizontal=True, key="finetune_mode", label_visibility="collapsed")
+mode = st.radio("What to train", finetune.modes(), horizontal=True, key="finetune_mode", label_visibility="collapsed")
 settings = finetune.finetune_form() if mode == finetune.MODES[0] else finetune.distill_form()
 if settings is not None:
     start = finetune.start_finetune if mode == finetune.MODES[0] else finetune.start_distill

@@ -6,10 +6,10 @@ import torch
 from lightviz.analysis import clipping, learn
 from lightviz.core.specs import RANGE_METHOD_HELP, RANGE_METHODS, SCHEMES
 from lightviz.plots import learn as learn_plots
-from lightviz.ui import charts, state
+from lightviz.ui import charts, router, state
 from lightviz.ui.text import plain
 
-state.through_router("pages/learn.py")  # opened by URL before the app first ran
+router.through_router("pages/learn.py")  # opened by URL before the app first ran
 
 state.init_state()  # idempotent: app.py does it too; the page also runs on its own
 NUM = {"format": "%.5g"}

@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from lightviz.ui import sensitivity, state
+from lightviz.ui import router, sensitivity, state
 
-state.through_router("pages/sensitivity.py")  # opened by URL before the app first ran
+router.through_router("pages/sensitivity.py")  # opened by URL before the app first ran
 
 st.title("Sensitivity")
 chosen = sensitivity.sensitivity_form()

@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from lightviz.ui import gate, state, tradeoffs
+from lightviz.ui import gate, router, state, tradeoffs
 
-state.through_router("pages/tradeoffs.py")  # opened by URL before the app first ran
+router.through_router("pages/tradeoffs.py")  # opened by URL before the app first ran
 
 st.title("Trade-offs")
 chosen = tradeoffs.sweep_form()

@@ -2,7 +2,9 @@
 
 Run from the repository root:
 
-    make models          # or: .venv/bin/python sample_models/train.py
+    make models          # or: .venv/bin/python sample_models/train.py            (every sample)
+    .venv/bin/python sample_models/train.py digits                                # the digits classifiers
+    .venv/bin/python sample_models/train.py tiny-gpt                              # the language model (train_lm.py)
 
 Each sample architecture of lightviz.io.zoo is trained from a fixed seed on the digits training
 split only, evaluated on the held-out test split, and saved with safetensors (no pickle). The
@@ -173,6 +175,8 @@ def model_card(rows: list[dict], train_size: int, test: EvalData) -> str:
         "Small classifiers of scikit-learn's bundled 8x8 digits, shipped so that lightviz runs with",
         "no internet. Weights are safetensors files (no pickle, no code runs when they load);",
         "`lightviz.load_model(name)` loads them into the architectures of `lightviz/io/zoo.py`.",
+        "The sample language model `tiny-gpt` (a Hugging Face folder, trained by `train_lm.py` on the",
+        "PSF-licensed Python source in `text/`) has its own card: [tiny-gpt/README.md](tiny-gpt/README.md).",
         "",
         "| name | architecture | parameters | float test accuracy | test images |",
         "|---|---|---:|---:|---:|",
@@ -299,5 +303,22 @@ def main() -> int:
     return 0
 
 
+def run(argv: list[str]) -> int:
+    """`digits`, `tiny-gpt`, or both (no argument)."""
+    which = set(argv) or {"digits", "tiny-gpt"}
+    unknown = which - {"digits", "tiny-gpt"}
+    if unknown:
+        print(f"usage: train.py [digits] [tiny-gpt]; unknown {sorted(unknown)}", file=sys.stderr)
+        return 2
+    if "digits" in which and main() != 0:
+        return 1
+    if "tiny-gpt" in which:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import train_lm
+
+        return train_lm.main([])
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(sys.argv[1:]))

@@ -31,6 +31,11 @@ def _button(at: AppTest, label: str):
     return next(button for button in at.button if button.label == label)
 
 
+def _data_uploader(at: AppTest):
+    """The sidebar's "Evaluation data" uploader (its position depends on the model's kind)."""
+    return next(u for u in at.sidebar.file_uploader if u.label == "Evaluation data")
+
+
 def _clean(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
@@ -214,7 +219,7 @@ def test_link_with_uploaded_data_is_completed_by_uploading_the_file():
     plan = uniform_plan(3)
     at = _app(plan=plan_to_token(plan), n="40", data=token)
     assert any(plain("uploaded data set (mine.npz)") in w.value for w in at.warning)  # as text, Markdown escaped
-    at.sidebar.file_uploader[1].set_value(("mine.npz", content, "application/octet-stream"))
+    _data_uploader(at).set_value(("mine.npz", content, "application/octet-stream"))
     next(b for b in at.sidebar.button if b.label == "Load data").click().run()
     _clean(at)
     assert at.query_params["data"] == token and at.session_state["eval_sizes"]["digits-cnn"] == 40
@@ -233,7 +238,7 @@ def test_uploaded_data_stays_private_to_the_session_that_uploaded_it():
     buffer = io.BytesIO()
     np.savez(buffer, x=test.x[:50].numpy(), y=test.y[:50].numpy())
     owner = _app()
-    owner.sidebar.file_uploader[1].set_value(("private.npz", buffer.getvalue(), "application/octet-stream"))
+    _data_uploader(owner).set_value(("private.npz", buffer.getvalue(), "application/octet-stream"))
     next(b for b in owner.sidebar.button if b.label == "Load data").click().run()
     _clean(owner)
     token = owner.query_params["data"]

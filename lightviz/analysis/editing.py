@@ -60,7 +60,8 @@ def layer_editor_frame(engine: Engine, plan: Plan, table: pd.DataFrame) -> pd.Da
     for layer in engine.layers:
         config = plan.config_for(layer.name)
         rows.append({
-            "layer": layer.name, "type": layer.role, "shape": "×".join(map(str, layer.shape)),
+            "layer": layer.name, "shape": "×".join(map(str, layer.shape)),
+            "type": layer.role + (f" (tied: {', '.join(layer.tied)})" if layer.tied else ""),
             "params": layer.n_weights, "bits": bits_label(config.quant.bits), "scheme": config.quant.scheme,
             "granularity": config.quant.granularity, "sparsity": shown_sparsity(config.prune),
             "keep_float": config.keep_float, "override": layer.name in overridden,

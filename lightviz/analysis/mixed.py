@@ -9,7 +9,12 @@ Objective: the per-layer KL(p_float || p) of the single-layer plans, by default.
 smooth, never negative and roughly additive over layers for small perturbations (a
 second-order expansion of the loss), while accuracy drops on a few hundred samples are
 noisy, often 0 or negative at 6-8 bits, and tie everywhere. `objective="accuracy_drop"`
-uses max(drop, 0) instead.
+uses max(drop, 0) instead; for a language model `"perplexity_increase"` (relative).
+
+Units: a sensitivity table run over units of layers (`sensitivity(..., units=blocks(engine))`,
+a language model's blocks) allocates one bit-width per unit; layers outside every unit (an
+LM's embeddings and head) keep what the base plan gives them, and a bits-per-weight budget
+counts the allocated layers' weights only (how LM users count bits).
 
 Solvers:
 - `knapsack`: exact dynamic programming over layers that keeps only the Pareto-optimal
@@ -40,8 +45,9 @@ from lightviz.core.engine import Engine, Evaluation
 from lightviz.core.evaldata import EvalData, subset
 from lightviz.core.size import weight_size
 from lightviz.core.specs import LayerConfig, Plan, PruneSpec
+from lightviz.core.task import task_of
 
-OBJECTIVES = ("kl", "accuracy_drop")
+OBJECTIVES = ("kl", "accuracy_drop", "perplexity_increase")
 METHODS = ("knapsack", "greedy")
 MAX_STATES = 200_000
 REFINE = 8  # knapsack choices measured before one is returned
@@ -51,13 +57,14 @@ REFINE = 8  # knapsack choices measured before one is returned
 class Options:
     """Per layer, the bit-widths it may take, their storage and their objective value."""
 
-    layers: list[str]
+    layers: list[str]  # units: layer names, or group names (see `members`)
     bits: list[list[int]]
     size_bytes: list[list[int]]  # layer storage incl. qparams and float bias
     weight_bits: list[list[int]]  # weight storage in bits (what avg bits per weight counts)
     value: list[list[float]]
-    rest_bytes: int  # everything that is not a compressible layer (as Engine.size_bytes)
-    n_weights: int
+    rest_bytes: int  # everything outside the units (as Engine.size_bytes counts it under the base plan)
+    n_weights: int  # weights of the units' layers
+    members: dict[str, list[str]] | None = None  # {unit: its layers} when units group layers
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,34 +92,43 @@ def layer_options(engine: Engine, sens: pd.DataFrame, base: Plan, objective: str
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
     rows = sens[sens["kind"] == "bits"].dropna(subset=["bits"])
-    if objective == "accuracy_drop" and rows["accuracy_drop"].isna().any():
-        raise ValueError("objective 'accuracy_drop' needs labeled data; use objective 'kl'")
-    layers = [layer.name for layer in engine.layers]
-    missing = [name for name in layers if name not in set(rows["layer"])]
+    if objective != "kl" and (objective not in rows or rows[objective].isna().any()):
+        raise ValueError(f"objective {objective!r} needs a sensitivity table with that column"
+                         + (" (labeled data)" if objective == "accuracy_drop" else "") + "; use objective 'kl'")
+    members = sens.attrs.get("units")
+    units = members or {layer.name: [layer.name] for layer in engine.layers}
+    missing = [name for name in units if name not in set(rows["layer"])]
     if missing:
         raise ValueError(f"the sensitivity table has no bits rows for layers {missing}; run it over all layers")
     quant = base.default.quant
     bits, sizes, wbits, values = [], [], [], []
-    for name in layers:
-        info = engine.by_name[name]
-        bias = engine.reference_weight(name, base.fold_bn)[1]
-        mine = rows[rows["layer"] == name].drop_duplicates("bits").sort_values("bits")
-        layer_bits = [int(b) for b in mine["bits"]]
-        parts = [weight_size(info.shape, replace(quant, bits=b), None, None, info.axis,
-                             0 if bias is None else bias.numel()) for b in layer_bits]
-        bits.append(layer_bits)
-        sizes.append([part.total_bytes for part in parts])
-        wbits.append([part.weight_bits for part in parts])
-        column = mine["kl"] if objective == "kl" else mine["accuracy_drop"].clip(lower=0.0)
+    for unit, names in units.items():
+        mine = rows[rows["layer"] == unit].drop_duplicates("bits").sort_values("bits")
+        unit_bits = [int(b) for b in mine["bits"]]
+        parts = [[_layer_size(engine, name, replace(quant, bits=b), base.fold_bn) for name in names] for b in unit_bits]
+        bits.append(unit_bits)
+        sizes.append([sum(part.total_bytes for part in group) for group in parts])
+        wbits.append([sum(part.weight_bits for part in group) for group in parts])
+        column = mine["kl"] if objective == "kl" else mine[objective].clip(lower=0.0)
         values.append([float(v) for v in column])
         if not np.isfinite(values[-1]).all():
-            raise ValueError(f"the sensitivity's {objective} of {name} is not a finite number (the model's outputs "
+            raise ValueError(f"the sensitivity's {objective} of {unit} is not a finite number (the model's outputs "
                              "overflow float32 on these inputs: weights near its limit, about 3.4e38); mixed "
                              "precision cannot rank such layers")
-    reference = float_plan(base.fold_bn)
+    inside = [name for names in units.values() for name in names]
+    reference = base if members else float_plan(base.fold_bn)
+    for name in inside if members else ():
+        reference = reference.with_override(name, LayerConfig(keep_float=True))
     results = engine.compress_layers(reference)
-    rest = engine.size_bytes(reference, results) - sum(r.size.total_bytes for r in results.values())
-    return Options(layers, bits, sizes, wbits, values, rest, sum(r.size.n_weights for r in results.values()))
+    rest = engine.size_bytes(reference, results) - sum(results[name].size.total_bytes for name in inside)
+    return Options(list(units), bits, sizes, wbits, values, rest,
+                   sum(results[name].size.n_weights for name in inside), members)
+
+
+def _layer_size(engine: Engine, name: str, quant, fold_bn: bool):
+    info = engine.by_name[name]
+    bias = engine.reference_weight(name, fold_bn)[1]
+    return weight_size(info.shape, quant, None, None, info.axis, 0 if bias is None else bias.numel())
 
 
 def knapsack(costs: list[list[int]], values: list[list[float]], budget: int,
@@ -224,7 +240,8 @@ def allocate(engine: Engine, data: EvalData, sens: pd.DataFrame, base: Plan | No
         size_bytes: the whole model's storage at most this (as Engine.evaluate counts it).
         avg_bits: storage bits per weight (values, scales, zero-points) at most this.
         max_drop: the smallest plan on the knapsack frontier whose *measured* accuracy drop is
-            at most this (agreement drop without labels), found by bisection over the frontier.
+            at most this (agreement drop without labels; for a language model, the relative
+            perplexity increase), found by bisection over the frontier.
         objective: "kl" or "accuracy_drop" (see module doc). method: "knapsack" or "greedy".
         refine: the knapsack's objective is a proxy (layers are not independent), so its
             `refine` best choices within the budget are evaluated and the best *measured* one
@@ -267,7 +284,7 @@ def allocate(engine: Engine, data: EvalData, sens: pd.DataFrame, base: Plan | No
         choice = greedy(costs, options.value, budget)
         return _result(engine, data, options, base, choice, text, objective, method, False)
     choices, exact = candidates(costs, options.value, budget, refine)
-    plans = [mixed_plan(base, _bits(options, choice)) for choice in choices]
+    plans = [_plan(engine, options, base, _bits(options, choice)) for choice in choices]
     evaluations = (backend or LocalBackend()).map(evaluate_plan, engine, data, plans)
     found = [_result(engine, data, options, base, choice, text, objective, method, exact, evaluation)
              for choice, evaluation in zip(choices, evaluations)]
@@ -283,7 +300,7 @@ def _within_drop(engine: Engine, data: EvalData, options: Options, base: Plan, o
     if not 0.0 <= max_drop <= 1.0:
         raise ValueError(f"max_drop must be a fraction from 0 to 1 (0.01 = 1 point); got {max_drop!r}")
     cost, value, choices, exact = _frontier(options.size_bytes, options.value, None, MAX_STATES)
-    text = f"accuracy drop <= {max_drop:.2%}"
+    text = (f"perplexity increase <= {max_drop:.2%}" if task_of(data).is_lm else f"accuracy drop <= {max_drop:.2%}")
 
     def measure(i: int) -> Allocation:
         return _result(engine, data, options, base, choices[i].tolist(), text, objective, "knapsack", exact)
@@ -305,11 +322,15 @@ def _within_drop(engine: Engine, data: EvalData, options: Options, base: Plan, o
 
 def _measured(allocation: Allocation) -> tuple[float, float, float]:
     ev = allocation.evaluation
+    if ev.task == "causal_lm":
+        return (-ev.perplexity, ev.agreement, -ev.kl)
     return (ev.accuracy if ev.accuracy is not None else ev.agreement, ev.agreement, -ev.kl)
 
 
 def _drop(allocation: Allocation) -> float:
     ev = allocation.evaluation
+    if ev.task == "causal_lm":
+        return ev.perplexity / ev.float_perplexity - 1.0
     return ev.float_accuracy - ev.accuracy if ev.accuracy is not None else 1.0 - ev.agreement
 
 
@@ -317,10 +338,23 @@ def _bits(options: Options, choice: list[int]) -> dict[str, int]:
     return {name: options.bits[j][i] for j, (name, i) in enumerate(zip(options.layers, choice))}
 
 
+def _plan(engine: Engine, options: Options, base: Plan, bits: dict[str, int]) -> Plan:
+    """The plan of a choice: with units of layers, every layer of a unit gets its bits and the
+    others keep the base's settings."""
+    if not options.members:
+        return mixed_plan(base, bits)
+    layer_bits = {name: b for unit, b in bits.items() for name in options.members[unit]}
+    plan = mixed_plan(base, layer_bits)
+    for layer in engine.layers:
+        if layer.name not in layer_bits:
+            plan = plan.with_override(layer.name, base.config_for(layer.name))
+    return plan
+
+
 def _result(engine: Engine, data: EvalData, options: Options, base: Plan, choice: list[int], budget: str,
             objective: str, method: str, exact: bool, evaluation: Evaluation | None = None) -> Allocation:
     bits = _bits(options, choice)
-    plan = mixed_plan(base, bits)
+    plan = _plan(engine, options, base, bits)
     predicted = float(sum(options.value[j][i] for j, i in enumerate(choice)))
     evaluation = evaluation if evaluation is not None else engine.evaluate(plan, data)
     return Allocation(plan, bits, budget, objective, method, exact, predicted, evaluation)

@@ -64,9 +64,10 @@ def layer_values(engine: Engine, plan: Plan, data: EvalData, layer: str, source:
         return weight.reshape(-1).float().cpu(), f"{weight.numel():,} weights" + (
             " (BatchNorm folded)" if plan.fold_bn and engine.by_name[layer].bn else "")
     stats = activation_stats(engine, plan, data, spec)
-    if layer not in stats:
+    key = engine.by_name[layer].module_path  # calibration records the module holding the weight
+    if key not in stats:
         raise ValueError(f"layer {layer!r} has no floating-point input to quantize")
-    item = stats[layer]
+    item = stats[key]
     sampled = f" (a seeded sample of {item.sample.numel():,})" if item.sampled else ""
     return item.sample, f"{item.n_values:,} input values from {item.n_samples} calibration inputs{sampled}"
 

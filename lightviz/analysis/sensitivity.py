@@ -14,6 +14,11 @@ or a model torch.fx cannot trace, every setting runs the full forward instead).
 
 Activation quantization is not part of these plans: sensitivity is about weights.
 
+Language models (data with task "causal_lm") get perplexity, float_perplexity and
+perplexity_increase (relative: 0.05 = 5% higher) in place of the four accuracy columns;
+agreement and KL are per predicted token. `units` groups layers: a unit (a transformer block's
+Linear layers, `blocks(engine)`) is compressed as a whole, every other layer float.
+
 Columns (SENSITIVITY_COLUMNS):
 
 | column                | meaning                                                          |
@@ -46,13 +51,41 @@ from lightviz.core.engine import Engine
 from lightviz.core.evaldata import EvalData, subset
 from lightviz.core.prefix import PrefixCache
 from lightviz.core.specs import LayerConfig, Plan, PruneSpec
+from lightviz.core.task import task_of
 
 SENSITIVITY_COLUMNS = [
     "layer", "type", "params", "setting", "kind", "bits", "sparsity",
     "accuracy", "float_accuracy", "accuracy_drop", "accuracy_se", "agreement", "kl",
     "layer_size_bytes", "layer_float_size_bytes", "size_bytes", "n_samples",
 ]
+LM_SENSITIVITY_COLUMNS = [
+    "layer", "type", "params", "setting", "kind", "bits", "sparsity",
+    "perplexity", "float_perplexity", "perplexity_increase", "agreement", "kl",
+    "layer_size_bytes", "layer_float_size_bytes", "size_bytes", "n_samples",
+]
 DEFAULT_BITS = (2, 3, 4, 8)
+
+
+def blocks(engine: Engine, names: Iterable[str] | None = None) -> dict[str, list[str]]:
+    """{block: its layers} for a transformer: layers grouped by the repeated block they sit in
+    (the module path up to the first numeric part, e.g. "transformer.h.3"); layers outside
+    every block (embeddings, LM head) are left out.
+
+    >>> from collections import OrderedDict
+    >>> from torch import nn
+    >>> model = nn.Sequential(OrderedDict(wte=nn.Embedding(8, 4), h=nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])))
+    >>> blocks(Engine(model))
+    {'h.0': ['h.0'], 'h.1': ['h.1']}
+    """
+    units: dict[str, list[str]] = {}
+    chosen = None if names is None else set(names)
+    for layer in engine.layers:
+        parts = layer.name.split(".")
+        index = next((i for i, part in enumerate(parts) if part.isdigit()), None)
+        if index is None or (chosen is not None and layer.name not in chosen):
+            continue
+        units.setdefault(".".join(parts[:index + 1]), []).append(layer.name)
+    return units
 
 
 def single_layer_plan(base: Plan, layer: str, config: LayerConfig) -> Plan:
@@ -63,6 +96,12 @@ def single_layer_plan(base: Plan, layer: str, config: LayerConfig) -> Plan:
     True
     """
     return Plan(default=LayerConfig(keep_float=True), overrides={layer: config}, fold_bn=base.fold_bn)
+
+
+def unit_plan(base: Plan, layers: list[str], config: LayerConfig) -> Plan:
+    """Every layer float except `layers`, which all get `config`."""
+    return Plan(default=LayerConfig(keep_float=True), overrides={name: config for name in layers},
+                fold_bn=base.fold_bn)
 
 
 def settings(base: Plan, bits: Iterable[int] = DEFAULT_BITS,
@@ -88,7 +127,8 @@ def sensitivity(engine: Engine, data: EvalData, bits: Iterable[int] = DEFAULT_BI
                 sparsities: Iterable[float] = (), base: Plan | None = None, max_samples: int | None = None,
                 layers: Iterable[str] | None = None, reuse: bool = True,
                 progress: Callable[[int, int], None] | None = None,
-                backend: Backend | None = None) -> pd.DataFrame:
+                backend: Backend | None = None,
+                units: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """One row per (layer, setting) with only that layer compressed (columns above).
 
     Args:
@@ -102,10 +142,14 @@ def sensitivity(engine: Engine, data: EvalData, bits: Iterable[int] = DEFAULT_BI
         progress: called as progress(done, total) after each setting (each slice on Ray).
         backend: where it runs (parallel.py): default here; a RayBackend runs contiguous
             slices of layers as tasks, each reusing its own float activations. Same rows.
+        units: {unit name: its layers} to compress together (e.g. `blocks(engine)`); the
+            "layer" column then names units. Default: every layer its own unit. Units (and
+            language models) run full forwards here, whatever the backend.
 
     Returns:
-        A DataFrame; `df.attrs` holds "reuse" (whether tails were reused), "note" (why not),
-        "seconds" and "data" (the data's description).
+        A DataFrame (SENSITIVITY_COLUMNS, or LM_SENSITIVITY_COLUMNS for token data); `df.attrs`
+        holds "reuse" (whether tails were reused), "note" (why not), "seconds", "data" (the
+        data's description), "task" and "units" ({unit: layers}).
 
     >>> from lightviz.io.datasets import generated_inputs
     >>> engine = Engine(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)))
@@ -115,9 +159,14 @@ def sensitivity(engine: Engine, data: EvalData, bits: Iterable[int] = DEFAULT_BI
     """
     started = time.perf_counter()
     base = base or Plan()
+    task = task_of(data)
     chosen = settings(base, bits, sparsities)
+    if units is not None:
+        return _unit_sensitivity(engine, subset(data, max_samples), chosen, base, units, progress, started)
     names = _layer_names(engine, layers)
     data = subset(data, max_samples)
+    if task.is_lm:  # full forwards: an LM's graph does not trace for reuse
+        return _unit_sensitivity(engine, data, chosen, base, {name: [name] for name in names}, progress, started)
     total = len(names) * len(chosen)
     if backend is None or isinstance(backend, LocalBackend):
         parts = [layer_rows(engine, data, (names, chosen, base, reuse), progress=progress)]
@@ -180,6 +229,49 @@ def layer_rows(engine: Engine, data: EvalData, item: tuple, progress: Callable[[
             if progress:
                 progress(len(rows), total)
     return rows, runner is not None, note
+
+
+def _unit_sensitivity(engine: Engine, data: EvalData, chosen: list, base: Plan, units: dict[str, list[str]],
+                      progress: Callable[[int, int], None] | None, started: float) -> pd.DataFrame:
+    """Rows for units of layers compressed together, with full forwards (any task)."""
+    task = task_of(data)
+    if not units or any(not layers for layers in units.values()):
+        raise ValueError("units must map each unit name to a non-empty list of layers")
+    for layers in units.values():
+        _layer_names(engine, layers)
+    reference = engine.logits(None, data)
+    float_score = task.score(reference, data.x, data.y)
+    reference_plan = float_plan(base.fold_bn)
+    rows, total = [], len(units) * len(chosen)
+    for unit, layers in units.items():
+        infos = [engine.by_name[name] for name in layers]
+        float_size = sum(engine.compress_layer(reference_plan, name).size.total_bytes for name in layers)
+        for label, kind, config in chosen:
+            plan = unit_plan(base, layers, config)
+            results = [engine.compress_layer(plan, name) for name in layers]
+            logits = engine.logits(plan, data)
+            score = task.score(logits, data.x, data.y)
+            row = {"layer": unit, "type": infos[0].kind if len(infos) == 1 else f"block of {len(infos)}",
+                   "params": sum(info.n_weights for info in infos), "setting": label, "kind": kind,
+                   "bits": config.effective_quant.bits, "sparsity": results[0].prune.sparsity,
+                   "agreement": task.agreement(reference, logits), "kl": task.kl(reference, logits),
+                   "layer_size_bytes": sum(r.size.total_bytes for r in results), "layer_float_size_bytes": float_size,
+                   "size_bytes": engine.size_bytes(plan), "n_samples": len(data)}
+            if task.is_lm:
+                row.update(perplexity=score, float_perplexity=float_score, perplexity_increase=task.drop(score, float_score))
+            else:
+                row.update(accuracy=score, float_accuracy=float_score,
+                           accuracy_drop=None if score is None else float_score - score,
+                           accuracy_se=None if score is None else metrics.standard_error(score, len(data)))
+            rows.append(row)
+            if progress:
+                progress(len(rows), total)
+    df = pd.DataFrame(rows, columns=LM_SENSITIVITY_COLUMNS if task.is_lm else SENSITIVITY_COLUMNS)
+    note = "each setting ran a full forward" + (" (a unit's layers compressed together)" if
+                                                 any(len(v) > 1 for v in units.values()) else "")
+    df.attrs.update(reuse=False, note=note, seconds=time.perf_counter() - started,
+                    data=data.description, task=task.name, units=dict(units))
+    return df
 
 
 def _layer_names(engine: Engine, layers: Iterable[str] | None) -> list[str]:

@@ -17,12 +17,24 @@ from lightviz.analysis.parallel import Backend, LocalBackend
 from lightviz.core.engine import Engine, Progress
 from lightviz.core.evaldata import EvalData
 from lightviz.core.specs import Plan, PruneSpec
+from lightviz.core.task import task_of
 
 SWEEP_COLUMNS = [
     "label", "bits", "scheme", "granularity", "sparsity", "prune_method",
     "accuracy", "float_accuracy", "agreement", "kl", "size_bytes", "float_size_bytes",
     "compression_ratio", "avg_bits_per_weight", "plan",
 ]
+# A language model's rows: perplexity in place of accuracy, and bits per quantized weight.
+LM_SWEEP_COLUMNS = [
+    "label", "bits", "scheme", "granularity", "group_size", "scale_dtype", "sparsity", "prune_method",
+    "perplexity", "float_perplexity", "agreement", "kl", "size_bytes", "float_size_bytes",
+    "compression_ratio", "avg_bits_per_weight", "quantized_bits_per_weight", "plan",
+]
+
+
+def sweep_columns(data: EvalData) -> list[str]:
+    """The columns of a sweep on `data`: SWEEP_COLUMNS, or LM_SWEEP_COLUMNS for token data."""
+    return LM_SWEEP_COLUMNS if task_of(data).is_lm else SWEEP_COLUMNS
 
 
 def sweep_configs(bits: Iterable[int | None], schemes: Iterable[str], granularities: Iterable[str],
@@ -45,7 +57,7 @@ def run_sweep(engine: Engine, data: EvalData, plans: list[Plan],
               progress: Callable[[int, int], None] | None = None,
               detail: Callable[[int, float, str], None] | None = None,
               backend: Backend | None = None) -> pd.DataFrame:
-    """Evaluate each plan; one tidy row per configuration (columns SWEEP_COLUMNS).
+    """Evaluate each plan; one tidy row per configuration (columns `sweep_columns(data)`).
 
     Args:
         progress: called with (configurations done, configurations) after each one.
@@ -63,7 +75,7 @@ def run_sweep(engine: Engine, data: EvalData, plans: list[Plan],
         rows.append(plan_row(engine, data, plan, progress=inner))
         if progress:
             progress(i + 1, len(plans))
-    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+    return pd.DataFrame(rows, columns=sweep_columns(data))
 
 
 def plan_row(engine: Engine, data: EvalData, plan: Plan, label: str | None = None,
@@ -71,12 +83,17 @@ def plan_row(engine: Engine, data: EvalData, plan: Plan, label: str | None = Non
     """A sweep row for any plan (uniform or not); `progress` as Engine.evaluate's."""
     evaluation = engine.evaluate(plan, data, progress)
     quant, prune = plan.default.quant, plan.default.prune
-    return {
+    columns = sweep_columns(data)
+    row = {
         "label": label or plan_label(plan), "bits": quant.bits, "scheme": quant.scheme,
         "granularity": quant.granularity, "sparsity": prune.sparsity, "prune_method": prune.method,
-        **{key: value for key, value in evaluation.to_dict().items() if key in SWEEP_COLUMNS},
+        **{key: value for key, value in evaluation.to_dict().items() if key in columns},
         "plan": plan.to_json(),
     }
+    if task_of(data).is_lm:
+        row.update(group_size=quant.group_size if quant.granularity == "group" else None,
+                   scale_dtype=quant.scale_dtype)
+    return row
 
 
 def plan_label(plan: Plan) -> str:
@@ -92,15 +109,23 @@ def plan_label(plan: Plan) -> str:
     return text
 
 
-def pareto_front(df: pd.DataFrame, x: str = "size_bytes", y: str = "accuracy") -> pd.DataFrame:
+def pareto_front(df: pd.DataFrame, x: str = "size_bytes", y: str = "accuracy",
+                 higher_is_better: bool | None = None) -> pd.DataFrame:
     """Rows not dominated by another (no other row is at most as large and at least as good).
 
-    Sorted by `x`. Rows with a missing `y` are ignored.
+    Sorted by `x`. Rows with a missing `y` are ignored. Better is higher, except for
+    perplexity (lower); `higher_is_better` says so for any other column.
+
+    >>> rows = pd.DataFrame({"size_bytes": [1, 2, 3], "perplexity": [9.0, 5.0, 6.0]})
+    >>> pareto_front(rows, y="perplexity")["size_bytes"].tolist()
+    [1, 2]
     """
-    rows = df.dropna(subset=[y]).sort_values([x, y], ascending=[True, False])
+    higher = y != "perplexity" if higher_is_better is None else higher_is_better
+    sign = 1.0 if higher else -1.0
+    rows = df.dropna(subset=[y]).sort_values([x, y], ascending=[True, not higher])
     best, keep = float("-inf"), []
     for index, value in zip(rows.index, rows[y]):
-        if value > best:
+        if sign * value > best:
             keep.append(index)
-            best = value
+            best = sign * value
     return rows.loc[keep]

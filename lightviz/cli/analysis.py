@@ -22,6 +22,7 @@ from lightviz.core.specs import (
     SCHEMES,
     Plan,
 )
+from lightviz.io.outfile import write_atomic
 
 DEFAULT_SENSITIVITY_BITS = "2,3,4,8"
 DEFAULT_ALLOCATE_BITS = "2,3,4,6,8"
@@ -53,9 +54,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     budget.add_argument("--avg-bits", type=float, help="storage bits per weight, scales included, at most this")
     budget.add_argument("--size-bytes", type=int, help="model size in bytes at most this")
     budget.add_argument("--max-drop", type=float,
-                        help="smallest plan whose accuracy drop is at most this (0.01 = 1 point)")
+                        help="smallest plan whose accuracy drop is at most this (0.01 = 1 point; "
+                             "language models: relative perplexity increase, 0.01 = 1%%)")
     alloc.add_argument("--bits", default=DEFAULT_ALLOCATE_BITS, help="bit-widths a layer may take (comma-separated)")
-    alloc.add_argument("--objective", choices=("kl", "accuracy_drop"), default="kl",
+    alloc.add_argument("--objective", choices=("kl", "accuracy_drop", "perplexity_increase"), default="kl",
                        help="per-layer cost summed by the knapsack (default kl: smooth, additive)")
     alloc.add_argument("--method", choices=("knapsack", "greedy"), default="knapsack")
     alloc.add_argument("--refine", type=int, default=8, help="knapsack choices measured before picking (default 8)")
@@ -76,6 +78,9 @@ def _base_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prune-method", choices=PRUNE_METHODS, help="for --sparsity (default unstructured)")
     parser.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm separate (default: fold)")
     parser.add_argument("--plan", help="a plan JSON file whose settings are the base")
+    parser.add_argument("--blocks", action="store_true",
+                        help="language models: one unit per transformer block (its layers together)")
+    cli.lm_flags(parser)
 
 
 def _base_plan(args: argparse.Namespace) -> Plan:
@@ -89,6 +94,19 @@ def _check_cost(engine, base: Plan, bits: list[int]) -> None:
     cli.check_cost(engine, [uniform_at(base, b) for b in bits])
 
 
+def _units(args: argparse.Namespace, bundle, engine):
+    """--blocks: the transformer blocks as units (language models only); else None (every layer)."""
+    if not args.blocks:
+        return None
+    from lightviz.analysis.sensitivity import blocks
+
+    units = blocks(engine)
+    if getattr(bundle, "task", "classification") != "causal_lm" or not units:
+        raise cli.UsageError("--blocks groups a language model's layers by transformer block; "
+                             f"{bundle.name} has no such blocks")
+    return units
+
+
 def _bits_list(text: str) -> list[int]:
     bits = [cli.parse_bits(item) for item in cli.split(text, "bits")]
     if None in bits:
@@ -98,6 +116,7 @@ def _bits_list(text: str) -> list[int]:
 
 def _sensitivity(args: argparse.Namespace) -> int:
     from lightviz.analysis.sensitivity import pivot, sensitivity
+    from lightviz.core.task import task_of
 
     bundle, data = cli.load(args)
     bits = _bits_list(args.bits)
@@ -106,24 +125,30 @@ def _sensitivity(args: argparse.Namespace) -> int:
     layers = cli.split(args.layers, "layers") if args.layers else None
     out = cli.out_path(args.out)
     engine, base = cli.engine(args, bundle), _base_plan(args)
+    units = _units(args, bundle, engine)
+    if units is not None and layers:
+        raise cli.UsageError("--layers and --blocks do not go together")
     _check_cost(engine, base, bits)
     with cli.backend(args) as backend:
-        df = sensitivity(engine, data, bits, sparsities, base=base, layers=layers,
+        df = sensitivity(engine, data, bits, sparsities, base=base, layers=layers, units=units,
                          reuse=not args.no_reuse, backend=backend,
                          progress=cli.progress_printer(sys.stderr.isatty() and not args.json, "layer settings"))
     if out:
-        cli.write_atomic(out, lambda path: df.to_csv(path, index=False))
+        write_atomic(out, lambda path: df.to_csv(path, index=False))
+    task = task_of(data)
     if args.json:
         report = {"model": bundle.name, "data": data.description, "n_samples": len(data),
-                  "float_accuracy": df["float_accuracy"].iloc[0], "settings": list(dict.fromkeys(df["setting"])),
+                  task.float_metric: df[task.float_metric].iloc[0], "settings": list(dict.fromkeys(df["setting"])),
                   "reused_activations": df.attrs["reuse"], "seconds": df.attrs["seconds"],
                   "rows": [{key: cli.json_safe(value) for key, value in row.items()} for row in df.to_dict("records")]}
         print(json.dumps(cli.json_safe(report), allow_nan=False))
         return 0
-    value = "accuracy_drop" if data.labeled else "kl"
-    table = pivot(df, value) * (100 if data.labeled else 1)
+    labeled = data.labeled or task.is_lm
+    value = task.drop_column if labeled else "kl"
+    table = pivot(df, value) * (100 if labeled else 1)
     print(f"model {bundle.name}: {data.description}")
-    print(f"{'accuracy drop (points)' if data.labeled else 'KL vs float (nats)'} with only that layer compressed:")
+    print(f"{task.drop_label if labeled else 'KL vs float (nats)'} with only that "
+          f"{'block' if units else 'layer'} compressed:")
     print(table.round(3).to_string())
     if out:
         print(f"wrote {len(df)} rows to {out}")
@@ -135,25 +160,31 @@ def _allocate(args: argparse.Namespace) -> int:
     from lightviz.analysis.parallel import evaluate_plan
     from lightviz.analysis.sensitivity import sensitivity
     from lightviz.core.activations import wa_label
+    from lightviz.core.task import task_of, wa_names
 
     bundle, data = cli.load(args)
     bits = _bits_list(args.bits)
-    base = _base_plan(args)
     out = cli.out_path(args.out)
     engine = cli.engine(args, bundle)
+    base = cli.for_model(_base_plan(args), args, bundle, engine)
+    units = _units(args, bundle, engine)
+    if units is None and task_of(data).is_lm:  # the layers the base plan quantizes: not the float embeddings
+        units = {layer.name: [layer.name] for layer in engine.layers if not base.config_for(layer.name).keep_float}
     _check_cost(engine, base, bits)
     with cli.backend(args) as backend:
-        sens = sensitivity(engine, data, bits, base=base, backend=backend)
+        sens = sensitivity(engine, data, bits, base=base, units=units, backend=backend)
         result = allocate(engine, data, sens, base, size_bytes=args.size_bytes, avg_bits=args.avg_bits,
                           max_drop=args.max_drop, objective=args.objective, method=args.method, refine=args.refine,
                           backend=backend)
-        uniform = backend.map(evaluate_plan, engine, data, [uniform_at(base, b) for b in bits]) if args.compare else []
-    names = [layer.name for layer in engine.layers]
+        uniform = (backend.map(evaluate_plan, engine, data,
+                               [cli.for_model(uniform_at(base, b), args, bundle, engine) for b in bits])
+                   if args.compare else [])
+    names = wa_names(result.plan, engine.layers)  # an LM's float embeddings do not count in W/A
     report = {"model": bundle.name, "data": data.description, "wa": wa_label(result.plan, names), **result.to_dict()}
     if args.compare:
         report["uniform"] = [{"bits": b, **evaluation.to_dict()} for b, evaluation in zip(bits, uniform)]
     if out:
-        cli.write_atomic(out, lambda path: path.write_text(result.plan.to_json(indent=2) + "\n"))
+        write_atomic(out, lambda path: path.write_text(result.plan.to_json(indent=2) + "\n"))
     if args.json:
         print(json.dumps(cli.json_safe(report), allow_nan=False))
         return 0
@@ -162,8 +193,15 @@ def _allocate(args: argparse.Namespace) -> int:
     print("bits: " + ", ".join(f"{name} {b}" for name, b in result.bits.items()))
     if ev.accuracy is not None:
         print(f"accuracy {ev.accuracy:.2%} (float {ev.float_accuracy:.2%})")
-    print(f"size {ev.size_bytes:,} B ({ev.compression_ratio:.2f}x), {ev.avg_bits_per_weight:.2f} bits/weight")
+    if ev.perplexity is not None:
+        print(f"perplexity {ev.perplexity:.4f} (float {ev.float_perplexity:.4f})")
+    quantized = ev.quantized_bits_per_weight
+    print(f"size {ev.size_bytes:,} B ({ev.compression_ratio:.2f}x), {ev.avg_bits_per_weight:.2f} bits/weight"
+          + (f" ({quantized:.3f} per quantized weight, scales included)" if quantized is not None else ""))
     for row in report.get("uniform", []):
+        if "perplexity" in row:
+            print(f"  uniform {row['bits']} bits: perplexity {row['perplexity']:.4f}, size {row['size_bytes']:,} B")
+            continue
         acc = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.2%}"
         print(f"  uniform {row['bits']} bits: accuracy {acc}, size {row['size_bytes']:,} B")
     if out:

@@ -12,7 +12,6 @@ import contextlib
 import math
 import os
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -67,7 +66,37 @@ def plan_from_args(args: argparse.Namespace, with_default_flags: bool = True) ->
         plan = replace(plan, fold_bn=False)
     if getattr(args, "global_prune", False):
         plan = replace(plan, global_prune=True)
-    return plan
+    return _apply_lm_flags(plan, args, with_default_flags)
+
+
+def _apply_lm_flags(plan: Plan, args: argparse.Namespace, with_default_flags: bool) -> Plan:
+    """--preset (a weight-only preset replaces bits, scheme, granularity, group size and scale type)
+    and --scale-dtype."""
+    from lightviz.core.task import preset_spec
+
+    quant = plan.default.quant
+    preset = getattr(args, "preset", None)
+    if preset:
+        if with_default_flags and getattr(args, "bits", None) is not None:
+            raise UsageError("--preset sets the bits; leave out --bits (or the preset)")
+        chosen = preset_spec(preset)
+        quant = replace(quant, bits=chosen.bits if with_default_flags else quant.bits, scheme=chosen.scheme,
+                        granularity=chosen.granularity, group_size=chosen.group_size, scale_dtype=chosen.scale_dtype)
+    if getattr(args, "scale_dtype", None):
+        quant = replace(quant, scale_dtype=args.scale_dtype)
+    return replace(plan, default=replace(plan.default, quant=quant))
+
+
+def for_model(plan: Plan, args: argparse.Namespace, bundle, engine) -> Plan:
+    """The plan as the model takes it: a language model keeps its embeddings and LM head float
+    unless --compress-embeddings (or the plan itself overrides them)."""
+    if getattr(bundle, "task", "classification") != "causal_lm" or getattr(args, "compress_embeddings", False):
+        return plan
+    from lightviz.core.task import float_role_layers, with_float_embeddings
+
+    if any(name in dict(plan.overrides) for name in float_role_layers(engine.layers)):
+        return plan  # the plan says what these layers get
+    return with_float_embeddings(plan, engine.layers)
 
 
 def read_plan(text: str, flag: str) -> Plan:
@@ -122,6 +151,10 @@ def load(args: argparse.Namespace):
     resolve_device(device_choice(args))  # `cuda` without CUDA: one line, before anything loads
     bundle = _load_bundle(args)
     max_samples = positive(args.max_samples, "max-samples")
+    if getattr(bundle, "task", "classification") == "causal_lm":
+        return bundle, _text_data(args, bundle, max_samples)
+    if getattr(args, "seq_len", None) or getattr(args, "calib_data", None):
+        raise UsageError("--seq-len and --calib-data apply to language models (text data)")
     if args.data:
         data = userdata.load_user_data(
             args.data, None, bundle, image_size=ints(args.image_size, "image-size"),
@@ -134,13 +167,34 @@ def load(args: argparse.Namespace):
     return bundle, data
 
 
+def _text_data(args: argparse.Namespace, bundle, max_samples: int | None):
+    """A language model's evaluation text: --data (.txt / .jsonl) or the shipped held-out text."""
+    from lightviz.core.evaldata import subset
+    from lightviz.io import text
+
+    if args.image_size or args.mean or args.std:
+        raise UsageError("--image-size, --mean and --std apply to images; a language model reads text")
+    seq_len = positive(getattr(args, "seq_len", None), "seq-len") or min(text.DEFAULT_SEQ_LEN, bundle.input_shape[0])
+    if args.data:
+        data = text.user_text_data(bundle, args.data, seq_len=seq_len, calibration=getattr(args, "calib_data", None))
+        return subset(data, max_samples)
+    if getattr(args, "calib_data", None):
+        raise UsageError("--calib-data goes with --data (your evaluation text); the shipped text has its own")
+    return subset(text.sample_text_data(bundle, seq_len), max_samples or text.DEFAULT_SEQUENCES)
+
+
 def _load_bundle(args: argparse.Namespace):
-    from lightviz.io import loading, zoo
+    from lightviz.io import hf, loading, zoo
 
     model = args.model
     if not model.strip():
         raise UsageError("--model needs a sample name, a torchvision architecture or a model file; got an empty "
                          "string (see `python -m lightviz models`)")
+    if _is_path(model) and hf.is_hf_folder(model):
+        if args.arch or args.trust_code or args.input_shape or args.pretrained:
+            raise UsageError("--arch, --trust-code, --input-shape and --pretrained do not apply to a Hugging Face "
+                             "model folder (its config.json says the architecture; its code is never run)")
+        return hf.load_hf_folder(model)
     input_shape = ints(args.input_shape, "input-shape")
     if input_shape is not None and isinstance(input_shape, int):
         input_shape = (input_shape,)
@@ -160,12 +214,16 @@ def _load_bundle(args: argparse.Namespace):
 def _is_path(model: str) -> bool:
     """A model argument is a file unless it is a known name without a path separator; an
     unknown bare name stays a name, so its error lists the names that exist."""
-    from lightviz.io.catalog import SAMPLE_DESCRIPTIONS, TORCHVISION_CLASSIFIERS
+    from lightviz.io.catalog import (
+        LANGUAGE_MODELS,
+        SAMPLE_DESCRIPTIONS,
+        TORCHVISION_CLASSIFIERS,
+    )
     from lightviz.io.loading import MODEL_SUFFIXES
 
     if "/" in model or os.sep in model:
         return True
-    if model in SAMPLE_DESCRIPTIONS or model in TORCHVISION_CLASSIFIERS:
+    if model in SAMPLE_DESCRIPTIONS or model in TORCHVISION_CLASSIFIERS or model in LANGUAGE_MODELS:
         return False
     return Path(model).exists() or Path(model).suffix.lower() in MODEL_SUFFIXES
 
@@ -175,8 +233,9 @@ def _is_path(model: str) -> bool:
 
 def model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
-                        help="a sample name (see `models`), a torchvision architecture, or a model file "
-                             "(.safetensors, .pt, .pth state_dict; with --arch)")
+                        help="a sample name (see `models`), a torchvision architecture, a model file "
+                             "(.safetensors, .pt, .pth state_dict; with --arch), or a Hugging Face causal LM folder "
+                             "(config.json + weights; its code is never run)")
     parser.add_argument("--arch", help="architecture of a state_dict file: a sample name or torchvision architecture")
     parser.add_argument("--pretrained", action="store_true",
                         help="torchvision pretrained weights for --model NAME, from the local torch cache only")
@@ -186,13 +245,18 @@ def model_flags(parser: argparse.ArgumentParser) -> None:
                              "only for files you trust")
     parser.add_argument("--input-shape", help="shape of one input without batch, e.g. 3,32,32 "
                                               "(default: the architecture's)")
-    parser.add_argument("--data", help="evaluation data: an .npz with x (and y), or a folder or .zip of class folders")
+    parser.add_argument("--data", help="evaluation data: an .npz with x (and y), or a folder or .zip of class folders; "
+                                       "for a language model a UTF-8 .txt or .jsonl (\"text\" per line)")
+    parser.add_argument("--seq-len", type=int, help="language models: tokens per evaluation sequence (default 256)")
+    parser.add_argument("--calib-data", help="language models: a separate .txt / .jsonl for calibration "
+                                             "(default: the last sequences of --data)")
     parser.add_argument("--image-size", help="resize images to this: N or H,W (default: the model's input size)")
     parser.add_argument("--mean", help="per-channel mean to subtract from images in [0, 1], e.g. 0.485,0.456,0.406")
     parser.add_argument("--std", help="per-channel std to divide images by, e.g. 0.229,0.224,0.225")
     parser.add_argument("--max-samples", type=int,
                         help="evaluate on a seeded random subset of this many samples "
-                             "(models without a dataset: this many generated inputs; default 32)")
+                             "(models without a dataset: this many generated inputs; default 32; "
+                             "language models: sequences, default 8)")
     parser.add_argument("--device", default=None,
                         help="where to compute: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda "
                              "(refused without CUDA), cuda:N; default $LIGHTVIZ_DEVICE or auto")
@@ -214,6 +278,18 @@ def plan_flags(parser: argparse.ArgumentParser, sweepable: bool) -> None:
     parser.add_argument("--global-prune", action="store_true", help="one magnitude threshold over all layers")
     parser.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm separate (default: fold)")
     parser.add_argument("--plan", help="a plan JSON file, or the JSON itself (flags override its default)")
+    lm_flags(parser)
+
+
+def lm_flags(parser: argparse.ArgumentParser) -> None:
+    """--preset, --scale-dtype, --compress-embeddings."""
+    from lightviz.core.specs import SCALE_DTYPES
+
+    parser.add_argument("--preset", help="weight-only preset: w8, w4g128, w4g64, w4g32, w3g128, w2g64 "
+                                         "(asymmetric groups, float16 scales)")
+    parser.add_argument("--scale-dtype", choices=SCALE_DTYPES, help="how scales are stored (default float32)")
+    parser.add_argument("--compress-embeddings", action="store_true",
+                        help="language models: compress the embeddings and LM head too (default: kept float)")
 
 
 def parse_bits(text: str | int | None) -> int | None:
@@ -282,6 +358,8 @@ def add_activation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--act-bits", help="quantize every layer's input to 1..16 bits, per tensor, calibrated "
                                            "('float' keeps them float, the default)")
     parser.add_argument("--act-scheme", choices=SCHEMES, help="activation scheme (default asymmetric)")
+    parser.add_argument("--act-per-token", action="store_true",
+                        help="one activation scale per token, chosen as the model runs (no calibration)")
     parser.add_argument("--act-range-method", choices=RANGE_METHODS, help="activation clip range (default minmax)")
     parser.add_argument("--act-percentile", type=float, help="for --act-range-method percentile, e.g. 99.99")
     parser.add_argument("--calib-batches", type=int, help="calibration batches (default 4)")
@@ -291,7 +369,8 @@ def add_activation_flags(parser: argparse.ArgumentParser) -> None:
 def apply_activation_flags(plan: Plan, args: argparse.Namespace) -> Plan:
     """`plan` with the activation flags applied on top of its own activation spec (if any)."""
     flags = {"scheme": args.act_scheme, "range_method": args.act_range_method, "percentile": args.act_percentile,
-             "calib_batches": args.calib_batches, "batch_size": args.calib_batch_size}
+             "calib_batches": args.calib_batches, "batch_size": args.calib_batch_size,
+             "per_token": True if getattr(args, "act_per_token", False) else None}
     changes = {key: value for key, value in flags.items() if value is not None}
     if args.act_bits is not None and str(args.act_bits).lower() in ("float", "none", "fp32", "32"):
         return replace(plan, activations=None)
@@ -304,7 +383,8 @@ def apply_activation_flags(plan: Plan, args: argparse.Namespace) -> Plan:
     if not changes:
         return plan
     if plan.activations is None and "bits" not in changes:
-        raise UsageError("--act-scheme, --act-range-method, --act-percentile and --calib-batches need --act-bits")
+        raise UsageError("--act-scheme, --act-range-method, --act-percentile, --act-per-token and --calib-batches "
+                         "need --act-bits")
     return replace(plan, activations=replace(plan.activations or ActivationSpec(), **changes))
 
 
@@ -418,17 +498,3 @@ def progress_printer(enabled: bool, unit: str) -> Callable[[int, int], None]:
         if enabled:
             print(f"\r{done}/{total} {unit}", end="" if done < total else "\n", file=sys.stderr, flush=True)
     return report
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """write(temporary path) next to `path`, then rename it to `path`: the file is complete or absent
-    (an interrupted run leaves no partial file that looks complete, and an older file intact)."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise

@@ -16,6 +16,7 @@ import math
 import sys
 
 from lightviz.cli import common as cli
+from lightviz.io.outfile import write_atomic
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -41,14 +42,19 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _models(args: argparse.Namespace) -> int:
     from lightviz.io.catalog import (  # plain data: no torch import
+        LANGUAGE_MODELS,
         SAMPLE_DESCRIPTIONS,
         TORCHVISION_CLASSIFIERS,
     )
 
     if args.json:
-        print(json.dumps({"samples": list(SAMPLE_DESCRIPTIONS), "torchvision": list(TORCHVISION_CLASSIFIERS)}))
+        print(json.dumps({"samples": list(SAMPLE_DESCRIPTIONS), "torchvision": list(TORCHVISION_CLASSIFIERS),
+                          "language_models": list(LANGUAGE_MODELS)}))
         return 0
     for name, description in SAMPLE_DESCRIPTIONS.items():
+        print(f"{name:18s} {description}")
+    print("\nlanguage models (perplexity on held-out text; or --model path/to/hf-folder):")
+    for name, description in LANGUAGE_MODELS.items():
         print(f"{name:18s} {description}")
     print(f"\ntorchvision architectures (random init, fidelity only): {', '.join(TORCHVISION_CLASSIFIERS)}")
     return 0
@@ -56,14 +62,17 @@ def _models(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     bundle, data = cli.load(args)
-    plan = cli.apply_activation_flags(cli.plan_from_args(args), args)
     engine = cli.engine(args, bundle)
+    plan = cli.for_model(cli.apply_activation_flags(cli.plan_from_args(args), args), args, bundle, engine)
     cli.check_cost(engine, [plan])
     evaluation = engine.evaluate(plan, data, cli.terminal_progress())
     table = engine.layer_table(plan)
+    shape = ({"task": "causal_lm", "context": bundle.input_shape[0], "vocab_size": bundle.num_classes,
+              "tokenizer": getattr(bundle.tokenizer, "name", None), "seq_len": int(data.x.shape[1])}
+             if evaluation.task == "causal_lm" else
+             {"input_shape": list(bundle.input_shape), "num_classes": bundle.num_classes})
     report = {
-        "model": bundle.name, "data": data.description, "note": bundle.note,
-        "input_shape": list(bundle.input_shape), "num_classes": bundle.num_classes,
+        "model": bundle.name, "data": data.description, "note": bundle.note, **shape,
         **evaluation.to_dict(),
         "layers": [
             {"name": row.name, "type": row.type, "bits": None if _isnan(row.bits) else int(row.bits),
@@ -100,6 +109,9 @@ def _logit_notes(engine, plan, data) -> list[str]:
 def _sweep(args: argparse.Namespace) -> int:
     from lightviz.analysis.sweep import run_sweep, sweep_configs
 
+    if args.preset:
+        raise cli.UsageError("sweep lists bits, schemes and granularities itself; instead of --preset give e.g. "
+                             "--granularity group --group-size 128 --scheme asymmetric --scale-dtype float16")
     bundle, data = cli.load(args)
     bits = [cli.parse_bits(b) for b in cli.split(args.bits, "bits")]
     schemes = cli.split(args.scheme, "scheme", cli.SCHEMES)
@@ -107,14 +119,15 @@ def _sweep(args: argparse.Namespace) -> int:
     sparsities = [cli.parse_float(s, "sparsity") for s in cli.split(args.sparsity, "sparsity")]
     base = cli.plan_from_args(args, with_default_flags=False)
     plans = sweep_configs(bits, schemes, granularities, sparsities, args.prune_method or "unstructured", base)
-    out = cli.out_path(args.out)
     engine = cli.engine(args, bundle)
+    plans = [cli.for_model(plan, args, bundle, engine) for plan in plans]  # an LM keeps its embeddings float
+    out = cli.out_path(args.out)
     cli.check_cost(engine, plans)
     with cli.backend(args) as backend:
         df = run_sweep(engine, data, plans, progress=cli.progress_printer(sys.stderr.isatty(), "configurations"),
                        backend=backend)
     df.insert(0, "model", bundle.name)
-    cli.write_atomic(out, lambda path: df.to_csv(path, index=False))
+    write_atomic(out, lambda path: df.to_csv(path, index=False))
     print(f"wrote {len(df)} configurations to {out}")
     return 0
 
@@ -122,9 +135,13 @@ def _sweep(args: argparse.Namespace) -> int:
 def evaluate_extras(engine, plan, data) -> dict:
     """What `evaluate --json` adds: the W/A label and, with activations, each layer's input range."""
     from lightviz.core.activations import wa_label
+    from lightviz.core.task import task_of, wa_names
 
-    extras = {"wa": wa_label(plan, [layer.name for layer in engine.layers])}
-    if plan.activations is not None:
+    names = [layer.name for layer in engine.layers]
+    if task_of(data).is_lm:  # W/A as LM users write it: the embeddings and head kept float do not count
+        names = wa_names(plan, engine.layers)
+    extras = {"wa": wa_label(plan, names)}
+    if plan.activations is not None and not plan.activations.per_token:  # per token: no fixed ranges
         ranges = engine.activation_qparams(plan, data)
         extras["activation_ranges"] = [{"name": name, "lo": item.lo, "hi": item.hi, "scale": item.scale,
                                         "zero_point": item.zero_point} for name, item in ranges.items()]
@@ -132,15 +149,22 @@ def evaluate_extras(engine, plan, data) -> dict:
 
 
 def _print_summary(report: dict) -> None:
-    acc = report["accuracy"]
+    acc = report.get("accuracy")
     print(f"model {report['model']}: {report['data']}")
     print(f"weights/activations {report['wa']}") if report.get("wa") else None
     if acc is not None:
         print(f"accuracy {acc:.2%} (float {report['float_accuracy']:.2%})")
+    if report.get("perplexity") is not None:
+        change = report["perplexity"] / report["float_perplexity"] - 1
+        print(f"perplexity {report['perplexity']:.4f} (float {report['float_perplexity']:.4f}, {change:+.2%}) "
+              f"on {report['n_tokens']:,} predicted tokens")
+    unit = "next-token agreement" if report.get("perplexity") is not None else "agreement with float"
     kl = "n/a" if report["kl"] is None else f"{report['kl']:.4g}"
-    print(f"agreement with float {report['agreement']:.2%}, KL {kl}")
+    print(f"{unit} {report['agreement']:.2%}, KL {kl}")
+    bits = report.get("quantized_bits_per_weight")
     print(f"size {report['size_bytes']:,} B (float {report['float_size_bytes']:,} B, "
-          f"{report['compression_ratio']:.2f}x), {report['avg_bits_per_weight']:.2f} bits/weight")
+          f"{report['compression_ratio']:.2f}x), {report['avg_bits_per_weight']:.2f} bits/weight"
+          + (f" ({bits:.3f} per quantized weight, scales included)" if bits is not None else ""))
     for note in report.get("notes", []):
         if note.startswith(("the ", "kl ")):  # about what this summary shows (--json has every note)
             print(f"note: {note}")

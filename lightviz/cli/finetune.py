@@ -20,6 +20,7 @@ from lightviz.cli import common as cli
 from lightviz.core.specs import TrainConfig
 
 DEFAULTS = TrainConfig()
+LM_DEFAULTS = TrainConfig(epochs=4, lr=3e-4, batch_size=16)  # a trained language model wants small steps
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -32,9 +33,11 @@ def register(commands: argparse._SubParsersAction) -> None:
             action.required = False
     cli.plan_flags(parser, sweepable=False)
     cli.add_activation_flags(parser)
-    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help=f"default {DEFAULTS.epochs}")
-    parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"Adam learning rate (default {DEFAULTS.lr:g})")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    parser.add_argument("--epochs", type=int, help=f"default {DEFAULTS.epochs} (language models {LM_DEFAULTS.epochs})")
+    parser.add_argument("--lr", type=float, help=f"Adam learning rate (default {DEFAULTS.lr:g}, language models "
+                                                 f"{LM_DEFAULTS.lr:g})")
+    parser.add_argument("--batch-size", type=int, help=f"default {DEFAULTS.batch_size} (language models: "
+                                                        f"{LM_DEFAULTS.batch_size} sequences)")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="same seed, same numbers")
     parser.add_argument("--distill", action="store_true", help="the float model teaches its compressed version")
     parser.add_argument("--distill-weight", type=float, default=DEFAULTS.distill_weight,
@@ -60,13 +63,14 @@ def run(args: argparse.Namespace) -> int:
     from lightviz.recover.finetune import finetune
 
     bundle, test = cli.load(args)
-    train = _train_data(args, bundle)
-    plan = cli.apply_activation_flags(cli.plan_from_args(args), args)
+    train = _train_data(args, bundle, test)
     engine = Engine(bundle.model)
+    plan = cli.for_model(cli.apply_activation_flags(cli.plan_from_args(args), args), args, bundle, engine)
     engine.check_plan(plan)
     cli.check_cost(engine, [plan])
     result = finetune(bundle.model, plan, train, test, teacher=bundle.model if args.distill else None,
-                      progress=_echo(args), device=cli.device_choice(args), **_settings(args))
+                      progress=_echo(args), device=cli.device_choice(args),
+                      **_settings(args, LM_DEFAULTS if bundle.task == "causal_lm" else DEFAULTS))
     report = {"model": bundle.name, "train_data": train.description, "test_data": test.description,
               "distill": args.distill, **cli.json_safe(result.summary()),
               "compression_ratio": result.float_size_bytes / max(result.size_bytes, 1)}
@@ -86,6 +90,9 @@ def _distill(args: argparse.Namespace) -> int:
         raise cli.UsageError(f"--student must be one of {', '.join(student_names())}; got {args.student!r}")
     args.model = args.teacher
     bundle, test = cli.load(args)
+    if getattr(bundle, "task", "classification") == "causal_lm":
+        raise cli.UsageError("--teacher/--student distill into a smaller digits architecture; a language model "
+                             "fine-tunes its own plan instead (--model NAME --distill)")
     if tuple(bundle.input_shape) != DIGITS_INPUT_SHAPE or bundle.num_classes != len(DIGITS_CLASSES):
         raise cli.UsageError(f"--student architectures take 8x8 digits and predict 10 classes; the teacher "
                              f"{bundle.name} takes {tuple(bundle.input_shape)} with {bundle.num_classes} classes")
@@ -98,19 +105,31 @@ def _distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace) -> dict:
-    """The training keywords, validated by TrainConfig's own messages."""
-    settings = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
-                "distill_weight": args.distill_weight, "temperature": args.temperature}
+def _settings(args: argparse.Namespace, defaults: TrainConfig = DEFAULTS) -> dict:
+    """The training keywords (flags not given: `defaults`), validated by TrainConfig's own messages."""
+    settings = {"epochs": args.epochs if args.epochs is not None else defaults.epochs,
+                "lr": args.lr if args.lr is not None else defaults.lr,
+                "batch_size": args.batch_size if args.batch_size is not None else defaults.batch_size,
+                "seed": args.seed, "distill_weight": args.distill_weight, "temperature": args.temperature}
     TrainConfig(**settings)
     return settings
 
 
-def _train_data(args: argparse.Namespace, bundle):
-    """The training set: --train-data, or the digits training split for the sample models."""
-    from lightviz.io import datasets, userdata
+def _train_data(args: argparse.Namespace, bundle, test=None):
+    """The training set: --train-data, or the digits training split for the sample models; a
+    language model trains on calibration text (the shipped calibration modules, or --train-data)."""
+    from lightviz.io import datasets, text, userdata
 
     samples = cli.positive(args.train_samples, "train-samples")
+    if getattr(bundle, "task", "classification") == "causal_lm":
+        seq_len = int(test.x.shape[1])
+        if args.train_data:
+            data = text.user_text_data(bundle, args.train_data, seq_len=seq_len)
+            train = datasets.EvalData(x=data.x, y=None, name=data.name, description=data.description,
+                                      task="causal_lm")
+        else:
+            train = text.lm_train_data(bundle, seq_len)
+        return datasets.subset(train, samples)
     if args.train_data:
         train = userdata.load_user_data(args.train_data, None, bundle,
                                         image_size=cli.ints(args.image_size, "image-size"),
@@ -135,8 +154,10 @@ def _echo(args: argparse.Namespace):
     def progress(history) -> None:
         row = history.iloc[-1]
         run = f"{row['run']} " if "run" in history else ""
-        print(f"{run}epoch {int(row['epoch'])}: loss {row['loss']:.4f}, test accuracy {row['test_accuracy']:.2%} "
-              f"({row['seconds']:.1f} s)", file=sys.stderr)
+        score = (f"test perplexity {row['test_perplexity']:.4f}" if "test_perplexity" in history
+                 else f"test accuracy {row['test_accuracy']:.2%}")
+        print(f"{run}epoch {int(row['epoch'])}: loss {row['loss']:.4f}, {score} ({row['seconds']:.1f} s)",
+              file=sys.stderr)
     return progress
 
 
@@ -150,11 +171,15 @@ def _print(report: dict, as_json: bool, lines) -> None:
 
 def _finetune_lines(report: dict) -> list[str]:
     recovered = report["recovered"]
+    lm = "perplexity_before" in report
+    if lm and abs(report["perplexity_before"] / report["float_perplexity"] - 1) < 0.005:
+        recovered = None  # the plan lost (almost) nothing: a share of it means nothing
+    metric, show = ("perplexity", lambda v: f"{v:.4f}") if lm else ("accuracy", lambda v: f"{v:.2%}")
     return [
         f"model {report['model']}, {report['epochs_run']} epochs on {report['train_data']}"
         + (", distilled from the float model" if report["distill"] else ""),
-        f"accuracy before {report['accuracy_before']:.2%} -> after {report['accuracy_after']:.2%} "
-        f"(float {report['float_accuracy']:.2%})"
+        f"{metric} before {show(report[f'{metric}_before'])} -> after {show(report[f'{metric}_after'])} "
+        f"(float {show(report[f'float_{metric}'])})"
         + ("" if recovered is None else f", {recovered:.0%} of the loss recovered"),
         f"size {report['size_bytes']:,} B (float {report['float_size_bytes']:,} B, "
         f"{report['compression_ratio']:.2f}x), {report['seconds']:.1f} s of training",

@@ -14,6 +14,13 @@ The flow is torch.ao's post-training one (prepare -> calibrate -> convert):
 Because step 1 uses float weights, one calibration serves every weight setting: it is cached
 per (fold_bn, batches, batch size, calibration inputs) and the qparams per activation spec.
 
+Per-token granularity (`ActivationSpec.per_token`, the LLM practice) needs no
+calibration: each token's input vector (each row of the last dimension) gets its own range,
+computed as the model runs (dynamic quantization), with the spec's scheme and range method.
+
+Hooks sit on the module that holds each layer's weight (`LayerInfo.module_path`: the
+MultiheadAttention module for its in-projection, whose query, key and value are quantized alike).
+
 Which inputs calibrate is the data's own choice (`EvalData.calibration_inputs`): the digits
 test split (and subsets of it) carries the digits *training* split, so that no test image sets
 a range; other data (user data, generated inputs) calibrates on the first batches of its own
@@ -47,6 +54,7 @@ MAX_SAMPLE_VALUES = 2**16  # input values kept per layer for percentile / mse / 
 SAMPLE_SEED = 0
 CACHE_ENTRIES = 8
 FLOAT_BITS = 32  # how W/A labels write float32
+TOKENS_PER_PASS = 2048  # calibration of token sequences: at most this many tokens per forward pass
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,7 +146,10 @@ def collect_input_stats(model: nn.Module, names: list[str], batches: list[torch.
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         with torch.inference_mode():
             for batch in batches:
-                model(batch.to(device))  # one batch at a time on the model's device
+                # token sequences run a few at a time: an LM's logits are tokens x vocabulary values
+                step = len(batch) if batch.is_floating_point() else max(1, TOKENS_PER_PASS // max(batch.shape[-1], 1))
+                for start in range(0, len(batch), step):
+                    model(batch[start:start + step].to(device))  # on the model's device
     finally:
         for handle in handles:
             handle.remove()
@@ -176,7 +187,8 @@ def input_qparams(stats: InputStats, spec: ActivationSpec | QuantSpec) -> InputQ
 
 
 class InputFakeQuant:
-    """A forward pre-hook: the layer's first input, fake-quantized with fixed qparams."""
+    """A forward pre-hook: the layer's first input, fake-quantized with fixed qparams (the same
+    tensor passed again, as attention's key and value, is replaced by the same result)."""
 
     def __init__(self, quant: QuantSpec, qparams: QParams) -> None:
         self.quant, self.qparams = quant, qparams
@@ -185,7 +197,38 @@ class InputFakeQuant:
         x = args[0] if args else None
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             return None
-        return (fake_quantize(x, self.quant, qparams=self.qparams), *args[1:])
+        q = fake_quantize(x, self.quant, qparams=self.qparams)
+        return (q, *(q if a is x else a for a in args[1:]))
+
+
+class TokenFakeQuant:
+    """A forward pre-hook: the first input fake-quantized per token, i.e. one scale (and
+    zero-point) per row of its last dimension, chosen at run time from that row.
+
+    >>> hook = TokenFakeQuant(QuantSpec(bits=8, scheme="asymmetric"))
+    >>> x = torch.tensor([[[0.0, 1.0], [0.0, 100.0]]])  # two tokens, very different ranges
+    >>> hook(None, (x,))[0].tolist()
+    [[[0.0, 1.0], [0.0, 100.0]]]
+    """
+
+    def __init__(self, quant: QuantSpec) -> None:
+        self.quant = replace(quant, granularity="channel")
+
+    def __call__(self, module: nn.Module, args: tuple) -> tuple | None:
+        x = args[0] if args else None
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() == 0 or x.numel() == 0:
+            return None
+        rows = x.reshape(-1, x.shape[-1])  # (tokens, features)
+        q = fake_quantize(rows, self.quant, axis=0).reshape(x.shape)
+        return (q, *(q if a is x else a for a in args[1:]))
+
+
+def quantize_tokens_(model: nn.Module, names: list[str], spec: ActivationSpec) -> nn.Module:
+    """Add per-token input fake-quant hooks to the named modules of `model` in place; returns it."""
+    modules = dict(model.named_modules())
+    for name in dict.fromkeys(names):
+        modules[name].register_forward_pre_hook(TokenFakeQuant(spec.quant))
+    return model
 
 
 def quantize_inputs_(model: nn.Module, qparams: dict[str, InputQParams], spec: ActivationSpec) -> nn.Module:
@@ -213,7 +256,10 @@ class CalibrationCache:
         self._lock = threading.RLock()
 
     def stats(self, engine, plan: Plan, inputs: torch.Tensor) -> dict[str, InputStats]:
-        """Calibrate `engine`'s float model (folded as `plan` says) on `inputs`, or reuse."""
+        """Calibrate `engine`'s float model (folded as `plan` says) on `inputs`, or reuse.
+
+        Keys are the modules holding the layers' weights (their names, but for attention
+        in-projections)."""
         spec = _require_spec(plan)
         key = (plan.fold_bn, spec.calib_batches, spec.batch_size, id(inputs))
         with self._lock:
@@ -221,8 +267,8 @@ class CalibrationCache:
                 self._stats.move_to_end(key)
                 return self._stats[key][1]
         float_model = engine.compress(float_plan(plan.fold_bn))  # a private copy: hooks are safe
-        stats = collect_input_stats(float_model, [layer.name for layer in engine.layers],
-                                    calibration_batches(inputs, spec))
+        names = list(dict.fromkeys(layer.module_path for layer in engine.layers))
+        stats = collect_input_stats(float_model, names, calibration_batches(inputs, spec))
         with self._lock:
             self._stats[key] = (inputs, stats)
             _trim(self._stats, self.limit)

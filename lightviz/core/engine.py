@@ -28,6 +28,7 @@ from lightviz.core.activations import (
     InputQParams,
     InputStats,
     quantize_inputs_,
+    quantize_tokens_,
 )
 from lightviz.core.batches import BATCH_VALUES, EVAL_BATCH, eval_batch_size, run_model  # noqa: F401
 from lightviz.core.device import model_device, resolve_device
@@ -37,9 +38,11 @@ from lightviz.core.prune import global_prune_counts, keep_largest, prune_mask
 from lightviz.core.quant import QParams, choose_qparams, fake_quantize
 from lightviz.core.size import SizeBreakdown, state_bytes, weight_size
 from lightviz.core.specs import LayerConfig, Plan, PruneSpec, QuantSpec
+from lightviz.core.task import get_task, task_of
 
 CACHE_BYTES = 512 * 2**20
 RUNNERS = 2  # datasets (and foldings) whose activations an engine keeps for prefix reuse
+LOGITS_CACHE_BYTES = 2**30  # cached logits (an LM's are sequences x tokens x vocabulary)
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is being done)
 
@@ -65,7 +68,11 @@ class LayerResult:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Model-level numbers for one Plan on one dataset. accuracy is None without labels."""
+    """Model-level numbers for one Plan on one dataset. accuracy is None without labels.
+
+    For a language model (task "causal_lm") accuracy is None and perplexity holds the metric;
+    agreement and KL are per predicted token (lightviz/core/task.py).
+    """
 
     accuracy: float | None
     float_accuracy: float | None
@@ -75,12 +82,34 @@ class Evaluation:
     size_bytes: int
     float_size_bytes: int
     avg_bits_per_weight: float
+    task: str = "classification"
+    perplexity: float | None = None
+    float_perplexity: float | None = None
+    n_tokens: int | None = None  # predictions a perplexity averages over
+    quantized_bits_per_weight: float | None = None  # over quantized layers only: how LM users count bits
 
     @property
     def compression_ratio(self) -> float:
         return self.float_size_bytes / max(self.size_bytes, 1)
 
+    @property
+    def score(self) -> float | None:
+        """The task's metric: accuracy, or perplexity."""
+        return getattr(self, get_task(self.task).metric)
+
+    @property
+    def float_score(self) -> float | None:
+        return getattr(self, get_task(self.task).float_metric)
+
     def to_dict(self) -> dict:
+        if self.task == "causal_lm":
+            return {
+                "perplexity": self.perplexity, "float_perplexity": self.float_perplexity,
+                "agreement": self.agreement, "kl": self.kl, "n_samples": self.n_samples, "n_tokens": self.n_tokens,
+                "size_bytes": self.size_bytes, "float_size_bytes": self.float_size_bytes,
+                "compression_ratio": self.compression_ratio, "avg_bits_per_weight": self.avg_bits_per_weight,
+                "quantized_bits_per_weight": self.quantized_bits_per_weight,
+            }
         return {
             "accuracy": self.accuracy, "float_accuracy": self.float_accuracy,
             "agreement": self.agreement, "kl": self.kl, "n_samples": self.n_samples,
@@ -156,9 +185,9 @@ class Engine:
         """(weight, bias) of a layer as compression sees it: BatchNorm folded or not."""
         layer = self.by_name[name]
         if not fold_bn or layer.bn is None:
-            module = dict(self.model.named_modules())[name]
-            bias = getattr(module, "bias", None)
-            return module.weight.detach(), None if bias is None else bias.detach()
+            module = self.model.get_submodule(layer.module_path)
+            bias = getattr(module, layer.bias_param, None) if layer.bias_param else None
+            return getattr(module, layer.param).detach(), None if bias is None else bias.detach()
         with self._lock:
             if name not in self._folded:
                 self._folded[name] = folded_weights(self.model, layer)
@@ -234,12 +263,17 @@ class Engine:
         model = copy.deepcopy(self.model)
         modules = dict(model.named_modules())
         for name, result in results.items():
-            module = modules[name]
-            module.weight = nn.Parameter(result.weight_hat.clone(), requires_grad=False)
+            module = modules[result.layer.module_path]
+            weight = nn.Parameter(result.weight_hat.clone(), requires_grad=False)
+            setattr(module, result.layer.param, weight)
+            for alias in result.layer.tied:  # a tied LM head computes with the same tensor
+                modules[alias].weight = weight
             if plan.fold_bn and result.layer.bn is not None:
                 module.bias = nn.Parameter(self.reference_weight(name, True)[1].clone(), requires_grad=False)
                 _set_module(model, result.layer.bn, nn.Identity())
-        if plan.activations is not None:
+        if plan.activations is not None and plan.activations.per_token:  # dynamic: no calibration
+            quantize_tokens_(model, [layer.module_path for layer in self.layers], plan.activations)
+        elif plan.activations is not None:
             quantize_inputs_(model, self.activation_qparams(plan, calibration), plan.activations)
         return model.eval()
 
@@ -262,7 +296,7 @@ class Engine:
         state = self.model.state_dict()
         covered = set()
         for layer in self.layers:
-            covered |= {f"{layer.name}.weight", f"{layer.name}.bias"}
+            covered |= {layer.weight_key, layer.bias_key} | {f"{alias}.weight" for alias in layer.tied}
             if plan.fold_bn and layer.bn is not None:  # folded away into the layer's bias
                 covered |= {key for key in state if key.startswith(f"{layer.bn}.")}
         rest = state_bytes({key: value for key, value in state.items() if key not in covered})
@@ -289,7 +323,8 @@ class Engine:
             out = run_model(model, data.x, progress=progress)
         with self._lock:
             self._logits[(plan, id(data))] = (data, out, info)  # holding data keeps its id from being reused
-            while len(self._logits) > 64:
+            while len(self._logits) > 64 or (len(self._logits) > 1 and sum(
+                    entry[1].numel() * entry[1].element_size() for entry in self._logits.values()) > LOGITS_CACHE_BYTES):
                 self._logits.popitem(last=False)
         return out
 
@@ -355,15 +390,23 @@ class Engine:
         reference, test = self.logits(None, data), self.logits(plan, data)
         labeled = data.y is not None
         n_weights = sum(r.size.n_weights for r in results.values())
+        common = dict(n_samples=len(data.x), size_bytes=self.size_bytes(plan, results),
+                      float_size_bytes=self.float_size_bytes,
+                      avg_bits_per_weight=sum(r.size.weight_bits for r in results.values()) / max(n_weights, 1))
+        task = task_of(data)
+        if task.is_lm:
+            quantized = [r.size for r in results.values() if r.quant.bits is not None]
+            return Evaluation(
+                accuracy=None, float_accuracy=None, task=task.name, n_tokens=data.x.shape[0] * (data.x.shape[1] - 1),
+                quantized_bits_per_weight=(sum(s.weight_bits for s in quantized) / sum(s.n_weights for s in quantized)
+                                           if quantized else None),
+                **task.model_metrics(reference, test, data.x, data.y), **common)
         return Evaluation(
             accuracy=metrics.accuracy(test, data.y) if labeled else None,
             float_accuracy=metrics.accuracy(reference, data.y) if labeled else None,
             agreement=metrics.agreement(reference, test),
             kl=metrics.mean_kl(reference, test),
-            n_samples=len(data.x),
-            size_bytes=self.size_bytes(plan, results),
-            float_size_bytes=self.float_size_bytes,
-            avg_bits_per_weight=sum(r.size.weight_bits for r in results.values()) / max(n_weights, 1),
+            **common,
         )
 
     def _fidelity(self, r: LayerResult) -> dict:

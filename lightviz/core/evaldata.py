@@ -35,6 +35,9 @@ class EvalData:
         calibration: inputs that calibrate activation ranges for evaluations on this data,
             (M, *input_shape), kept apart from `x` so that no test input calibrates (the
             digits test split carries its training images); None: the first batches of `x`.
+        task: "classification", or "causal_lm" for token sequences: x is (N, T) int64 token
+            ids with T >= 2, y is None (each token's target is the next one), calibration is
+            other token sequences of the same length (lightviz/core/task.py).
 
     >>> d = EvalData(torch.zeros(4, 1, 8, 8), None, "zeros", "four blank images")
     >>> len(d), d.labeled, d.input_shape
@@ -47,9 +50,15 @@ class EvalData:
     description: str
     class_names: tuple[str, ...] | None = None
     calibration: torch.Tensor | None = None
+    task: str = "classification"
 
     def __post_init__(self) -> None:
-        _validate_eval_data(self.x, self.y, self.name)
+        if self.task == "causal_lm":
+            _validate_tokens(self.x, self.y, self.name)
+        elif self.task != "classification":
+            raise ValueError(f"task must be 'classification' or 'causal_lm'; got {self.task!r}")
+        else:
+            _validate_eval_data(self.x, self.y, self.name)
         if self.calibration is not None and (not isinstance(self.calibration, torch.Tensor)
                                              or tuple(self.calibration.shape[1:]) != self.input_shape
                                              or self.calibration.shape[0] == 0):
@@ -102,6 +111,22 @@ def _validate_eval_data(x: object, y: object, name: object) -> None:
         raise ValueError(f"y must hold non-negative class labels; got minimum {int(y.min())}")
 
 
+def _validate_tokens(x: object, y: object, name: object) -> None:
+    """Raise ValueError unless x is (N, T) int64 token ids with N >= 1, T >= 2, and y is None."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string; got {name!r}")
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.int64 or x.dim() != 2:
+        raise ValueError(f"token data {name!r} must be an int64 tensor (sequences, tokens); got "
+                         f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}")
+    if x.shape[0] == 0 or x.shape[1] < 2:
+        raise ValueError(f"token data {name!r} needs at least one sequence of at least 2 tokens; "
+                         f"got shape {tuple(x.shape)}")
+    if int(x.min()) < 0:
+        raise ValueError(f"token ids must be non-negative; got minimum {int(x.min())}")
+    if y is not None:
+        raise ValueError("token data has no labels (y must be None): each token's target is the next token")
+
+
 def subset(data: EvalData, n: int | None, seed: int = 0) -> EvalData:
     """At most `n` samples of `data`, drawn without replacement by a seeded generator and
     kept in their original order; `data` itself when it is no larger (or n is None). The
@@ -126,4 +151,5 @@ def subset(data: EvalData, n: int | None, seed: int = 0) -> EvalData:
         description=f"{data.description} [random subset of {n} of {len(data)} samples, seed {seed}]",
         class_names=data.class_names,
         calibration=data.calibration,
+        task=data.task,
     )

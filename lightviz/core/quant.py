@@ -74,9 +74,27 @@ def choose_qparams(weight: torch.Tensor, spec: QuantSpec, axis: int = 0) -> QPar
     blocks = _Blocks(weight, spec, axis)
     pairs = [_choose_block_qparams(part, spec) for part in blocks.parts]
     return QParams(
-        scale=torch.cat([scale.reshape(-1) for scale, _ in pairs]),
+        scale=stored_scale(torch.cat([scale.reshape(-1) for scale, _ in pairs]), spec),
         zero_point=torch.cat([zp.reshape(-1) for _, zp in pairs]).to(torch.int32),
     )
+
+
+SCALE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def stored_scale(scale: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Scales as their storage type holds them (`spec.scale_dtype`), back in float32: a float16 or
+    bfloat16 scale is rounded to that type (and kept above its smallest positive value).
+
+    >>> spec = QuantSpec(bits=4, scale_dtype="bfloat16")
+    >>> stored_scale(torch.tensor([0.1]), spec).item()
+    0.10009765625
+    """
+    dtype = SCALE_DTYPES.get(getattr(spec, "scale_dtype", "float32"))
+    if dtype is None:
+        return scale
+    info = torch.finfo(dtype)
+    return scale.to(dtype).float().clamp_min(info.smallest_normal * info.eps)  # the smallest subnormal
 
 
 def quantize(weight: torch.Tensor, spec: QuantSpec, axis: int = 0,
@@ -128,7 +146,8 @@ def fake_quantize(weight: torch.Tensor, spec: QuantSpec, axis: int = 0,
     qparams = qparams or choose_qparams(weight, spec, axis)
     qmin, qmax = code_range(spec)
     symmetric = spec.scheme == "symmetric"
-    unclipped = spec.range_method == "minmax" and given is None  # our own minmax qparams
+    # our own minmax qparams at float32 scales: |x| <= amax keeps every code in range
+    unclipped = spec.range_method == "minmax" and given is None and getattr(spec, "scale_dtype", "float32") == "float32"
 
     def roundtrip(part: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
         if _is_binary(spec):

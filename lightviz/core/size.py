@@ -9,8 +9,10 @@ Per compressible weight of n values, b bits each (32 when kept float):
 | n:m             | the mask is n:m              | (kept in runs + tail) * b  | kept in runs * log2 m|
 | filters removed | whole output channels zero   | rows kept * K * b          | 0                    |
 
-plus, per quantization block, a 32-bit scale and (asymmetric) a b-bit zero-point, and the
-bias in float32. Each layer uses the cheapest format that applies.
+plus, per quantization block, a scale in its storage type (`QuantSpec.scale_dtype`: 32 bits for
+float32, 16 for float16 and bfloat16) and (asymmetric) a b-bit zero-point, and the bias in
+float32. Each layer uses the cheapest format that applies. A tensor shared by several modules
+(a tied LM head) is stored once.
 
 >>> s = weight_size((4, 8), QuantSpec(bits=4, granularity="tensor"), None)
 >>> (s.format, s.value_bits, s.qparam_bits, s.total_bits)
@@ -29,6 +31,7 @@ from lightviz.core.specs import PruneSpec, QuantSpec
 
 FLOAT_BITS = 32
 SCALE_BITS = 32
+SCALE_DTYPE_BITS = {"float32": 32, "float16": 16, "bfloat16": 16}
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,8 @@ def weight_size(shape: tuple[int, ...], quant: QuantSpec, mask: torch.Tensor | N
         if quant.bits is None:
             return 0
         zero_point = bits if quant.scheme == "asymmetric" else 0
-        return block_count(stored_shape, quant, axis) * (SCALE_BITS + zero_point)
+        scale = SCALE_DTYPE_BITS[getattr(quant, "scale_dtype", "float32")]
+        return block_count(stored_shape, quant, axis) * (scale + zero_point)
 
     options = [SizeBreakdown("dense", n, n * bits, qparams(shape), 0, bias_bits)]
     kept = n if mask is None else int(mask.sum())
@@ -102,5 +106,18 @@ def weight_size(shape: tuple[int, ...], quant: QuantSpec, mask: torch.Tensor | N
 
 
 def state_bytes(tensors: dict[str, torch.Tensor]) -> int:
-    """Bytes of tensors stored at their own dtype (a state_dict's size)."""
-    return sum(t.numel() * t.element_size() for t in tensors.values())
+    """Bytes of tensors stored at their own dtype (a state_dict's size); a tensor that appears
+    under several names (tied weights) counts once.
+
+    >>> shared = torch.zeros(4)
+    >>> state_bytes({"a": shared, "b": shared, "c": torch.zeros(2)})
+    24
+    """
+    seen, total = set(), 0
+    for t in tensors.values():
+        key = (t.data_ptr(), t.numel(), t.dtype, tuple(t.shape)) if t.device.type != "meta" and t.data_ptr() else None
+        if key is not None and key in seen:
+            continue
+        seen.add(key)
+        total += t.numel() * t.element_size()
+    return total

@@ -17,12 +17,12 @@ import base64
 import binascii
 import json
 import math
-import re
 import zlib
-from dataclasses import asdict, dataclass, field, fields, replace
 from collections.abc import ItemsView
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
+from lightviz.core.messages import first_line, json_depth, preview
 from lightviz.core.overrides import changed_fields, config_fields, merged, with_fields
 
 SCHEMES = ("symmetric", "asymmetric")
@@ -33,6 +33,7 @@ MAX_PLAN_DEPTH = 16
 GRANULARITIES = ("tensor", "channel", "group")
 RANGE_METHODS = ("minmax", "percentile", "mse", "entropy")
 PRUNE_METHODS = ("unstructured", "filter", "n:m")
+SCALE_DTYPES = ("float32", "float16", "bfloat16")  # how a quantized weight's scales are stored
 
 RANGE_METHOD_HELP = {
     "minmax": "use the block's full range: no clipping, largest rounding step",
@@ -74,11 +75,13 @@ class QuantSpec:
     group_size: int = 128
     range_method: str = "minmax"
     percentile: float = 99.99
+    scale_dtype: str = "float32"  # storage of each block's scale: float32, float16, bfloat16 (size and values)
 
     def __post_init__(self) -> None:
         if self.bits is not None and not (_is_int(self.bits) and 1 <= self.bits <= 16):
             raise ValueError(f"bits must be an integer from 1 to 16 or None (float); got {self.bits!r}")
         _choice("scheme", self.scheme, SCHEMES)
+        _choice("scale_dtype", self.scale_dtype, SCALE_DTYPES)
         _choice("granularity", self.granularity, GRANULARITIES)
         _choice("range_method", self.range_method, RANGE_METHODS)
         if not (_is_int(self.group_size) and self.group_size >= 1):
@@ -106,7 +109,8 @@ class QuantSpec:
         if self.bits is None:
             return "float32"
         gran = f"group{self.group_size}" if self.granularity == "group" else self.granularity
-        return f"int{self.bits} {self.scheme[:4]}/{gran}"
+        scales = {"float16": ", fp16 scales", "bfloat16": ", bf16 scales"}.get(self.scale_dtype, "")
+        return f"int{self.bits} {self.scheme[:4]}/{gran}{scales}"
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,10 @@ class ActivationSpec:
     the same range methods as weights. Asymmetric by default: inputs after a ReLU are >= 0 and
     an affine grid spends no code on negatives (torch.ao's quint8 activations).
 
+    `per_token=True` instead gives every token its own range at run time (each row of the
+    input's last dimension: a token's features in a transformer's Linear layers), the dynamic
+    per-token quantization of LLM practice; nothing is calibrated then.
+
     >>> ActivationSpec(bits=8).quant.label
     'int8 asym/tensor'
     """
@@ -167,8 +175,11 @@ class ActivationSpec:
     percentile: float = 99.99
     calib_batches: int = 4
     batch_size: int = 32
+    per_token: bool = False  # one scale per token (row of the last dimension), chosen at run time
 
     def __post_init__(self) -> None:
+        if not isinstance(self.per_token, bool):
+            raise ValueError(f"per_token must be True or False; got {self.per_token!r}")
         if not (_is_int(self.bits) and 1 <= self.bits <= 16):
             raise ValueError(f"activation bits must be an integer from 1 to 16; got {self.bits!r} "
                              "(keep activations float with Plan(activations=None))")
@@ -263,7 +274,7 @@ class Plan:
         if not isinstance(items, (tuple, list, ItemsView)) or not all(
                 isinstance(item, (tuple, list)) and len(item) == 2 for item in items):
             raise ValueError('overrides must map layer names to layer configs, {"layer name": {"quant": ...}}, '
-                             f"or be a list of [layer name, config] pairs; got {_preview(self.overrides)}")
+                             f"or be a list of [layer name, config] pairs; got {preview(self.overrides)}")
         pairs = {}
         for name, config in items:
             if not isinstance(name, str) or not name:
@@ -336,13 +347,15 @@ class Plan:
 
     def to_dict(self) -> dict:
         data = {
-            "default": asdict(self.default),
-            "overrides": {name: asdict(config) for name, config in self.overrides},
+            "default": _without_defaults(asdict(self.default)),
+            "overrides": {name: _without_defaults(asdict(config)) for name, config in self.overrides},
             "global_prune": self.global_prune,
             "fold_bn": self.fold_bn,
         }
         if self.activations is not None:  # absent when float: older plans and links stay identical
             data["activations"] = asdict(self.activations)
+            if not self.activations.per_token:
+                data["activations"].pop("per_token")
         extra_pins = {name: list(paths) for name, paths in self.pinned
                       if paths != changed_fields(self.default, self.config_for(name))}
         if extra_pins:  # absent when every pin is a difference from the default (the usual case)
@@ -400,33 +413,12 @@ class Plan:
         return cls.from_dict(data)
 
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')
-_BRACKET = re.compile(r"[\[\]{}]")
-
-
-def json_depth(text: str) -> int:
-    """How deeply `text`'s arrays and objects nest (brackets inside strings do not count),
-    found in one linear pass without parsing.
-
-    >>> json_depth('{"a": [1, {"b": "[[["}]}'), json_depth("[]" * 5), json_depth("3")
-    (3, 1, 0)
-    """
-    depth = deepest = 0
-    for bracket in _BRACKET.findall(_STRING.sub('""', text)):
-        depth += 1 if bracket in "[{" else -1
-        deepest = max(deepest, depth)
-    return deepest
-
-
-def first_line(error: BaseException) -> str:
-    """An error's message, one line of at most 200 characters."""
-    lines = str(error).strip().splitlines()
-    return lines[0][:200] if lines else type(error).__name__
-
-
-def _preview(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "…"
+def _without_defaults(config: dict) -> dict:
+    """A LayerConfig's dict without the newer fields at their defaults (float32 scales), so plans
+    and links that do not use them stay byte-identical to those written before they existed."""
+    if config["quant"].get("scale_dtype") == "float32":
+        config["quant"].pop("scale_dtype")
+    return config
 
 
 def plan_to_token(plan: Plan) -> str:

@@ -15,6 +15,11 @@ SAMPLE_DESCRIPTIONS: dict[str, str] = {  # display order
     "digits-resnet": "ResNet, stem + 3 basic residual blocks (identity and 1x1-projection shortcuts)",
 }
 
+LANGUAGE_MODELS: dict[str, str] = {  # shipped Hugging Face folders in sample_models/<name>/
+    "tiny-gpt": ("byte-level GPT-2-style language model (4 blocks, 0.86 M parameters, Conv1D projections, "
+                 "tied embedding), trained on Python standard-library source"),
+}
+
 # torchvision.models.list_models(module=torchvision.models) of the pinned torchvision (0.29):
 # its classification architectures. A test checks this against the installed torchvision.
 TORCHVISION_CLASSIFIERS: tuple[str, ...] = (

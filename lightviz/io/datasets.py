@@ -124,7 +124,8 @@ def generated_inputs(input_shape: tuple[int, ...], n: int = 32, seed: int = 0) -
 
 def eval_data_for(bundle, n: int | None = None) -> EvalData:
     """The evaluation data a model is reported on: the digits test split for the samples,
-    generated inputs of the model's input shape (fidelity only) for anything else.
+    the shipped held-out text for a language model (lightviz.io.text), generated inputs of the
+    model's input shape (fidelity only) for anything else.
 
     Args:
         bundle: a `lightviz.io.zoo.ModelBundle`.
@@ -133,4 +134,8 @@ def eval_data_for(bundle, n: int | None = None) -> EvalData:
     """
     if bundle.dataset == "digits":
         return subset(digits_split()[1], n)
+    if getattr(bundle, "task", "classification") == "causal_lm":
+        from lightviz.io.text import lm_eval_data
+
+        return lm_eval_data(bundle, n)
     return generated_inputs(tuple(bundle.input_shape), n=GENERATED_SAMPLES if n is None else n)

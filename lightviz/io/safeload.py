@@ -40,6 +40,8 @@ from typing import Union
 
 import torch
 
+from lightviz.core.messages import first_line
+
 __all__ = [
     "MAX_UPLOAD_BYTES",
     "MAX_UPLOAD_ENV",
@@ -226,11 +228,6 @@ def _expected(file: _File) -> str:
     if suffix == ".pt2":
         return "a torch.export .pt2 archive"
     return "a state_dict saved by torch.save (.pt, .pth) or a .safetensors file"
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
 
 
 def load_object(file: _File, trust_code: bool) -> tuple[str, object]:

@@ -22,9 +22,10 @@ from torch import nn
 
 from lightviz.core.bounded import BoundedCache
 from lightviz.core.size import state_bytes
-from lightviz.io.catalog import SAMPLE_DESCRIPTIONS
+from lightviz.io.bundle import BUNDLE_KINDS, SAMPLE_MODELS_DIR, ModelBundle  # noqa: F401 - re-exported
+from lightviz.io.catalog import LANGUAGE_MODELS, SAMPLE_DESCRIPTIONS
 from lightviz.io.datasets import DIGITS_CLASSES, DIGITS_INPUT_SHAPE
-from lightviz.io.imagenet import ImagePreprocess, weights_preprocess
+from lightviz.io.imagenet import weights_preprocess
 
 __all__ = [
     "SAMPLE_MODELS",
@@ -41,13 +42,13 @@ __all__ = [
     "build_sample",
     "default_num_classes",
     "list_architectures",
+    "list_language_models",
     "list_models",
     "list_torchvision_models",
     "load_model",
     "sample_weights_path",
 ]
 
-SAMPLE_MODELS_DIR = Path(__file__).resolve().parents[2] / "sample_models"
 _NUM_DIGITS = len(DIGITS_CLASSES)
 
 
@@ -207,52 +208,6 @@ SAMPLE_MODELS: dict[str, SampleModel] = {
 # --------------------------------------------------------------------------- loading
 
 
-BUNDLE_KINDS = ("sample", "torchvision", "user")
-
-
-@dataclass(frozen=True, eq=False)
-class ModelBundle:
-    """A loaded float model with what the app needs to evaluate and describe it.
-
-    The model is shared through a cache: never modify it (or its parameters) in place; copy
-    it first (`copy.deepcopy`). `eq=False` keeps identity hashing for use as a cache key.
-
-    Attributes:
-        name: the name it was loaded by.
-        model: the float32 model, in eval mode.
-        input_shape: shape of one input, without the batch dimension.
-        num_classes: number of output logits.
-        class_names: one label per class.
-        dataset: "digits" for samples (evaluate on `digits_split()[1]`), None otherwise.
-        kind: "sample", "torchvision" (built-in weights or random init) or "user" (weights
-            from a user's file, see `lightviz.io.loading`).
-        description: one line on the architecture.
-        note: a caveat to show next to results (empty when none).
-        preprocess: how images become inputs for this model's weights (an image folder's
-            default: torchvision's recipe for ImageNet architectures); None: resize to the
-            input size, pixels in [0, 1].
-    """
-
-    name: str
-    model: nn.Module
-    input_shape: tuple[int, ...]
-    num_classes: int
-    class_names: tuple[str, ...]
-    dataset: str | None
-    kind: str
-    description: str
-    note: str = ""
-    preprocess: ImagePreprocess | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in BUNDLE_KINDS:
-            raise ValueError(f"kind must be one of {BUNDLE_KINDS}; got {self.kind!r}")
-        if len(self.class_names) != self.num_classes:
-            raise ValueError(
-                f"class_names must have num_classes={self.num_classes} entries; got {len(self.class_names)}"
-            )
-
-
 def list_models() -> list[str]:
     """Names of the sample models, in display order.
 
@@ -268,6 +223,15 @@ def _torchvision_names() -> tuple[str, ...]:
     import torchvision
 
     return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+def list_language_models() -> list[str]:
+    """Names of the shipped sample language models (Hugging Face folders in sample_models/).
+
+    >>> list_language_models()
+    ['tiny-gpt']
+    """
+    return list(LANGUAGE_MODELS)
 
 
 def list_torchvision_models() -> list[str]:
@@ -313,9 +277,13 @@ def load_model(name: str) -> ModelBundle:
     """
     if not isinstance(name, str):
         raise ValueError(f"name must be a string; got {type(name).__name__}")
+    if name in LANGUAGE_MODELS:
+        from lightviz.io.hf import load_sample_lm  # transformers only when a language model is asked for
+
+        return load_sample_lm(name)
     if name not in SAMPLE_MODELS and name not in _torchvision_names():
         raise ValueError(
-            f"unknown model {name!r}: name must be a sample model {list_models()} "
+            f"unknown model {name!r}: name must be a sample model {list_models() + list(LANGUAGE_MODELS)} "
             "or any torchvision classification architecture (e.g. 'resnet18', 'mobilenet_v2'; "
             "see list_torchvision_models())"
         )

@@ -32,9 +32,11 @@ HEAT_SCALE = [[0.0, "#f7fbff"], [0.15, "#fdd49e"], [0.5, "#fc8d59"], [1.0, "#b30
 def sensitivity_heatmap(df: pd.DataFrame, value: str = "accuracy_drop") -> go.Figure:
     """Layers (rows, model order top-down) x settings; color = accuracy drop (points) or KL.
 
-    Hover: accuracy ± standard error, drop, KL, agreement, the layer's size.
+    Hover: accuracy ± standard error, drop, KL, agreement, the layer's size. A language model's
+    table (value "perplexity_increase") shows the relative perplexity increase in percent.
     """
-    percent = value == "accuracy_drop"
+    lm = value == "perplexity_increase"
+    percent = value in ("accuracy_drop", "perplexity_increase")
     z = pivot(df, value) * (100 if percent else 1)
     cells = df.set_index(["layer", "setting"])
     text, hover = [], []
@@ -43,9 +45,13 @@ def sensitivity_heatmap(df: pd.DataFrame, value: str = "accuracy_drop") -> go.Fi
         for setting in z.columns:
             r = cells.loc[(layer, setting)]
             row_text.append(f"{z.loc[layer, setting]:.1f}" if percent else f"{z.loc[layer, setting]:.2g}")
-            acc = ("n/a" if pd.isna(r["accuracy"]) else
-                   f"{r['accuracy']:.2%} ± {r['accuracy_se']:.2%} (drop {r['accuracy_drop'] * 100:+.2f} pts)")
-            row_hover.append(f"<b>{plain(layer)}</b> · {setting}<br>accuracy {acc}<br>KL {r['kl']:.3g} nats · "
+            if "perplexity" in r:
+                acc = f"{r['perplexity']:.4g} (float {r['float_perplexity']:.4g}, {r['perplexity_increase']:+.2%})"
+            else:
+                acc = ("n/a" if pd.isna(r["accuracy"]) else
+                       f"{r['accuracy']:.2%} ± {r['accuracy_se']:.2%} (drop {r['accuracy_drop'] * 100:+.2f} pts)")
+            metric = "perplexity" if "perplexity" in r else "accuracy"
+            row_hover.append(f"<b>{plain(layer)}</b> · {setting}<br>{metric} {acc}<br>KL {r['kl']:.3g} nats · "
                              f"agreement {r['agreement']:.2%}<br>layer {int(r['layer_size_bytes']):,} B "
                              f"(float {int(r['layer_float_size_bytes']):,} B)")
         text.append(row_text)
@@ -58,11 +64,14 @@ def sensitivity_heatmap(df: pd.DataFrame, value: str = "accuracy_drop") -> go.Fi
         customdata=hover,
         hovertemplate="%{customdata}<extra></extra>", colorscale=HEAT_SCALE, zmin=min(0.0, np.nanmin(values)),
         zmax=max(top, 1.0 if percent else 1e-3), xgap=2, ygap=2,
-        colorbar=dict(title=dict(text="drop (pts)" if percent else "KL (nats)", side="right"), thickness=14)))
+        colorbar=dict(title=dict(text="increase (%)" if lm else "drop (pts)" if percent else "KL (nats)",
+                                 side="right"), thickness=14)))
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category", side="top")
-    title = ("Accuracy drop (points) with only that layer compressed" if percent
-             else "KL(p_float || p) with only that layer compressed")
+    unit = "block" if (df["type"].astype(str).str.startswith("block")).any() else "layer"
+    title = (f"Perplexity increase (%) with only that {unit} compressed" if lm
+             else f"Accuracy drop (points) with only that {unit} compressed" if percent
+             else f"KL(p_float || p) with only that {unit} compressed")
     fig = layout(fig, title, "", "", height=max(220, 34 * len(z.index)), legend_rows=0)
     fig.update_layout(margin=dict(t=80))
     return fig
@@ -80,24 +89,31 @@ def mixed_figure(uniform: pd.DataFrame, mixed: tuple[float, float, str], float_p
         mixed: (size_bytes, y value, label).
         float_point: (size_bytes, y value) of the float model.
     """
-    y_title = "top-1 accuracy (%)" if y == "accuracy" else "agreement with float (%)"
-    hover = "%{text}<br>%{x:,.0f} bytes<br>" + y_title + ": %{y:.2f}<extra></extra>"
+    lm = y == "perplexity"
+    scale = 1 if lm else 100
+    y_title = "perplexity (lower is better)" if lm else "top-1 accuracy (%)" if y == "accuracy" else \
+        "agreement with float (%)"
+    hover = "%{text}<br>%{x:,.0f} bytes<br>" + y_title + ": %{y:.4g}<extra></extra>"
     rows = uniform.sort_values("size_bytes")
     fig = go.Figure()
-    fig.add_scatter(x=rows["size_bytes"].tolist(), y=(rows[y] * 100).tolist(), mode="lines+markers",
+    fig.add_scatter(x=rows["size_bytes"].tolist(), y=(rows[y] * scale).tolist(), mode="lines+markers",
                     name="uniform bits", text=rows["label"].tolist(), line=dict(color=FRONT_COLOR, width=2),
                     marker=dict(size=9), hovertemplate=hover)
-    fig.add_scatter(x=[float_point[0]], y=[float_point[1] * 100], mode="markers", name="float model",
+    fig.add_scatter(x=[float_point[0]], y=[float_point[1] * scale], mode="markers", name="float model",
                     text=["float32 model"], marker=dict(size=14, symbol="diamond", color=FLOAT_MODEL_COLOR),
                     hovertemplate=hover)
-    fig.add_scatter(x=[mixed[0]], y=[mixed[1] * 100], mode="markers", name="mixed precision", text=[mixed[2]],
+    fig.add_scatter(x=[mixed[0]], y=[mixed[1] * scale], mode="markers", name="mixed precision", text=[mixed[2]],
                     marker=dict(size=18, symbol="star", color=CURRENT_COLOR, line=dict(width=1, color="white")),
                     hovertemplate=hover)
     sizes = rows["size_bytes"].tolist() + [float_point[0], mixed[0]]
     ticks, labels = size_ticks(min(sizes), max(sizes))
     fig.update_xaxes(type="log", tickvals=ticks, ticktext=labels)
-    top = max([mixed[1], float_point[1]] + rows[y].tolist()) * 100
-    fig.update_yaxes(range=[max(0.0, min(mixed[1], float_point[1]) * 100 - ZOOM_POINTS), top + 1.5])
+    if lm:  # worse is up: zoom from the float model to a little above the mixed plan
+        low, high = min(mixed[1], float_point[1]), max(mixed[1], float_point[1])
+        fig.update_yaxes(range=[low * 0.98, max(high * 1.15, low * 1.3)])
+    else:
+        top = max([mixed[1], float_point[1]] + rows[y].tolist()) * 100
+        fig.update_yaxes(range=[max(0.0, min(mixed[1], float_point[1]) * 100 - ZOOM_POINTS), top + 1.5])
     return layout(fig, "Mixed precision against uniform bit-widths", "model size (log scale; exact bytes on hover)", y_title,
                    height=340)
 

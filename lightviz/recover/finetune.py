@@ -46,13 +46,14 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from lightviz.core.activations import InputFakeQuant, InputQParams
+from lightviz.core.activations import InputFakeQuant, InputQParams, TokenFakeQuant
+from lightviz.core.batches import as_logits
 from lightviz.core.device import model_device
 from lightviz.core.engine import Engine, LayerResult, eval_batch_size
 from lightviz.core.evaldata import EvalData
-from lightviz.core.metrics import accuracy
 from lightviz.core.quant import choose_qparams, code_range, fake_quantize
 from lightviz.core.specs import ActivationSpec, Plan, TrainConfig
+from lightviz.core.task import get_task, task_of
 from lightviz.recover.training import Progress, check_training_data, fit, frozen_logits
 
 
@@ -85,18 +86,21 @@ class FinetuneResult:
     float_size_bytes: int
     weights_hat: dict[str, torch.Tensor]
     stopped: bool = False
+    task: str = "classification"  # "causal_lm": the three accuracy fields hold perplexities
 
     @property
     def recovered(self) -> float:
-        """Share of the accuracy lost to compression that fine-tuning won back (1 = all of it)."""
-        lost = self.float_accuracy - self.accuracy_before
-        return (self.accuracy_after - self.accuracy_before) / lost if lost > 0 else float("nan")
+        """Share of the accuracy (or perplexity) lost to compression that fine-tuning won back (1 = all of it)."""
+        good = get_task(self.task).goodness
+        lost = good(self.float_accuracy) - good(self.accuracy_before)
+        return (good(self.accuracy_after) - good(self.accuracy_before)) / lost if lost > 0 else float("nan")
 
     def summary(self) -> dict:
-        """JSON-able numbers (no model, no tensors)."""
+        """JSON-able numbers (no model, no tensors); a language model's say perplexity, not accuracy."""
+        metric = get_task(self.task).metric
         return {
-            "accuracy_before": self.accuracy_before, "accuracy_after": self.accuracy_after,
-            "float_accuracy": self.float_accuracy, "recovered": self.recovered,
+            f"{metric}_before": self.accuracy_before, f"{metric}_after": self.accuracy_after,
+            f"float_{metric}": self.float_accuracy, "recovered": self.recovered,
             "size_bytes": self.size_bytes, "float_size_bytes": self.float_size_bytes,
             "epochs_run": len(self.history), "stopped": self.stopped,
             "seconds": float(self.history["seconds"].sum()) if len(self.history) else 0.0,
@@ -114,8 +118,9 @@ def finetune(model: nn.Module, plan: Plan, train: EvalData, test: EvalData, *, e
     Args:
         model: the float model (e.g. `zoo.load_model(name).model`).
         plan: the compression to fine-tune for (quantization, pruning, BatchNorm folding).
-        train: labeled training data (the digits train split, never the test split).
-        test: labeled data scored after every epoch.
+        train: labeled training data (the digits train split, never the test split), or a
+            language model's token sequences (calibration text, never the evaluation text).
+        test: labeled data (token sequences) scored after every epoch: accuracy (perplexity).
         epochs, lr, batch_size: Adam with cosine decay, `batch_size` samples per step.
         seed: fixes the batch order and everything random: same seed, same numbers.
         teacher: a float model whose soft targets join the loss (e.g. `model` itself:
@@ -137,6 +142,7 @@ def finetune(model: nn.Module, plan: Plan, train: EvalData, test: EvalData, *, e
     if teacher is not None and not isinstance(teacher, nn.Module):
         raise ValueError(f"teacher must be a torch nn.Module or None; got {type(teacher).__name__}")
     check_training_data(train, test, needs_labels=teacher is None or config.distill_weight < 1)
+    _check_teacher_memory(teacher, model, train)
     engine = Engine(model, device=device)
     if teacher is model:  # the usual "the float model teaches": its copy on the device
         teacher = engine.model
@@ -144,36 +150,53 @@ def finetune(model: nn.Module, plan: Plan, train: EvalData, test: EvalData, *, e
         teacher = copy.deepcopy(teacher).to(engine.device)
     results = engine.compress_layers(plan)
     before = engine.evaluate(plan, test)
+    task = task_of(test)
     with torch.random.fork_rng(devices=[]):  # the caller's RNG state is left as it was
         torch.manual_seed(seed)
         student, layers = deployed_copy(engine, plan, results)
         teacher_logits = None if teacher is None else frozen_logits(teacher, train.x)
-        inputs = InputQuantizer(student, plan, test.calibration_inputs, [r.layer.name for r in layers])
+        inputs = InputQuantizer(student, plan, test.calibration_inputs, [r.layer.module_path for r in layers])
 
         def evaluate() -> float:
             inputs.calibrate()  # for this evaluation and the next epoch
             batch = eval_batch_size(test.x)
             with torch.inference_mode():
                 weights = fake_weights(student, layers, straight_through=False)
-                logits = torch.cat([functional_call(student, weights, (test.x[i:i + batch].to(engine.device),)).cpu()
+                logits = torch.cat([as_logits(functional_call(student, weights, (test.x[i:i + batch].to(engine.device),))).cpu()
                                     for i in range(0, len(test), batch)])
-            return accuracy(logits, test.y)
+            return task.score(logits, test.x, test.y)
 
         with inputs:
             history, stopped = fit(
                 lambda x: functional_call(student, fake_weights(student, layers), (x,)),
                 [p for p in student.parameters() if p.requires_grad], train, evaluate, config,
                 teacher_logits=teacher_logits, after_step=lambda: apply_masks_(student, layers),
-                progress=progress)
+                progress=progress, score_column=f"test_{task.metric}")
     student.requires_grad_(False)
     with torch.no_grad():
-        weights_hat = {name[:-len(".weight")]: w.to("cpu", copy=True)
-                       for name, w in fake_weights(student, layers, straight_through=False).items()}
+        final = fake_weights(student, layers, straight_through=False)
+        weights_hat = {r.layer.name: final[r.layer.weight_key].to("cpu", copy=True) for r in layers}
     after = Engine(student).evaluate(plan, test)
-    return FinetuneResult(model=student.cpu().eval(), plan=plan, history=history, accuracy_before=before.accuracy,
-                          accuracy_after=after.accuracy, float_accuracy=before.float_accuracy,
+    return FinetuneResult(model=student.cpu().eval(), plan=plan, history=history, accuracy_before=before.score,
+                          accuracy_after=after.score, float_accuracy=before.float_score,
                           size_bytes=after.size_bytes, float_size_bytes=before.float_size_bytes,
-                          weights_hat=weights_hat, stopped=stopped)
+                          weights_hat=weights_hat, stopped=stopped, task=task.name)
+
+
+TEACHER_LOGITS_BYTES = 2**30  # distillation keeps the teacher's logits of every training input
+
+
+def _check_teacher_memory(teacher: nn.Module | None, model: nn.Module, train: EvalData) -> None:
+    """Refuse a distillation whose teacher logits (a language model's: tokens x vocabulary) would not fit."""
+    if teacher is None or not task_of(train).is_lm:
+        return
+    head = getattr(model, "get_output_embeddings", lambda: None)()
+    vocab = int(head.weight.shape[0]) if head is not None else 0
+    needed = train.x.numel() * vocab * 4
+    if needed > TEACHER_LOGITS_BYTES:
+        raise ValueError(f"distilling from the float model keeps its logits for every training token: "
+                         f"{needed / 2**30:.1f} GiB here ({train.x.numel():,} tokens x {vocab:,}-token vocabulary), "
+                         f"over {TEACHER_LOGITS_BYTES / 2**30:.0f} GiB; train without distillation or on fewer sequences")
 
 
 # --- the deployed float copy and its fake-quantized weights ---------------------------------
@@ -191,9 +214,12 @@ def deployed_copy(engine: Engine, plan: Plan,
     student = copy.deepcopy(engine.model)
     modules = dict(student.named_modules())
     for name, result in results.items():
-        module = modules[name]
+        module = modules[result.layer.module_path]
         weight = result.weight if result.mask is None else result.weight * result.mask
-        module.weight = nn.Parameter(weight.detach().clone())
+        parameter = nn.Parameter(weight.detach().clone())
+        setattr(module, result.layer.param, parameter)
+        for alias in result.layer.tied:  # a tied LM head keeps computing with the same tensor
+            modules[alias].weight = parameter
         if plan.fold_bn and result.layer.bn is not None:
             module.bias = nn.Parameter(engine.reference_weight(name, True)[1].detach().clone())
             parent, _, child = result.layer.bn.rpartition(".")
@@ -204,7 +230,7 @@ def deployed_copy(engine: Engine, plan: Plan,
 
 def fake_weights(model: nn.Module, layers: list[LayerResult],
                  straight_through: bool = True) -> dict[str, torch.Tensor]:
-    """{"<layer>.weight": the weight each layer computes with}, for `functional_call`.
+    """{weight key ("<layer>.weight"): the weight each layer computes with}, for `functional_call`.
 
     Pruned, then fake-quantized with qparams chosen from the current latent weight, exactly
     as the engine does. With `straight_through` the value is w_hat and the gradient flows to
@@ -212,8 +238,8 @@ def fake_weights(model: nn.Module, layers: list[LayerResult],
     """
     out = {}
     for layer in layers:
-        name, spec, axis = layer.layer.name, layer.quant, layer.layer.axis
-        weight = model.get_submodule(name).weight
+        spec, axis = layer.quant, layer.layer.axis
+        weight = getattr(model.get_submodule(layer.layer.module_path), layer.layer.param)
         if layer.mask is not None:
             weight = weight * layer.mask  # zero gradient for pruned weights
         if spec.bits is not None:
@@ -222,7 +248,7 @@ def fake_weights(model: nn.Module, layers: list[LayerResult],
             if layer.mask is not None:  # as the engine: 1-bit codes map 0 to +s, pruned stays 0
                 weight_hat = weight_hat * layer.mask
             weight = weight + (weight_hat - weight).detach() if straight_through else weight_hat
-        out[f"{name}.weight"] = weight
+        out[layer.layer.weight_key] = weight
     return out
 
 
@@ -231,7 +257,7 @@ def apply_masks_(model: nn.Module, layers: list[LayerResult]) -> None:
     """Set every pruned latent weight back to exactly +0.0 (in place)."""
     for layer in layers:
         if layer.mask is not None:
-            model.get_submodule(layer.layer.name).weight.masked_fill_(~layer.mask, 0.0)
+            getattr(model.get_submodule(layer.layer.module_path), layer.layer.param).masked_fill_(~layer.mask, 0.0)
 
 
 # --- activations -------------------------------------------------------------------------------
@@ -255,7 +281,7 @@ class InputQuantizer:
 
     def calibrate(self) -> None:
         """Ranges from the current latent float model, as Engine(model) calibrates them."""
-        if self.spec is None:
+        if self.spec is None or self.spec.per_token:  # per-token ranges are chosen as the model runs
             return
         active = bool(self._handles)
         self.__exit__()  # calibration must see float inputs
@@ -268,7 +294,8 @@ class InputQuantizer:
             if not self.qparams:
                 self.calibrate()
             modules = dict(self.model.named_modules())
-            self._handles = [modules[name].register_forward_pre_hook(self._hook(name)) for name in self.names]
+            self._handles = [modules[name].register_forward_pre_hook(self._hook(name))
+                             for name in dict.fromkeys(self.names)]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -277,6 +304,9 @@ class InputQuantizer:
         self._handles = []
 
     def _hook(self, name: str):
+        if self.spec.per_token:
+            return self._token_hook()
+
         def quantize_input(module: nn.Module, args: tuple) -> tuple | None:
             item = self.qparams.get(name)
             x = args[0] if args else None
@@ -290,3 +320,16 @@ class InputQuantizer:
             clipped = x.clamp(lo, hi)  # gradient 1 inside the representable range, 0 outside
             return (clipped + (exact[0] - clipped).detach(), *args[1:])
         return quantize_input
+
+    def _token_hook(self):
+        """Per-token ranges: the engine's TokenFakeQuant, straight-through with gradients."""
+        exact = TokenFakeQuant(self.spec.quant)
+
+        def quantize_tokens(module: nn.Module, args: tuple) -> tuple | None:
+            x = args[0] if args else None
+            out = exact(module, (x.detach(), *args[1:])) if isinstance(x, torch.Tensor) else None
+            if out is None or not torch.is_grad_enabled():
+                return exact(module, args)
+            q = x + (out[0] - x).detach()
+            return (q, *(q if a is x else a for a in args[1:]))
+        return quantize_tokens

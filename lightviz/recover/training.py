@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightviz.core.batches import as_logits, eval_batch_size
 from lightviz.core.device import model_device
 from lightviz.core.evaldata import EvalData
 from lightviz.core.specs import TrainConfig
+from lightviz.core.task import task_of
 
 HISTORY_COLUMNS = ["epoch", "loss", "hard_loss", "soft_loss", "test_accuracy", "seconds"]
 
@@ -46,14 +48,20 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 def check_training_data(train: EvalData, test: EvalData, needs_labels: bool = True) -> None:
-    """Raise ValueError unless `train` and `test` can train and score a classifier."""
+    """Raise ValueError unless `train` and `test` can train and score a classifier (or, token
+    data, a language model: its targets are the next tokens, no labels needed)."""
     for name, data in (("train", train), ("test", test)):
         if not isinstance(data, EvalData):
             raise ValueError(f"{name} must be an EvalData; got {type(data).__name__}")
-    if needs_labels and not train.labeled:
+    if task_of(train).name != task_of(test).name:
+        raise ValueError(f"train and test must be the same kind of data; got {task_of(train).name} "
+                         f"and {task_of(test).name}")
+    if task_of(test).is_lm:
+        needs_labels = False
+    elif needs_labels and not train.labeled:
         raise ValueError(f"train must be labeled (fine-tuning learns from its labels); got {train.name!r} "
                          "without labels")
-    if not test.labeled:
+    if not test.labeled and not task_of(test).is_lm:
         raise ValueError(f"test must be labeled (accuracy is measured on it); got {test.name!r} without labels")
     if train is test or (train.x.data_ptr() == test.x.data_ptr() and train.x.shape == test.x.shape):
         raise ValueError("train and test must be different sets: the test split is never trained on")
@@ -69,20 +77,22 @@ def frozen_logits(model: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.
     if model.training:  # evaluating in train mode would update BatchNorm statistics
         model = copy.deepcopy(model).eval()
     device = model_device(model)
-    return torch.cat([model(x[i:i + batch].to(device)).cpu() for i in range(0, len(x), batch)]).float()
+    batch = min(batch, eval_batch_size(x))  # token sequences: a few per pass
+    return torch.cat([as_logits(model(x[i:i + batch].to(device))).cpu() for i in range(0, len(x), batch)]).float()
 
 
 def fit(step_forward: Callable[[torch.Tensor], torch.Tensor], parameters: list[torch.nn.Parameter],
         train: EvalData, evaluate: Callable[[], float], config: TrainConfig,
         teacher_logits: torch.Tensor | None = None, after_step: Callable[[], None] | None = None,
-        progress: Progress | None = None) -> tuple[pd.DataFrame, bool]:
+        progress: Progress | None = None, score_column: str = "test_accuracy") -> tuple[pd.DataFrame, bool]:
     """Train `parameters` for `config.epochs` epochs; one history row per epoch.
 
     Args:
         step_forward: x -> logits with gradients (the training forward).
         parameters: what Adam updates.
         train: labeled inputs (labels may be absent when distill_weight is 1 with a teacher).
-        evaluate: () -> test accuracy after each epoch.
+        evaluate: () -> test accuracy (a language model: perplexity) after each epoch; the
+            history's column is `score_column`.
         teacher_logits: (N_train, classes) soft targets, or None to train on labels alone.
         after_step: called after each optimizer step (e.g. to re-apply pruning masks).
         progress: called with the history so far after each epoch; False stops early.
@@ -94,6 +104,8 @@ def fit(step_forward: Callable[[torch.Tensor], torch.Tensor], parameters: list[t
         torch's global RNG; the batch order comes from its own generator seeded by config.seed.
     """
     alpha = config.distill_weight if teacher_logits is not None else 0.0
+    task = task_of(train)
+    columns = [score_column if c == "test_accuracy" else c for c in HISTORY_COLUMNS]
     optimizer = torch.optim.Adam(parameters, lr=config.lr)
     steps = config.epochs * -(-len(train) // config.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
@@ -106,10 +118,15 @@ def fit(step_forward: Callable[[torch.Tensor], torch.Tensor], parameters: list[t
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(order), config.batch_size):
             index = order[start:start + config.batch_size]
-            logits = step_forward(train.x[index].to(device))  # (B, classes)
-            hard = (F.cross_entropy(logits, train.y[index].to(device)) if train.y is not None
-                    else logits.new_zeros(()))
-            soft = (distillation_loss(logits, teacher_logits[index].to(device), config.temperature)
+            x = train.x[index].to(device)
+            logits = as_logits(step_forward(x))  # (B, classes), or (B, T, vocabulary)
+            if task.is_lm:
+                hard = task.loss(logits, x, None)
+            else:
+                hard = (F.cross_entropy(logits, train.y[index].to(device)) if train.y is not None
+                        else logits.new_zeros(()))
+            soft = (distillation_loss(logits.reshape(-1, logits.shape[-1]),
+                                      teacher_logits[index].to(device).reshape(-1, logits.shape[-1]), config.temperature)
                     if alpha > 0 else logits.new_zeros(()))
             loss = (1 - alpha) * hard + alpha * soft
             optimizer.zero_grad(set_to_none=True)
@@ -121,8 +138,8 @@ def fit(step_forward: Callable[[torch.Tensor], torch.Tensor], parameters: list[t
             totals += torch.tensor([loss.item(), hard.item(), soft.item()], dtype=torch.float64) * len(index)
         loss, hard, soft = (totals / len(train)).tolist()
         rows.append({"epoch": epoch, "loss": loss, "hard_loss": hard, "soft_loss": soft,
-                     "test_accuracy": evaluate(), "seconds": time.perf_counter() - started})
-        if progress is not None and progress(pd.DataFrame(rows, columns=HISTORY_COLUMNS)) is False:
+                     score_column: evaluate(), "seconds": time.perf_counter() - started})
+        if progress is not None and progress(pd.DataFrame(rows, columns=columns)) is False:
             stopped = epoch < config.epochs
             break
-    return pd.DataFrame(rows, columns=HISTORY_COLUMNS), stopped
+    return pd.DataFrame(rows, columns=columns), stopped

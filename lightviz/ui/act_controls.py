@@ -18,12 +18,13 @@ from lightviz.core.specs import (
     SCHEMES,
     ActivationSpec,
 )
+from lightviz.core.task import wa_names
 from lightviz.ui import state
 from lightviz.ui.format import sentence_case
 
 FLOAT = "float"
 BITS_OPTIONS = list(range(2, 17)) + [FLOAT]  # as the weight bits slider: float last
-KEYS = ("act_bits", "act_scheme", "act_range_method", "act_percentile", "act_calib_batches")
+KEYS = ("act_bits", "act_scheme", "act_range_method", "act_percentile", "act_calib_batches", "act_per_token")
 SYNCED = "_act_synced"  # the activation spec the widgets were last written from
 
 
@@ -31,7 +32,7 @@ def _values(spec: ActivationSpec | None) -> dict:
     shown = spec or ActivationSpec()
     return {"act_bits": FLOAT if spec is None else spec.bits, "act_scheme": shown.scheme,
             "act_range_method": shown.range_method, "act_percentile": shown.percentile,
-            "act_calib_batches": shown.calib_batches}
+            "act_calib_batches": shown.calib_batches, "act_per_token": shown.per_token}
 
 
 def _sync_widgets() -> None:
@@ -49,7 +50,7 @@ def _on_change() -> None:
         spec = None if ss.act_bits == FLOAT else replace(
             plan.activations or ActivationSpec(), bits=int(ss.act_bits), scheme=ss.act_scheme,
             range_method=ss.act_range_method, percentile=float(ss.act_percentile),
-            calib_batches=int(ss.act_calib_batches))
+            calib_batches=int(ss.act_calib_batches), per_token=bool(ss.get("act_per_token", False)))
     except ValueError as error:
         ss.widget_error = f"Activation setting refused: {error}"
         ss[SYNCED] = "refused"  # the widgets go back to the plan's values on the rerun
@@ -62,7 +63,7 @@ def activation_controls() -> None:
     """An expander with activation bits (or float), scheme, range method and calibration batches."""
     _sync_widgets()
     plan = state.current_plan()
-    names = [layer.name for layer in state.current_engine().layers]
+    names = wa_names(plan, state.current_engine().layers)  # an LM's float embeddings do not count
     spec = plan.activations
     title = f"Activations · {wa_label(plan, names)}" + ("" if spec else " (activations float)")
     with st.expander(title, expanded=spec is not None):
@@ -82,9 +83,18 @@ def activation_controls() -> None:
                              on_change=_on_change, disabled=off,
                              help=f"batches of {(spec or ActivationSpec()).batch_size} inputs the float model "
                                   "runs to fix each input's range")
+        if state.current_bundle().task == "causal_lm":
+            st.toggle("Per token (dynamic)", key="act_per_token", on_change=_on_change, disabled=off,
+                      help="One scale per token, chosen as the model runs (LLM practice), instead of one range per "
+                           "layer calibrated on the calibration text: outlier channels then stretch only their "
+                           "own tokens' scales.")
         if off:
             st.caption("W/A notation: W = weight bits, A = activation bits (32 = float32). Pick activation bits "
                        "to quantize every layer's input with ranges calibrated on a few batches.")
+            return
+        if spec.per_token:
+            st.caption(f"Every token's input vector gets its own {spec.bits}-bit {spec.scheme} range as the model "
+                       f"runs; nothing is calibrated. {RANGE_METHOD_HELP[spec.range_method].capitalize()}.")
             return
         source = ("the digits training split (no test image sets a range)" if state.current_data().name ==
                   "digits-test" else "the first inputs of the evaluation data")

@@ -24,7 +24,7 @@ from lightviz.core.specs import (
     Plan,
 )
 from lightviz.io import pretrained
-from lightviz.ui import history, state
+from lightviz.ui import history, lm, state
 from lightviz.ui.format import bytes_text, human_bytes, percent, sentence_case
 from lightviz.ui.text import plain
 
@@ -130,7 +130,11 @@ def _delta(value: float, text: str, inverse: bool = False) -> dict:
 
 def metrics_row(evaluation: Evaluation, base: Baseline, plan: Plan) -> None:
     """The plan's numbers against the float baseline: accuracy (or, without labels, KL and
-    output SQNR first), agreement, size and bits per weight."""
+    output SQNR first), agreement, size and bits per weight; a language model's perplexity,
+    next-token agreement, size and bits per quantized weight (ui/lm.py)."""
+    if evaluation.task == "causal_lm":
+        lm.metrics_row(evaluation)
+        return
     ev, data, reference = evaluation, state.current_data(), state.reference_name()
     original = f"the original float model {reference}" if reference else "the float model"
     ref_logits, test_logits = state.reference_logits(), state.current_engine().logits(plan, data)

@@ -12,6 +12,7 @@ from lightviz.analysis import explore as analysis
 from lightviz.core.engine import Engine
 from lightviz.core.evaldata import EvalData
 from lightviz.core.specs import GRANULARITIES, SCHEMES, Plan
+from lightviz.core.task import LM_FLOAT_ROLES
 from lightviz.plots import explore as plots
 from lightviz.plots.style import plain as plotly_plain
 from lightviz.ui import charts, state
@@ -83,14 +84,18 @@ def _on_chart_select(key: str) -> None:
         state.select_layer(point.get("customdata") or point.get("x"))
 
 
-def selected_layer(names: list[str]) -> str:
+def selected_layer(names: list[str], roles: list[str] | None = None) -> str:
+    """The layer the charts highlight: the user's pick, else the first one (past a language model's
+    embeddings, which usually stay float)."""
     selected = st.session_state.selected_layer
-    return selected if selected in names else names[0]
+    if selected in names:
+        return selected
+    return next((n for n, r in zip(names, roles or []) if r not in LM_FLOAT_ROLES), names[0])
 
 
 def layer_charts(table: pd.DataFrame) -> None:
     """SQNR and storage per layer, side by side; clicking a bar selects that layer."""
-    selected = selected_layer(table["name"].tolist())
+    selected = selected_layer(table["name"].tolist(), table["role"].tolist())
     st.caption("Click a bar to pick that layer for the histogram below.")
     left, right = st.columns(2)
     with left:
@@ -109,8 +114,9 @@ def _clamp(key: str, upper: int) -> None:
 def histogram_section(engine: Engine, plan: Plan, table: pd.DataFrame) -> None:
     """Float and compressed weights of the selected layer (or one of its channels / groups)."""
     names = table["name"].tolist()
-    if st.session_state.get("hist_layer") != selected_layer(names):  # written only when it differs
-        st.session_state.hist_layer = selected_layer(names)
+    chosen = selected_layer(names, table["role"].tolist())
+    if st.session_state.get("hist_layer") != chosen:  # written only when it differs
+        st.session_state.hist_layer = chosen
     pick, scope, channel_col, group_col = st.columns([2.5, 2, 1.2, 1.2])
     name = pick.selectbox("Layer", names, key="hist_layer",
                           on_change=lambda: state.select_layer(st.session_state.hist_layer))

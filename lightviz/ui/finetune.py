@@ -27,8 +27,11 @@ import streamlit as st
 from lightviz.analysis.sweep import plan_label
 from lightviz.core.evaldata import subset
 from lightviz.core.specs import TrainConfig
+from lightviz.core.task import get_task
 from lightviz.io.datasets import digits_split
+from lightviz.io.text import lm_train_data
 from lightviz.plots import finetune as finetune_plots
+from lightviz.plots import lm as lm_plots
 from lightviz.recover import saved
 from lightviz.recover.distill import distill, student_names
 from lightviz.recover.finetune import finetune
@@ -47,6 +50,7 @@ POLL_S = 0.25
 SESSION_GRACE_S = 10.0  # a browser that reconnects within this keeps its job running
 DEFAULTS = TrainConfig()
 _LOG = logging.getLogger(__name__)
+LM_DEFAULTS = TrainConfig(epochs=4, lr=3e-4, batch_size=16)  # a trained LM wants small steps
 
 
 @dataclass(eq=False)
@@ -139,13 +143,35 @@ def busy() -> bool:
 
 
 def training_data(n: int | None):
-    """The digits training split (never the test split), or a seeded subset of it."""
+    """The digits training split (never the test split), or a seeded subset of it; a language
+    model's calibration text (never its evaluation text)."""
+    if _lm():
+        return subset(lm_train_data(state.current_bundle(), int(state.current_data().x.shape[1])), n)
     return subset(digits_split()[0], n)
+
+
+def _lm() -> bool:
+    return state.current_bundle().task == "causal_lm"
+
+
+def modes() -> tuple[str, ...]:
+    """What can be trained: a language model fine-tunes its plan (no smaller student to distill into)."""
+    return MODES[:1] if _lm() else MODES
+
+
+def caption() -> str:
+    if _lm():
+        return ("How much of the perplexity a plan loses can training win back? Training reads the calibration text "
+                "only; every perplexity is measured on the held-out evaluation text.")
+    return ("How much of the accuracy a plan loses can training win back? Training uses the digits training split "
+            "only; every accuracy is measured on the held-out test split.")
 
 
 def trainable() -> str | None:
     """Why the current model cannot be trained here, or None."""
     bundle = state.current_bundle()
+    if bundle.task == "causal_lm":
+        return None
     if bundle.dataset != "digits":
         return (f"{bundle.name} has no labeled training set here: fine-tuning learns from the digits training "
                 "split, which only the sample models (digits-*) use. Pick a sample model in the sidebar.")
@@ -155,18 +181,22 @@ def trainable() -> str | None:
 def common_settings(prefix: str, temperature: float) -> dict:
     """Epochs, learning rate, batch size, seed, training images and the distillation weights."""
     epochs, lr, batch, seed, samples = st.columns([1.2, 1.6, 1, 1, 1.4])
+    lm = _lm()
+    defaults = LM_DEFAULTS if lm else DEFAULTS
+    total = len(training_data(None))
     settings = {
-        "epochs": epochs.number_input("Epochs", 1, 200, DEFAULTS.epochs, key=f"{prefix}_epochs"),
-        "lr": lr.select_slider("Learning rate (Adam, cosine decay)", LEARNING_RATES, value=DEFAULTS.lr,
+        "epochs": epochs.number_input("Epochs", 1, 200, defaults.epochs, key=f"{prefix}_epochs"),
+        "lr": lr.select_slider("Learning rate (Adam, cosine decay)", LEARNING_RATES, value=defaults.lr,
                                format_func=lambda v: f"{v:g}", key=f"{prefix}_lr"),
-        "batch_size": batch.selectbox("Batch size", BATCH_SIZES, index=BATCH_SIZES.index(DEFAULTS.batch_size),
+        "batch_size": batch.selectbox("Batch size", BATCH_SIZES, index=BATCH_SIZES.index(defaults.batch_size),
                                       key=f"{prefix}_batch_size"),
-        "seed": seed.number_input("Seed", 0, 2**31 - 1, DEFAULTS.seed, key=f"{prefix}_seed",
+        "seed": seed.number_input("Seed", 0, 2**31 - 1, defaults.seed, key=f"{prefix}_seed",
                                   help="Same seed, same numbers: batch order and initial weights."),
         "train_samples": samples.selectbox(
-            "Training images", TRAIN_SAMPLES, key=f"{prefix}_train_samples",
-            format_func=lambda n: f"all {len(digits_split()[0]):,}" if n is None else f"{n} (subset)",
-            help="From the digits training split only; accuracy is always measured on the held-out test split."),
+            "Training sequences" if lm else "Training images", TRAIN_SAMPLES, key=f"{prefix}_train_samples",
+            format_func=lambda n: f"all {total:,}" if n is None else f"{n} (subset)",
+            help="From the calibration text only; perplexity is always measured on the held-out text." if lm else
+                 "From the digits training split only; accuracy is always measured on the held-out test split."),
     }
     alpha, temp = st.columns(2)
     settings["distill_weight"] = alpha.slider("Soft-target weight α", 0.0, 1.0, DEFAULTS.distill_weight, 0.05,
@@ -233,8 +263,8 @@ def start_finetune(settings: dict) -> None:
     train = training_data(settings["train_samples"])
     evaluation = state.current_evaluation(plan)  # cached; the same numbers finetune computes
     job = Job(kind="finetune", model_name=name, label=plan_label(plan), settings=dict(settings),
-              plan_json=plan.to_json(), total_epochs=kwargs["epochs"], before=evaluation.accuracy,
-              float_accuracy=evaluation.float_accuracy, session_ended=session_watch())
+              plan_json=plan.to_json(), total_epochs=kwargs["epochs"], before=evaluation.score,
+              float_accuracy=evaluation.float_score, session_ended=session_watch())
     st.session_state[JOB_KEY] = job
     device = compute.device()  # read here: the job's thread has no session
     job.start(lambda progress: finetune(model, plan, train, test, teacher=teacher, progress=progress, device=device,
@@ -305,6 +335,9 @@ def _follow(job: Job) -> None:
 
 def _history_figure(job: Job):
     epochs = job.total_epochs if job.kind == "finetune" else job.total_epochs // 2
+    if "test_perplexity" in job.history:
+        return lm_plots.history_figure(job.history, before=job.before, float_perplexity=job.float_accuracy,
+                                       epochs=epochs)
     return finetune_plots.history_figure(job.history, before=job.before, float_accuracy=job.float_accuracy,
                                          epochs=epochs)
 
@@ -312,10 +345,17 @@ def _history_figure(job: Job):
 def _finetune_results(job: Job) -> None:
     result = job.result
     before, after, float_acc = result.accuracy_before, result.accuracy_after, result.float_accuracy
+    task = get_task(result.task)
     cols = st.columns(4)
-    cols[0].metric("Before fine-tuning", percent(before), delta=f"{(before - float_acc) * 100:+.2f} pp vs float")
-    cols[1].metric("After fine-tuning", percent(after), delta=f"{(after - before) * 100:+.2f} pp")
-    cols[2].metric("Float model", percent(float_acc))
+    if task.is_lm:  # perplexity: lower is better
+        cols[0].metric("Perplexity before", task.format(before), delta=f"{(before / float_acc - 1) * 100:+.2f}% vs float",
+                       delta_color="inverse")
+        cols[1].metric("Perplexity after", task.format(after), delta=f"{(after - before) / before * 100:+.2f}%",
+                       delta_color="inverse")
+    else:
+        cols[0].metric("Before fine-tuning", percent(before), delta=f"{(before - float_acc) * 100:+.2f} pp vs float")
+        cols[1].metric("After fine-tuning", percent(after), delta=f"{(after - before) * 100:+.2f} pp")
+    cols[2].metric("Float model", task.format(float_acc))
     cols[3].metric("Size (before and after)", human_bytes(result.size_bytes),
                    delta=f"{result.float_size_bytes / max(result.size_bytes, 1):.1f}× smaller than float",
                    delta_color="off", delta_arrow="off")
@@ -323,10 +363,10 @@ def _finetune_results(job: Job) -> None:
     stopped = f", stopped after {len(result.history)} epochs" if result.stopped else ""
     recovered = result.recovered
     share = ("the plan lost nothing to win back" if math.isnan(recovered)
-             else f"won back {recovered:.0%} of the accuracy the plan lost")
+             else f"won back {recovered:.0%} of the {task.metric} the plan lost")
     st.caption(f"{'Distilled from the float model, ' if job.settings['distill'] else ''}{share}, in "
-               f"{job.seconds:.1f} s{stopped}. The size does not change: same plan, new weights. "
-               "The result is on the Trade-offs chart as a green triangle.")
+               f"{job.seconds:.1f} s{stopped}. The size does not change: same plan, new weights."
+               + ("" if task.is_lm else " The result is on the Trade-offs chart as a green triangle."))
     keep, reset, link = st.columns([1.3, 1.2, 1], vertical_alignment="center")
     keep.button("Use the fine-tuned model", key="finetune_keep", on_click=_keep, args=(job,),
                 icon=":material/check:", disabled=state.current_name() != job.model_name,
@@ -336,7 +376,8 @@ def _finetune_results(job: Job) -> None:
         reset.button("Back to the original model", key="finetune_reset", on_click=reset_model,
                      icon=":material/undo:")
     link.page_link("pages/tradeoffs.py", label="See it on Trade-offs", icon=":material/show_chart:")
-    _download(job.result.model, _finetuned_meta(job), "the fine-tuned weights", "finetune_download")
+    if job.result.task != "causal_lm":  # the file format holds the digits architectures (recover/saved.py)
+        _download(job.result.model, _finetuned_meta(job), "the fine-tuned weights", "finetune_download")
 
 
 def _distill_results(job: Job) -> None:
@@ -376,11 +417,15 @@ def _distill_results(job: Job) -> None:
 # --- keeping weights; Trade-offs -----------------------------------------------------------------
 
 
-def _finetuned_meta(job: Job) -> saved.TrainedMeta:
+def _finetuned_description(job: Job) -> str:
     result, base = job.result, registry.base_name(job.model_name)
-    description = (f"{base} fine-tuned for {job.label}: {len(result.history)} epochs"
-                   f"{', distilled from the float model' if job.settings['distill'] else ''}, "
-                   f"{percent(result.accuracy_after)} under that plan")
+    return (f"{base} fine-tuned for {job.label}: {len(result.history)} epochs"
+            f"{', distilled from the float model' if job.settings['distill'] else ''}, "
+            f"{get_task(result.task).format(result.accuracy_after)} under that plan")
+
+
+def _finetuned_meta(job: Job) -> saved.TrainedMeta:
+    result, base, description = job.result, registry.base_name(job.model_name), _finetuned_description(job)
     return saved.TrainedMeta(kind="finetuned", arch=base, num_classes=_classes(result.model),
                              identity=saved.folded_modules(result.model, base), base=base,
                              plan=job.plan_json or "", description=description)
@@ -392,6 +437,10 @@ def _classes(model) -> int:
 
 def _keep(job: Job) -> None:
     """Register the fine-tuned model and make it the session's current model (plan kept)."""
+    if job.result.task == "causal_lm":  # with its tokenizer, for this server's sessions only (no file format)
+        name = registry.register(state.load_bundle(job.model_name), job.result.model, _finetuned_description(job))
+        state.set_model(name, keep_plan=True)
+        return
     _use_trained(job.result.model, _finetuned_meta(job))
 
 
@@ -425,7 +474,8 @@ def reset_model() -> None:
 def record_finished() -> None:
     """Add a finished, successful fine-tune to the Trade-offs points (once per job)."""
     job = current_job()
-    if job is None or job.running or job.recorded or job.kind != "finetune" or job.result is None:
+    if job is None or job.running or job.recorded or job.kind != "finetune" or job.result is None \
+            or job.result.task != "classification":  # the Trade-offs points are accuracies
         return
     result = job.result
     st.session_state.setdefault(POINTS_KEY, []).append({

@@ -187,7 +187,7 @@ def apply(query: dict, record: bool = True) -> None:
 def known_model(name: str) -> bool:
     if pretrained.is_pretrained_name(name):
         return pretrained.cached_file(pretrained.arch_of(name)) is not None
-    return (name in zoo.list_models() or name in zoo.list_torchvision_models()
+    return (name in zoo.list_models() or name in zoo.list_language_models() or name in zoo.list_torchvision_models()
             or registry.visible(name) and registry.get(name) is not None)
 
 

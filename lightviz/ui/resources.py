@@ -92,10 +92,19 @@ def load_engine(name: str) -> Engine:
     return model(name)[1]
 
 
-def load_eval_data(name: str, n: int | None = None) -> EvalData:
+def load_eval_data(name: str, n: int | None = None, seq_len: int | None = None) -> EvalData:
     """The model's default data (datasets.eval_data_for), `n` samples of it; one object per
-    (name, n) while it stays cached."""
-    return eval_data.get((name, n), lambda: datasets.eval_data_for(load_bundle(name), n))
+    (name, n, seq_len) while it stays cached. A language model's: `n` sequences of `seq_len`
+    tokens of the shipped held-out text."""
+    def build() -> EvalData:
+        bundle = load_bundle(name)
+        if seq_len is not None and bundle.task == "causal_lm":
+            from lightviz.io.text import lm_eval_data
+
+            return lm_eval_data(bundle, n, seq_len)
+        return datasets.eval_data_for(bundle, n)
+
+    return eval_data.get((name, n) if seq_len is None else (name, n, seq_len), build)
 
 
 def clear() -> None:

@@ -12,6 +12,7 @@ import streamlit as st
 from lightviz.analysis import mixed, ranges, sensitivity, sweep
 from lightviz.core.activations import wa_label
 from lightviz.core.specs import RANGE_METHOD_HELP, SCHEMES, Plan
+from lightviz.core.task import LM_FLOAT_ROLES, embeddings_float, task_of, wa_names, with_float_embeddings
 from lightviz.io import datasets
 from lightviz.plots import sensitivity as plots_analysis
 from lightviz.ui import charts, compute, state
@@ -53,7 +54,9 @@ def sensitivity_form() -> dict | None:
                                       help="A seeded random subset makes big models faster; the standard "
                                            "error in each cell's hover grows as sqrt(1/n).")
         quant = state.current_plan().default.quant
-        st.caption(f"Each layer is compressed alone, every other layer float, with the current plan's "
+        per_block = lm_units_control(data)
+        st.caption(f"Each {'block' if per_block else 'layer'} is compressed alone, every other layer float, with "
+                   f"the current plan's "
                    f"{quant.scheme} scheme, per-{quant.granularity} granularity and {quant.range_method} range; "
                    f"sparsities use its {state.current_plan().default.prune.method} pruning.")
         pressed = st.form_submit_button("Run sensitivity", type="primary")
@@ -66,7 +69,24 @@ def sensitivity_form() -> dict | None:
     if n > MAX_SETTINGS_X_LAYERS:
         st.error(f"That is {n} layer settings; pick at most {MAX_SETTINGS_X_LAYERS} (fewer bits or sparsities).")
         return None
-    return {"bits": sorted(bits), "sparsities": sorted(sparsities), "max_samples": None if subset == ALL else subset}
+    return {"bits": sorted(bits), "sparsities": sorted(sparsities), "max_samples": None if subset == ALL else subset,
+            "per_block": per_block}
+
+
+def lm_units_control(data) -> bool:
+    """For a language model: per transformer block or per layer (True: per block)."""
+    if not task_of(data).is_lm:
+        return False
+    return st.radio("Unit", ["per block", "per layer"], horizontal=True, key="sens_units",
+                    help="per block: all Linear layers of one transformer block compressed together; per layer: "
+                         "one at a time. The embeddings and LM head follow the current plan.") == "per block"
+
+
+def _lm_units(engine, base, per_block: bool) -> dict | None:
+    """The units a language model's sensitivity runs over: its blocks, or its layers the plan quantizes."""
+    if per_block:
+        return sensitivity.blocks(engine, [n for n in engine.by_name if not base.config_for(n).keep_float])
+    return {layer.name: [layer.name] for layer in engine.layers if not base.config_for(layer.name).keep_float}
 
 
 def run(chosen: dict) -> None:
@@ -76,7 +96,9 @@ def run(chosen: dict) -> None:
     where = compute.backend()
     on = compute.backend_caption(where)
     bar = st.progress(0.0, text=f"starting{on}…")
+    units = _lm_units(engine, base, chosen.get("per_block", False)) if task_of(data).is_lm else None
     df = sensitivity.sensitivity(engine, data, chosen["bits"], chosen["sparsities"], base=base, backend=where,
+                                 units=units,
                                  progress=lambda i, n: bar.progress(i / n, text=f"{i} of {n} layer settings{on}"))
     bar.empty()
     _results()[state.current_name()] = {"df": df, "base": base, "data": data, "bits": chosen["bits"]}
@@ -91,20 +113,25 @@ def heatmap_section() -> None:
                 "alone and the cell shows what the model loses.")
         return
     df = found["df"]
-    labeled = df["accuracy"].notna().all()
-    value = st.radio("Color by", ["accuracy drop", "KL vs float"] if labeled else ["KL vs float"], horizontal=True,
+    lm = "perplexity" in df
+    labeled = lm or df["accuracy"].notna().all()
+    first = "perplexity increase" if lm else "accuracy drop"
+    value = st.radio("Color by", [first, "KL vs float"] if labeled else ["KL vs float"], horizontal=True,
                      key="sens_color")
-    column = "accuracy_drop" if value == "accuracy drop" else "kl"
+    column = {"accuracy drop": "accuracy_drop", "perplexity increase": "perplexity_increase"}.get(value, "kl")
     charts.show(plots_analysis.sensitivity_heatmap(df, column), key="sens_heatmap")
     n = int(df["n_samples"].iloc[0])
     how = ("reusing the float activations before each layer (torch.fx)" if df.attrs.get("reuse")
            else f"with full forwards ({df.attrs.get('note')})")
     se = ""
-    if labeled:
+    if labeled and not lm:
         se = (f" An accuracy near {percent(df['float_accuracy'].iloc[0])} on {n} inputs has a standard error of "
               f"about {percent(df['accuracy_se'].min())}: smaller drops are within noise.")
-    st.caption(f"{len(df)} layer settings on {n} inputs in {df.attrs.get('seconds', 0):.1f} s, {how}.{se} "
-               "Hover a cell for accuracy ± standard error, KL and the layer's size.")
+    unit, inputs = ("block" if df.attrs.get("units") and any(len(v) > 1 for v in df.attrs["units"].values())
+                    else "layer"), "sequences" if lm else "inputs"
+    st.caption(f"{len(df)} {unit} settings on {n} {inputs} in {df.attrs.get('seconds', 0):.1f} s, {how}.{se} "
+               + (f"Hover a cell for the perplexity, KL and the {unit}'s size." if lm else
+                  "Hover a cell for accuracy ± standard error, KL and the layer's size."))
     with st.expander("Sensitivity rows as a table"):
         st.dataframe(df, hide_index=True, width="stretch")
     st.download_button("Download sensitivity as CSV", df.to_csv(index=False).encode(),
@@ -124,13 +151,19 @@ def mixed_section() -> None:
         return
     engine, base, data = state.current_engine(), found["base"], found["data"]
     kind_col, value_col, button_col = st.columns([3.2, 1.6, 1.0], vertical_alignment="bottom")
-    kind = kind_col.radio("Budget", BUDGETS, horizontal=True, key="mixed_budget")
+    lm = task_of(data).is_lm
+    kind = kind_col.radio("Budget", BUDGETS, horizontal=True, key="mixed_budget",
+                          format_func=lambda b: "allowed perplexity increase" if lm and b == BUDGETS[2] else b)
     if kind == BUDGETS[0]:
         amount = value_col.number_input("bits per weight (scales included)", 1.0, 32.0, 4.0, 0.25, key="mixed_avg")
     elif kind == BUDGETS[1]:
-        default = engine.evaluate(mixed.uniform_at(base, 4), data).size_bytes
+        default = engine.evaluate(_as_base(mixed.uniform_at(base, 4), base, engine), data).size_bytes
         amount = value_col.number_input("model size at most (bytes)", 1, None, int(default), 100, key="mixed_bytes",
                                         help="The default is the size of uniform 4-bit with these settings.")
+    elif lm:
+        amount = value_col.number_input("allowed perplexity increase (%)", 0.0, 1000.0, 2.0, 0.5, key="mixed_drop",
+                                        help="The smallest plan whose measured perplexity stays within this "
+                                             "relative increase over the float model's.")
     else:
         amount = value_col.number_input("allowed drop (points)", 0.0, 100.0, 1.0, 0.1, key="mixed_drop",
                                         help="The smallest plan whose measured accuracy drop (agreement drop "
@@ -142,7 +175,8 @@ def mixed_section() -> None:
         result = state.attempt(lambda: mixed.allocate(engine, data, found["df"], base, backend=where, **budget),
                                "Could not allocate bits", "raise the budget or run the sensitivity with fewer bits")
         if result is not None:
-            uniform = sweep.run_sweep(engine, data, [mixed.uniform_at(base, b) for b in bits], backend=where)
+            uniform = sweep.run_sweep(engine, data, [_as_base(mixed.uniform_at(base, b), base, engine) for b in bits],
+                                      backend=where)
             st.session_state.setdefault("sens_mixed", {})[state.current_name()] = result, uniform
     found_mixed = st.session_state.get("sens_mixed", {}).get(state.current_name())
     if found_mixed is None:
@@ -152,24 +186,39 @@ def mixed_section() -> None:
     _show_allocation(*found_mixed)
 
 
+def _as_base(plan, base, engine):
+    """A uniform plan with the base's embeddings kept float when the base keeps them (language models)."""
+    return with_float_embeddings(plan, engine.layers) if embeddings_float(base, engine.layers) else plan
+
+
 def _show_allocation(result: mixed.Allocation, uniform) -> None:
     engine, ev = state.current_engine(), result.evaluation
-    names = [layer.name for layer in engine.layers]
+    names = wa_names(result.plan, engine.layers)
     label = f"mixed {wa_label(result.plan, names)} ({result.budget})"
     cols = st.columns(4)
-    cols[0].metric("Accuracy" if ev.accuracy is not None else "Agreement",
-                   percent(ev.accuracy if ev.accuracy is not None else ev.agreement),
-                   delta=None if ev.accuracy is None else f"{(ev.accuracy - ev.float_accuracy) * 100:+.2f} pp")
+    if ev.task == "causal_lm":
+        cols[0].metric("Perplexity", f"{ev.perplexity:.3f}", delta_color="inverse",
+                       delta=f"{(ev.perplexity / ev.float_perplexity - 1) * 100:+.2f}% vs float")
+    else:
+        cols[0].metric("Accuracy" if ev.accuracy is not None else "Agreement",
+                       percent(ev.accuracy if ev.accuracy is not None else ev.agreement),
+                       delta=None if ev.accuracy is None else f"{(ev.accuracy - ev.float_accuracy) * 100:+.2f} pp")
     cols[1].metric("Size", bytes_text(ev.size_bytes), delta=f"{ev.compression_ratio:.2f}× compression",
                    delta_color="off")
-    cols[2].metric("Bits per weight", f"{ev.avg_bits_per_weight:.2f}")
+    if ev.task == "causal_lm":  # as LM users count: the quantized weights with their scales
+        cols[2].metric("Bits per weight", f"{ev.quantized_bits_per_weight:.3f}",
+                       help=f"over the quantized weights, scales included; over every weight {ev.avg_bits_per_weight:.2f}")
+    else:
+        cols[2].metric("Bits per weight", f"{ev.avg_bits_per_weight:.2f}")
     cols[3].metric("W/A", wa_label(result.plan, names))
-    y = "accuracy" if ev.accuracy is not None else "agreement"
+    y = "perplexity" if ev.task == "causal_lm" else "accuracy" if ev.accuracy is not None else "agreement"
     left, right = st.columns([3, 2])
     charts.show(where=left, fig=plots_analysis.mixed_figure(
         uniform, (ev.size_bytes, getattr(ev, y), label),
-        (engine.float_size_bytes, ev.float_accuracy if y == "accuracy" else 1.0), y), key="mixed_chart")
-    table = [{"layer": name, "bits": b, "weights": engine.by_name[name].n_weights} for name, b in result.bits.items()]
+        (engine.float_size_bytes, ev.float_score if y != "agreement" else 1.0), y), key="mixed_chart")
+    members = current_result()["df"].attrs.get("units") or {}
+    table = [{"layer": name, "bits": b, "weights": sum(engine.by_name[n].n_weights for n in members.get(name, [name]))}
+             for name, b in result.bits.items()]
     right.dataframe(table, hide_index=True, width="stretch", height=min(38 + 35 * len(table), 360))
     right.caption(f"{result.method} on {result.objective}{'' if result.exact else ' (approximate)'}; "
                   + "; ".join(result.notes))
@@ -196,7 +245,8 @@ def ranges_section() -> None:
     engine, plan = state.current_engine(), state.current_plan()
     names = [layer.name for layer in engine.layers]
     layer_col, source_col, bits_col, scheme_col, pct_col = st.columns([2.4, 1.8, 1.6, 1.8, 1.2])
-    layer = layer_col.selectbox("Layer", names, key="ranges_layer")
+    first = next((i for i, layer in enumerate(engine.layers) if layer.role not in LM_FLOAT_ROLES), 0)
+    layer = layer_col.selectbox("Layer", names, key="ranges_layer", index=first)
     source = source_col.radio("Values", ranges.SOURCES, horizontal=True, key="ranges_source",
                               format_func=lambda s: "weights" if s == "weights" else "input activations")
     bits = bits_col.slider("Bits", 2, 8, 4, key="ranges_bits")

@@ -6,8 +6,9 @@ import streamlit as st
 
 from lightviz.analysis import explore as analysis
 from lightviz.core import metrics
+from lightviz.core.task import task_of
 from lightviz.io import pretrained, zoo
-from lightviz.ui import compute, gate, glossary, registry, state, uploads
+from lightviz.ui import compute, gate, glossary, lm, registry, state, uploads
 from lightviz.ui.format import bytes_text, human_bytes, percent
 from lightviz.ui.text import plain
 
@@ -20,7 +21,8 @@ def _model_options() -> list[str]:
     tuned = st.session_state.get(registry.SESSION_KEY, []) + [state.current_name()]  # made in this session
     tuned = [name for name in tuned if registry.is_derived(name) or pretrained.is_pretrained_name(name)]
     cached = [pretrained.pretrained_name(arch) for arch in pretrained.cached_archs()]
-    return list(dict.fromkeys(tuned + cached)) + zoo.list_models() + zoo.list_torchvision_models()
+    return (list(dict.fromkeys(tuned + cached)) + zoo.list_models() + zoo.list_language_models()
+            + zoo.list_torchvision_models())
 
 
 def _model_label(name: str) -> str:
@@ -28,6 +30,8 @@ def _model_label(name: str) -> str:
         return registry.label(name)
     if pretrained.is_pretrained_name(name):
         return f"{pretrained.arch_of(name)} · pretrained"
+    if name in zoo.list_language_models():
+        return f"{name} · language model"
     return name if name in zoo.SAMPLE_MODELS else f"{name} · random weights"
 
 
@@ -51,7 +55,8 @@ def render() -> bool:
     with st.sidebar:
         st.selectbox("Model", _model_options(), key=MODEL_PICKER_KEY, format_func=_model_label,
                      on_change=_on_model_pick,
-                     help="Samples (digits-*) ship trained weights and are scored on the digits test split. "
+                     help="Samples (digits-*) ship trained weights and are scored on the digits test split; "
+                          "tiny-gpt is a small language model scored by perplexity on held-out text. "
                           "torchvision architectures are built with random weights unless their pretrained "
                           "weights are in the torch cache (download them below, on request): with random "
                           "weights only fidelity to the float model means something. Large ones take a while.")
@@ -65,6 +70,7 @@ def render() -> bool:
             return False
         st.caption(plain(bundle.description))
         _pretrained_section(bundle)
+        task = task_of(data)
         st.markdown(_accuracy_line(data) +
                     f"Float size **{human_bytes(engine.float_size_bytes)}** ({bytes_text(engine.float_size_bytes)})  \n"
                     f"**{analysis.parameter_count(bundle.model):,}** parameters  \n"
@@ -72,7 +78,7 @@ def render() -> bool:
                     f"({', '.join(f'{count} {role}' for role, count in analysis.role_counts(engine).items())}), "
                     f"{sum(layer.n_weights for layer in engine.layers):,} weights",
                     help="Float size: every parameter and buffer at its dtype's size (the state_dict).")
-        if data.labeled:
+        if data.labeled or task.is_lm:
             st.caption(plain(f"Data: {data.description}."))
         else:
             st.caption(plain(f"Fidelity only: {bundle.note}. Data: {data.description}."))
@@ -81,7 +87,18 @@ def render() -> bool:
 
 
 def _accuracy_line(data) -> str:
-    """Float accuracy (the original model's for a fine-tuned one), once it may be computed."""
+    """Float accuracy (the original model's for a fine-tuned one), once it may be computed; a
+    language model's perplexity on the held-out text."""
+    task = task_of(data)
+    if task.is_lm:
+        if not gate.ready_to_evaluate():
+            return "Float perplexity: after the first evaluation  \n"
+        line = f"Float perplexity **{task.format(task.score(state.reference_logits(), data.x, data.y))}**"
+        if state.reference_name():
+            line = (f"Original float perplexity ({state.reference_name()}) "
+                    f"**{task.format(task.score(state.reference_logits(), data.x, data.y))}**  \n"
+                    f"These weights unquantized: {task.format(task.score(state.float_logits(), data.x, data.y))}")
+        return line + "  \n"
     if not data.labeled:
         return "Float accuracy **n/a** (no labels: fidelity only)  \n"
     if not gate.ready_to_evaluate():
@@ -149,6 +166,16 @@ def _eval_size_input() -> None:
     to generate for a model without a dataset. Fewer samples keep a large model responsive."""
     full = state.full_data()
     default = len(full)
+    if task_of(full).is_lm:  # a language model: how many sequences, and how long (ui/lm.py)
+        lm.sequence_controls()
+        uploaded = st.session_state.get(state.USER_DATA_KEY, {}).get(state.current_name())
+        whole = uploaded if uploaded is not None else state.load_eval_data(state.current_name(), 10**9, _seq_len())
+        st.session_state[EVAL_SIZE_INPUT] = min(state.eval_size() or default, len(whole))
+        st.number_input("Evaluation sequences", min_value=1, max_value=len(whole), key=EVAL_SIZE_INPUT,
+                        on_change=_on_eval_size, args=(default if uploaded is None else -1,),
+                        help=f"A seeded random subset of the {len(whole):,} sequences of the text: more give a "
+                             "steadier perplexity; each costs a forward pass of both models.")
+        return
     if full.name == "generated":  # no dataset, no upload: inputs are made up
         largest = max(default, GENERATED_VALUES // max(full.x[0].numel(), 1))
         help_text = (f"How many generated inputs to run (default {default}). More give steadier "
@@ -162,6 +189,10 @@ def _eval_size_input() -> None:
         st.session_state[EVAL_SIZE_INPUT] = wanted
     st.number_input("Evaluation samples", min_value=1, max_value=largest, key=EVAL_SIZE_INPUT,
                     on_change=_on_eval_size, args=(default,), help=help_text)
+
+
+def _seq_len() -> int | None:
+    return st.session_state.get(state.SEQ_LEN_KEY, {}).get(state.current_name())
 
 
 def _on_eval_size(default: int) -> None:

@@ -25,6 +25,7 @@ from lightviz.analysis.editing import apply_layer_edits
 from lightviz.analysis.sweep import plan_row
 from lightviz.core.engine import Engine
 from lightviz.core.specs import Plan, PruneSpec, QuantSpec
+from lightviz.core.task import Task, task_of, with_float_embeddings
 from lightviz.io import datasets, zoo
 from lightviz.ui import data_registry, history, links, registry
 from lightviz.ui.links import (  # noqa: F401 (state's names for them)
@@ -39,6 +40,7 @@ from lightviz.ui.resources import load_bundle, load_engine, load_eval_data  # no
 from lightviz.ui.text import plain
 
 SAVED_OVERRIDES_KEY = "model_overrides"  # {model name: (overrides, pinned)} left when switching away
+SEQ_LEN_KEY = "seq_lens"  # {language model name: tokens per evaluation sequence; absent: the default}
 PROGRESS_DELAY_S = 0.3  # evaluations faster than this show no progress bar
 HISTORY_LIMIT = 200
 
@@ -54,30 +56,12 @@ WIDGET_KEYS = {
     "prune_method": ("prune", "method"),
     "global_prune": ("plan", "global_prune"),
     "fold_bn": ("plan", "fold_bn"),
+    "scale_dtype": ("quant", "scale_dtype"),  # shown for language models (ui/lm.py)
 }
 FLOAT_BITS_LABEL = "float"  # the bits widget shows "float" for bits=None
 
 
 # --- session state -----------------------------------------------------------------------
-
-
-def through_router(page_file: str) -> None:
-    """Send a page that Streamlit runs on its own through app.py's router.
-
-    Before app.py has run once in a fresh server, Streamlit treats pages/ as a legacy
-    multipage folder: a link to /tradeoffs runs pages/tradeoffs.py alone, without the
-    router, the sidebar or the session state. Then run app.py (which comes back here).
-    """
-    if "plan" not in st.session_state:
-        st.session_state.return_to = page_file
-        st.switch_page("app.py", query_params=dict(st.query_params))
-
-
-def return_to_page() -> None:
-    """In app.py, after st.navigation: finish a detour made by `through_router`."""
-    target = st.session_state.pop("return_to", None)
-    if target:
-        st.switch_page(target, query_params=dict(st.query_params))
 
 
 def init_state() -> None:
@@ -99,8 +83,12 @@ def init_state() -> None:
     ss.link_error = None
     ss.editor_generation = 0  # bumped whenever the plan's overrides change outside the table
     ss[PINNED_KEY] = None
-    if any(key in st.query_params for key in links.PARAMS):
-        links.apply(st.query_params.to_dict(), record=False)
+    query = st.query_params.to_dict()
+    if any(key in query for key in links.PARAMS):
+        links.apply(query, record=False)
+    if "plan" not in query and load_bundle(ss.model_name).task == "causal_lm":
+        ss.plan = with_float_embeddings(ss.plan, load_engine(ss.model_name).layers)  # as LM tools do
+        sync_url()
     write_widgets(ss.plan)
 
 
@@ -120,6 +108,11 @@ def current_engine() -> Engine:
     return load_engine(current_name())
 
 
+def current_task() -> Task:
+    """What the current model is measured by: classification (accuracy) or causal LM (perplexity)."""
+    return task_of(current_data())
+
+
 def full_data() -> datasets.EvalData:
     """The data uploaded for the current model in this session, else its default data."""
     uploaded = st.session_state.get(USER_DATA_KEY, {}).get(current_name())
@@ -134,7 +127,8 @@ def current_data() -> datasets.EvalData:
     name, n = current_name(), eval_size()
     uploaded = st.session_state.get(USER_DATA_KEY, {}).get(name)
     if uploaded is None:
-        return load_eval_data(name, n)
+        seq_len = st.session_state.get(SEQ_LEN_KEY, {}).get(name)
+        return load_eval_data(name, n, seq_len) if seq_len else load_eval_data(name, n)
     subsets = st.session_state.setdefault("user_data_subsets", {})  # {model name: (full, n, subset)}
     kept = subsets.get(name)
     if kept is None or kept[0] is not uploaded or kept[1] != n:
@@ -253,6 +247,8 @@ def set_model(name: str, keep_plan: bool = False) -> None:
             back = Plan(default=default, overrides=overrides, pinned=pinned).with_default(plan.default)
             plan = replace(plan, overrides=back.overrides, pinned=back.pinned)
             ss.model_info = f"Your {_count(plan.overrides)} for {name} are back."
+        elif not plan.overrides and load_bundle(name).task == "causal_lm":  # as LM tools do: embeddings float
+            plan = with_float_embeddings(plan, load_engine(name).layers)
     ss.model_name, ss.plan, ss.selected_layer = name, plan, None
     ss.editor_generation += 1
     pending = ss.get("pending_link")
@@ -320,7 +316,7 @@ def plan_from_widgets() -> Plan:
     bits = None if values["bits"] == FLOAT_BITS_LABEL else int(values["bits"])
     quant = QuantSpec(bits=bits, scheme=values["scheme"], granularity=values["granularity"],
                       group_size=int(values["group_size"]), range_method=values["range_method"],
-                      percentile=float(values["percentile"]))
+                      percentile=float(values["percentile"]), scale_dtype=values["scale_dtype"] or "float32")
     prune = PruneSpec(sparsity=float(values["sparsity"]), method=values["prune_method"], m=plan.default.prune.m)
     default = replace(plan.default, quant=quant, prune=prune)
     return replace(plan.with_default(default), global_prune=bool(values["global_prune"]),

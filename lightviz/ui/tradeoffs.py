@@ -9,6 +9,7 @@ from lightviz.analysis import explore as analysis
 from lightviz.analysis import sweep
 from lightviz.analysis.sweep import plan_label
 from lightviz.core.specs import GRANULARITIES, PRUNE_METHODS, SCHEMES, Plan
+from lightviz.core.task import embeddings_float, task_of, with_float_embeddings
 from lightviz.plots import tradeoffs as plots
 from lightviz.ui import charts, compute, deploy, state
 from lightviz.ui import compare as compare_ui
@@ -18,10 +19,14 @@ MAX_CONFIGS = 200
 SPARSITY_OPTIONS = [0.0, 0.25, 0.5, 0.75, 0.9]
 DEFAULTS = {"bits": [2, 3, 4, 8], "schemes": ["symmetric", "asymmetric"], "granularities": ["tensor", "channel"],
             "sparsities": [0.0, 0.5], "prune_method": "unstructured"}
+LM_DEFAULTS = {"bits": [2, 3, 4, 8], "schemes": ["symmetric", "asymmetric"], "granularities": ["channel", "group"],
+               "sparsities": [0.0], "prune_method": "unstructured"}  # weight-only, as LMs are quantized
 CHART_KEY = "tradeoff_chart"
 
 
 def _settings() -> dict:
+    if state.current_bundle().task == "causal_lm":
+        return st.session_state.setdefault("sweep_settings_lm", dict(LM_DEFAULTS))
     return st.session_state.setdefault("sweep_settings", dict(DEFAULTS))
 
 
@@ -56,7 +61,7 @@ def sweep_form() -> dict | None:
     if n > MAX_CONFIGS:
         st.error(f"That is {n} configurations; pick at most {MAX_CONFIGS} (fewer values in a list).")
         return None
-    st.session_state.sweep_settings = chosen
+    st.session_state["sweep_settings_lm" if state.current_bundle().task == "causal_lm" else "sweep_settings"] = chosen
     return chosen
 
 
@@ -65,6 +70,8 @@ def run(chosen: dict) -> None:
     engine, data, base = state.current_engine(), state.current_data(), state.current_plan()
     plans = sweep.sweep_configs(sorted(chosen["bits"]), chosen["schemes"], chosen["granularities"],
                                 sorted(chosen["sparsities"]), chosen["prune_method"], base=base)
+    if embeddings_float(base, engine.layers):  # a language model keeps its embeddings float in every plan
+        plans = list(dict.fromkeys(with_float_embeddings(plan, engine.layers) for plan in plans))
     for plan in plans:
         reason = analysis.interactive_cost_error(engine, plan)
         if reason:
@@ -109,7 +116,8 @@ def _on_point_select() -> None:
 def tradeoff_chart() -> None:
     """Accuracy (agreement without labels) against size: sweep, frontier, float, current, history."""
     data, plan = state.current_data(), state.current_plan()
-    y = "accuracy" if data.labeled else "agreement"
+    lm = task_of(data).is_lm
+    y = "perplexity" if lm else "accuracy" if data.labeled else "agreement"
     evaluation = state.current_evaluation(plan)
     found = current_sweep()
     results = found["results"] if found else None
@@ -119,8 +127,8 @@ def tradeoff_chart() -> None:
         history = history[same].reset_index(drop=True)
     st.session_state.tradeoff_sources = {"sweep": results if results is not None else pd.DataFrame(),
                                          "history": history}
-    float_y = evaluation.float_accuracy if data.labeled else 1.0  # the original float model's, when fine-tuned
-    current_y = evaluation.accuracy if data.labeled else evaluation.agreement
+    float_y = evaluation.float_score if lm or data.labeled else 1.0  # the original float model's, when fine-tuned
+    current_y = evaluation.score if lm or data.labeled else evaluation.agreement
     axis = st.radio("x axis", ["size", "measured latency"], horizontal=True, key="tradeoff_x",
                     help="size: what a packed file holds. measured latency: each plan exported to ONNX and timed "
                          "in onnxruntime on this machine, on request")
@@ -149,7 +157,10 @@ def tradeoff_chart() -> None:
         done, link = st.columns([3, 1], vertical_alignment="center")
         done.success(f"Current plan is now: {st.session_state.pop('made_current')}")
         link.page_link("pages/explore.py", label="See it in Explore", icon=":material/arrow_forward:")
-    if not data.labeled:
+    if lm:
+        st.caption("Perplexity on the evaluation text (log scale): lower is better, so the frontier runs along the "
+                   "bottom. Every plan keeps the embeddings and LM head as the current plan does.")
+    elif not data.labeled:
         st.caption("No labels for this model's inputs: the y axis is agreement with the float model.")
     if results is None:
         st.info("Run a sweep to fill the chart; the float model, the current plan and what you tried in "

@@ -12,7 +12,7 @@ import streamlit as st
 from lightviz.io import loading, userdata, zoo
 from lightviz.io.safeload import TRUST_HINT, max_upload_bytes
 from lightviz.recover import saved
-from lightviz.ui import data_registry, registry, state
+from lightviz.ui import data_registry, lm, registry, state
 from lightviz.ui.text import plain
 
 DATA_KEY = state.USER_DATA_KEY
@@ -39,7 +39,13 @@ def render() -> None:
                                      "and lightviz only. Tick only for files you made or fully trust.")
             if st.form_submit_button("Load model") and upload is not None:
                 _load_model(upload, arch, trust)
+        lm.folder_upload_form()  # a Hugging Face causal LM folder
         bundle = state.current_bundle()
+        if bundle.task == "causal_lm":  # a language model reads text
+            lm.model_caption()
+            lm.text_upload_form()
+            _default_data_button()
+            return
         st.caption(plain(f"Input shape {tuple(bundle.input_shape)} · {bundle.num_classes} classes: "
                          f"{_classes_text(bundle.class_names)}"))
         with st.form("data_upload", clear_on_submit=False, border=False):
@@ -66,10 +72,15 @@ def render() -> None:
                                           "below, can use fewer still.")
             if st.form_submit_button("Load data") and data is not None:
                 _load_data(data, size, mean, std, subset)
-        if st.session_state.get(DATA_KEY, {}).get(state.current_name()) is not None:
-            if st.button("Use the default data again"):
-                state.use_uploaded_data(None)
-                st.rerun()
+        _default_data_button()
+
+
+def _default_data_button() -> None:
+    if st.session_state.get(DATA_KEY, {}).get(state.current_name()) is not None:
+        if st.button("Use the default data again"):
+            st.session_state.get(lm.RAW_KEY, {}).pop(state.current_name(), None)
+            state.use_uploaded_data(None)
+            st.rerun()
 
 
 def _load_model(upload, arch: str | None, trust: bool) -> None:
