@@ -282,6 +282,20 @@ def test_cli_evaluate_reports_perplexity_with_the_same_layers_list(capsys):
     assert "lm_head" not in layers  # tied to transformer.wte: one layer
 
 
+def test_cli_report_export_and_benchmark_on_a_language_model(tmp_path, capsys):
+    """The report speaks perplexity; the packed file holds the LM; ONNX and benchmark refuse in one line."""
+    common = ["--model", "tiny-gpt", "--preset", "w4g128", "--max-samples", "2", "--seq-len", "64"]
+    code, out, err = _run(capsys, "report", *common, "--sweep-bits", "none", "--out", str(tmp_path / "r.html"))
+    assert code == 0, err
+    html = (tmp_path / "r.html").read_text()
+    assert "perplexity" in out and "Perplexity against size" in html and "same top-1 answer" not in html
+    code, out, err = _run(capsys, "export", *common, "--format", "lightviz", "--out", str(tmp_path / "lm.safetensors"))
+    assert code == 0 and (tmp_path / "lm.safetensors").is_file(), err
+    for argv in (["export", "--format", "onnx", "--out", str(tmp_path / "lm.onnx")], ["benchmark"]):
+        code, out, err = _run(capsys, *argv, *common)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "language model" in err, err
+
+
 def test_cli_refuses_broken_model_folders_and_text_with_one_line(tmp_path, capsys):
     source = zoo.SAMPLE_MODELS_DIR / "tiny-gpt"
     config = json.loads((source / "config.json").read_text())

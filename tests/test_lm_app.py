@@ -99,3 +99,12 @@ def test_other_pages_on_the_sample_lm(reference):
     assert any("Training sequences" == s.label for s in at.selectbox)
     at.switch_page("pages/learn.py").run()
     _clean(at)
+
+    at.switch_page("pages/explore.py").run()
+    next(b for b in at.sidebar.button if b.label == "Pin this plan as A").click().run()
+    at.selectbox(key="lm_preset").set_value("W2 group 64").run()
+    at.switch_page("pages/compare.py").run()
+    _clean(at)
+    a, b = engine.evaluate(at.session_state["pinned"][1], data), engine.evaluate(at.session_state["plan"], data)
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Perplexity"] == LM.format(b.perplexity) and b.perplexity > a.perplexity

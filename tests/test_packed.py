@@ -70,6 +70,23 @@ def test_packed_round_trip_is_bit_exact_and_the_file_is_the_plans_size_plus_head
     assert formats == {"dense", "bitmask", "n:m", "filters removed"}
 
 
+@pytest.mark.parametrize("scale_dtype", ["float16", "bfloat16"])
+def test_a_language_model_packs_with_half_scales_and_its_tied_head_once(scale_dtype, tmp_path):
+    """tiny-gpt: its embedding is tied to the LM head (stored once) and its scales are 16-bit."""
+    from lightviz.core.batches import run_model
+    from lightviz.io.text import lm_eval_data
+
+    bundle = load_model("tiny-gpt")
+    engine, data = Engine(bundle.model), lm_eval_data(bundle, 2, 64)
+    quant = QuantSpec(bits=4, scheme="asymmetric", granularity="group", group_size=64, scale_dtype=scale_dtype)
+    plan = Plan(default=LayerConfig(quant=quant))
+    info = save_packed(engine, plan, tmp_path / "lm.safetensors", "tiny-gpt")
+    assert info.size_bytes == engine.size_bytes(plan)
+    model = load_packed(tmp_path / "lm.safetensors").apply_to(bundle.model)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
+    assert torch.equal(run_model(model, data.x), engine.logits(plan, data))
+
+
 def test_binary_weights_that_are_exactly_zero_cannot_be_packed_in_one_bit(tmp_path, capsys):
     out = tmp_path / "m.safetensors"
     code = main(["export", "--model", "digits-mlp", "--bits", "1", "--sparsity", "0.3", "--format", "lightviz",

@@ -27,8 +27,8 @@ from lightviz.core.engine import Engine, Evaluation, LayerResult
 from lightviz.core.evaldata import EvalData
 from lightviz.core.specs import Plan
 
-DELTA_FIELDS = ("accuracy", "float_accuracy", "agreement", "kl", "size_bytes", "float_size_bytes",
-                "compression_ratio", "avg_bits_per_weight")
+DELTA_FIELDS = ("accuracy", "float_accuracy", "perplexity", "float_perplexity", "agreement", "kl", "size_bytes",
+                "float_size_bytes", "compression_ratio", "avg_bits_per_weight")
 DIFF_COLUMNS = ["name", "setting_a", "setting_b", "differs", "sqnr_db_a", "sqnr_db_b", "sqnr_delta",
                 "mse_a", "mse_b", "size_bytes_a", "size_bytes_b", "size_delta", "format_a", "format_b"]
 
@@ -57,7 +57,8 @@ class PlanComparison:
 
 
 def evaluation_deltas(eval_a: Evaluation, eval_b: Evaluation) -> dict:
-    """{field: B - A} of the headline numbers; None when either side is None (no labels).
+    """{field: B - A} of the headline numbers; None when either side has none (no labels; a
+    classifier's perplexity, a language model's accuracy).
 
     >>> from lightviz.core.engine import Evaluation
     >>> a = Evaluation(0.9, 0.95, 0.97, 0.1, 10, 400, 1000, 8.0)
@@ -67,7 +68,7 @@ def evaluation_deltas(eval_a: Evaluation, eval_b: Evaluation) -> dict:
     (-0.1, -200, 2.5)
     """
     first, second = eval_a.to_dict(), eval_b.to_dict()
-    return {key: None if first[key] is None or second[key] is None else second[key] - first[key]
+    return {key: None if first.get(key) is None or second.get(key) is None else second[key] - first[key]
             for key in DELTA_FIELDS}
 
 

@@ -29,6 +29,7 @@ from lightviz.analysis.sweep import pareto_front, plan_label
 from lightviz.core.engine import Engine, Evaluation
 from lightviz.core.evaldata import EvalData
 from lightviz.core.specs import Plan
+from lightviz.core.task import task_of
 from lightviz.io.zoo import ModelBundle
 
 VERSION = "0.1.0"  # lightviz's version, as reports record it
@@ -129,23 +130,44 @@ class ReportData:
     speed: dict | None = None
 
     @property
+    def sentence(self) -> str:
+        """The summary's first line (`summary_sentence` of this report's evaluation)."""
+        ev = self.evaluation
+        lm = ev.task == "causal_lm"
+        return summary_sentence(ev.compression_ratio, ev.float_accuracy, ev.accuracy,
+                                ev.n_tokens if lm else self.data.n_samples, self.data.words, ev.agreement,
+                                (ev.float_perplexity, ev.perplexity) if lm else None)
+
+    @property
     def y(self) -> str:
-        """The trade-off chart's y column: accuracy with labels, else agreement."""
+        """The trade-off chart's y column: a language model's perplexity; accuracy with labels,
+        else agreement."""
+        if self.evaluation.task == "causal_lm":
+            return "perplexity"
         return "accuracy" if self.data.labeled else "agreement"
 
 
 def summary_sentence(ratio: float, float_accuracy: float | None, accuracy: float | None, n: int, words: str,
-                     agreement: float | None = None) -> str:
-    """The report's first line, in plain words: size, then accuracy (or agreement) and on what."""
+                     agreement: float | None = None, perplexity: tuple[float, float] | None = None) -> str:
+    """The report's first line, in plain words: size, then accuracy (a language model's
+    perplexity, given as (float, compressed), n counting predicted tokens; or agreement) and on what.
+
+    >>> summary_sentence(4.9, None, None, 2040, "predicted tokens", perplexity=(4.2757, 4.4732))
+    '4.9× smaller, perplexity 4.276 → 4.473 (lower is better) on 2,040 predicted tokens'
+    """
     size = (f"{ratio:.1f}× smaller" if ratio >= 1.05 else
             "about the same size as the float model" if ratio > 0.95 else f"{1 / ratio:.1f}× larger")
+    if perplexity is not None:
+        return f"{size}, perplexity {perplexity[0]:.4g} → {perplexity[1]:.4g} (lower is better) on {n:,} {words}"
     if accuracy is not None and float_accuracy is not None:
         return f"{size}, accuracy {float_accuracy * 100:.1f} % → {accuracy * 100:.1f} % on {n:,} {words}"
     return f"{size}, same top-1 answer as the float model on {(agreement or 0) * 100:.1f} % of {n:,} {words}"
 
 
 def data_words(data: EvalData) -> str:
-    """How the summary calls the evaluation samples."""
+    """How the summary calls the evaluation samples (a language model's: its predicted tokens)."""
+    if task_of(data).is_lm:
+        return "predicted tokens of held-out text" if data.name == "python-heldout" else "predicted tokens of your text"
     if data.name.startswith("digits-test"):
         return "held-out images"
     if data.name == "generated":
@@ -192,7 +214,7 @@ def collect_report(engine: Engine, bundle: ModelBundle, data: EvalData, plan: Pl
             compare_layer = changed[0] if changed else names[0]
         hist = overlaid_histogram(engine.compress_layer(pinned, compare_layer),
                                   engine.compress_layer(plan, compare_layer))
-    y = "accuracy" if data.labeled else "agreement"
+    y = "perplexity" if task_of(data).is_lm else "accuracy" if data.labeled else "agreement"
     shown = [frame for frame in (sweep, history) if frame is not None and len(frame)]
     front = pareto_front(pd.concat(shown, ignore_index=True), y=y) if shown else None
     info = ModelInfo(

@@ -72,8 +72,11 @@ def _export(args: argparse.Namespace) -> int:
     from lightviz.core.engine import Engine
 
     bundle, data = cli.load(args)
-    plan = cli.apply_activation_flags(cli.plan_from_args(args), args)
+    if args.format == "onnx" and bundle.task == "causal_lm":
+        raise cli.UsageError("ONNX export covers image classifiers; export a language model with --format lightviz "
+                             "(the packed .safetensors file)")
     engine = Engine(bundle.model)
+    plan = cli.for_model(cli.apply_activation_flags(cli.plan_from_args(args), args), args, bundle, engine)
     engine.check_plan(plan)
     report = {"model": bundle.name, "format": args.format, "path": str(out), "plan": plan.to_dict()}
     if args.format == "lightviz":
@@ -182,6 +185,9 @@ def _benchmark(args: argparse.Namespace) -> int:
     from lightviz.core.engine import Engine
 
     bundle, data = cli.load(args)
+    if bundle.task == "causal_lm":
+        raise cli.UsageError("benchmark times the ONNX export in onnxruntime, which covers image classifiers, not "
+                             "language models")
     plan = cli.apply_activation_flags(cli.plan_from_args(args), args)
     engine = Engine(bundle.model)
     engine.check_plan(plan)

@@ -56,14 +56,13 @@ def run(args: argparse.Namespace) -> int:
     if sens_bits and None in sens_bits:
         raise cli.UsageError("--sensitivity takes bit-widths from 1 to 16")
     epochs = cli.positive(args.finetune, "finetune")
-    from lightviz.analysis.report import collect_report, summary_sentence
-    from lightviz.core.engine import Engine
+    from lightviz.analysis.report import collect_report
     from lightviz.plots.report import render_report
 
     start = time.perf_counter()
     bundle, data = cli.load(args)
-    plan = cli.apply_activation_flags(cli.plan_from_args(args), args)
-    engine = Engine(bundle.model)
+    engine = cli.engine(args, bundle)
+    plan = cli.for_model(cli.apply_activation_flags(cli.plan_from_args(args), args), args, bundle, engine)
     engine.check_plan(plan)
     if pinned is not None:
         engine.check_plan(pinned)
@@ -81,10 +80,8 @@ def run(args: argparse.Namespace) -> int:
                             seeds={"fine-tuning": str(args.seed)} if epochs else None)
     html = render_report(report)
     out.write_text(html, encoding="utf-8")
-    ev = report.evaluation
-    sentence = summary_sentence(ev.compression_ratio, ev.float_accuracy, ev.accuracy, ev.n_samples,
-                                report.data.words, ev.agreement)
-    print(f"wrote {out} ({len(html.encode()) / 2**20:.1f} MiB, {time.perf_counter() - start:.1f} s): {sentence}")
+    print(f"wrote {out} ({len(html.encode()) / 2**20:.1f} MiB, {time.perf_counter() - start:.1f} s): "
+          f"{report.sentence}")
     return 0
 
 

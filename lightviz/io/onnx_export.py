@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import threading
 import time
 import warnings
@@ -219,8 +220,9 @@ def _torch_to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int) -
                                             opset_version=opset, input_names=[INPUT_NAME],
                                             output_names=[OUTPUT_NAME], verbose=False, report=False)
             except Exception as error:  # noqa: BLE001 - any exporter failure is one message
+                text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # the exporter colors its messages
                 raise ValueError(f"torch.onnx cannot export this model ({type(error).__name__}: "
-                                 f"{str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}); "
+                                 f"{text.splitlines()[0][:300] if text else ''}); "
                                  "export it with --format lightviz instead") from None
     graph = program.model
     # Shape arithmetic only: BatchNorm fusion and the other rewrites that change numbers stay off.

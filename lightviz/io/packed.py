@@ -109,7 +109,11 @@ class PackedModel:
             module = modules.get(name)
             if module is None or tuple(module.weight.shape) != tuple(layer.weight.shape):
                 raise ValueError(f"the packed file's layer {name!r} {tuple(layer.weight.shape)} does not fit this model")
-            module.weight = nn.Parameter(layer.weight.clone(), requires_grad=False)
+            weight = nn.Parameter(layer.weight.clone(), requires_grad=False)
+            for other in modules.values():  # tied modules (an LM head sharing the embedding) keep sharing it
+                if other is not module and getattr(other, "weight", None) is module.weight:
+                    other.weight = weight
+            module.weight = weight
             if layer.bias is not None:
                 module.bias = nn.Parameter(layer.bias.clone(), requires_grad=False)
         for bn in self.folded.values():
@@ -200,7 +204,8 @@ def _contents(engine: Engine, plan: Plan, model_name: str,
         layouts.append(layout)
     folded = {layer.name: layer.bn for layer in engine.layers if plan.fold_bn and layer.bn is not None}
     state = engine.model.state_dict()
-    covered = {f"{name}.{part}" for name in codes for part in ("weight", "bias")}
+    covered = {key for item in codes.values() for key in (item.layer.weight_key, item.layer.bias_key)}
+    covered |= {f"{alias}.weight" for item in codes.values() for alias in item.layer.tied}  # stored once
     covered |= {key for bn in folded.values() for key in state if key.startswith(f"{bn}.")}
     for key, value in state.items():
         if key not in covered:

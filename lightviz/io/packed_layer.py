@@ -6,12 +6,13 @@ A layer is one bit stream of exactly `SizeBreakdown.total_bytes` bytes (size.py'
 |--------------|-----------------------------------------|---------------------------|
 | values       | stored weights (all, kept, or kept rows)| b bits (float: 32)        |
 | index        | bitmask: n; n:m: n per full run of m    | 1; ceil(log2 m)           |
-| scales       | quantization blocks stored              | 32 (float32)              |
+| scales       | quantization blocks stored              | 32 or 16 (`scale_dtype`)  |
 | zero-points  | blocks (asymmetric only)                | b                         |
 | bias         | bias values                             | 32 (float32)              |
 
-Codes are stored as q - qmin (symmetric 1-bit: one bit, 1 for +1); float values, scales and
-biases as their float32 bit patterns. Which filters a "filters removed" layer kept is layout
+Codes are stored as q - qmin (symmetric 1-bit: one bit, 1 for +1); float values and biases as
+their float32 bit patterns, scales as the bit patterns of their storage type (float32, float16 or
+bfloat16: the engine's scales are already rounded to it, so nothing is lost). Which filters a "filters removed" layer kept is layout
 (`rows`, in the header), like the shapes.
 
 >>> from torch import nn
@@ -67,7 +68,7 @@ def encode_layer(item: LayerCodes) -> tuple[bytes, dict]:
         fields.append((_nm_index(mask, prune.m, prune.n), _index_width(prune.m)))
     if item.quantized:
         blocks = _stored_blocks(item, layout)
-        fields.append((_float_bits(item.qparams.scale[blocks]), FLOAT_BITS))
+        fields.append(_scale_field(item.qparams.scale[blocks], quant))
         if quant.scheme == "asymmetric":
             fields.append((item.qparams.zero_point[blocks].numpy().astype(np.int64), width))
     if item.bias is not None:
@@ -162,6 +163,28 @@ def _float_bits(values: torch.Tensor) -> np.ndarray:
     return values.detach().float().contiguous().numpy().reshape(-1).view(np.uint32).astype(np.int64)
 
 
+HALF_TYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _scale_field(scale: torch.Tensor, quant: QuantSpec) -> tuple[np.ndarray, int]:
+    """Scales as the bit patterns of their storage type, and its width."""
+    half = HALF_TYPES.get(quant.scale_dtype)
+    if half is None:
+        return _float_bits(scale), FLOAT_BITS
+    stored = scale.detach().to(half)
+    if not torch.equal(stored.float(), scale.float()):
+        raise RuntimeError(f"scales are not {quant.scale_dtype} values; this is a bug in lightviz, please report it")
+    return stored.view(torch.int16).numpy().reshape(-1).astype(np.int64) & 0xFFFF, 16
+
+
+def _scales_from(bits: np.ndarray, quant: QuantSpec) -> torch.Tensor:
+    """Float32 scales from their stored bit patterns (`_scale_field`'s inverse)."""
+    half = HALF_TYPES.get(quant.scale_dtype)
+    if half is None:
+        return torch.from_numpy(bits.astype(np.uint32).view(np.float32).copy())
+    return torch.from_numpy(bits.astype(np.uint16).view(np.int16).copy()).view(half).float()
+
+
 def _index_width(m: int) -> int:
     return max(math.ceil(math.log2(m)), 1)
 
@@ -186,8 +209,11 @@ def _stored_blocks(item: LayerCodes, layout: dict) -> torch.Tensor:
 
 
 def _quant_dict(quant: QuantSpec) -> dict:
-    return {"bits": quant.bits, "scheme": quant.scheme, "granularity": quant.granularity,
-            "group_size": quant.group_size, "range_method": quant.range_method, "percentile": quant.percentile}
+    out = {"bits": quant.bits, "scheme": quant.scheme, "granularity": quant.granularity,
+           "group_size": quant.group_size, "range_method": quant.range_method, "percentile": quant.percentile}
+    if quant.scale_dtype != "float32":  # absent at the default: files written before it existed read the same
+        out["scale_dtype"] = quant.scale_dtype
+    return out
 
 
 def _hex_bits(kept: torch.Tensor) -> str:
@@ -242,7 +268,7 @@ def _rebuild_codes(full: np.ndarray, rest: list, quant: QuantSpec, shape: tuple[
     if fmt == "filters removed" and quant.granularity != "tensor":
         blocks = row_blocks(kept_rows, quant, shape, axis)
     scales = rest.pop(0) if rest else np.zeros(0, dtype=np.int64)
-    scale[blocks] = torch.from_numpy(_need(scales, len(blocks), "scales").astype(np.uint32).view(np.float32).copy())
+    scale[blocks] = _scales_from(_need(scales, len(blocks), "scales"), quant)
     if not bool(torch.isfinite(scale).all()) or bool((scale <= 0).any()):
         raise ValueError("scales must be positive finite numbers")
     if quant.scheme == "asymmetric":

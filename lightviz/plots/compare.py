@@ -76,20 +76,22 @@ def ab_histogram_figure(hist: OverlaidHistogram, layer: str, label_a: str, label
                   legend_rows=2)
 
 
-def add_ab_points(fig: go.Figure, a: tuple[float, float, str] | None, b: tuple[float, float, str] | None
-                  ) -> go.Figure:
+def add_ab_points(fig: go.Figure, a: tuple[float, float, str] | None, b: tuple[float, float, str] | None,
+                  scale: float = 100) -> go.Figure:
     """Mark plan A and plan B on an accuracy-against-size figure (y in %); returns `fig`.
 
-    Each point is (size_bytes, accuracy or agreement as a fraction, label).
+    Each point is (size_bytes, accuracy or agreement as a fraction, label); with scale=1, a
+    language model's perplexity as it is.
     """
+    unit = "%" if scale == 100 else ""
     for point, letter, color, symbol in ((a, "A", A_COLOR, "square"), (b, "B", B_COLOR, "circle")):
         if point is None:
             continue
-        fig.add_scatter(x=[point[0]], y=[point[1] * 100], mode="markers+text", name=f"plan {letter}",
+        fig.add_scatter(x=[point[0]], y=[point[1] * scale], mode="markers+text", name=f"plan {letter}",
                         text=[letter], textposition="top center", textfont=dict(size=14, color=color),
                         customdata=[point[2]], marker=dict(size=15, symbol=symbol, color=color,
                                                            line=dict(width=1.5, color="white")),
-                        hovertemplate=f"plan {letter}: %{{customdata}}<br>%{{x:,.0f}} bytes<br>%{{y:.2f}}%"
+                        hovertemplate=f"plan {letter}: %{{customdata}}<br>%{{x:,.0f}} bytes<br>%{{y:.4g}}{unit}"
                                       "<extra></extra>")
     sizes = [float(x) for trace in fig.data if trace.type == "scatter" and trace.x is not None
              for x in trace.x if x is not None]

@@ -17,7 +17,7 @@ import math
 import plotly.graph_objects as go
 
 from lightviz.analysis.compare import setting_label
-from lightviz.analysis.report import ReportData, summary_sentence
+from lightviz.analysis.report import ReportData
 from lightviz.plots import compare as compare_plots
 from lightviz.plots.explore import layer_size_figure, layer_sqnr_figure, weight_histogram_figure
 from lightviz.plots.finetune import add_finetuned_points, distill_figure, history_figure
@@ -98,11 +98,15 @@ def numbers(report: ReportData) -> dict:
 
 def _summary(r: ReportData) -> str:
     ev, data = r.evaluation, r.data
-    sentence = summary_sentence(ev.compression_ratio, ev.float_accuracy, ev.accuracy, data.n_samples, data.words,
-                                ev.agreement)
-    same = round(ev.agreement * ev.n_samples)
-    fidelity = (f"The compressed model gives the same answer as the float model on {same:,} of {ev.n_samples:,} "
-                f"inputs ({pct(ev.agreement)}).")
+    lm = ev.task == "causal_lm"
+    sentence = r.sentence
+    if lm:
+        fidelity = (f"The compressed model predicts the same next token as the float model for "
+                    f"{pct(ev.agreement)} of {ev.n_tokens:,} tokens in {ev.n_samples:,} sequences.")
+    else:
+        same = round(ev.agreement * ev.n_samples)
+        fidelity = (f"The compressed model gives the same answer as the float model on {same:,} of "
+                    f"{ev.n_samples:,} inputs ({pct(ev.agreement)}).")
     if r.speed:
         s = r.speed
         speed = (f"Measured speed: {s['float_ms']:.3g} ms → {s['compressed_ms']:.3g} ms per batch"
@@ -111,17 +115,21 @@ def _summary(r: ReportData) -> str:
     else:
         speed = ("Speed was not measured: the size is what a packed file holds; simulated quantization in "
                  "PyTorch does not run faster by itself.")
+    headline = (_card("perplexity", "Perplexity", f"{ev.perplexity:.4f}", f"float {ev.float_perplexity:.4f}, "
+                      f"{(ev.perplexity / ev.float_perplexity - 1) * 100:+.2f} % (lower is better)") if lm else
+                _card("accuracy", "Accuracy", pct(ev.accuracy),
+                      "no labels" if ev.accuracy is None else f"float {pct(ev.float_accuracy)}, "
+                      f"{(ev.accuracy - ev.float_accuracy) * 100:+.2f} points"))
     cards = [
-        _card("accuracy", "Accuracy", pct(ev.accuracy),
-              "no labels" if ev.accuracy is None else f"float {pct(ev.float_accuracy)}, "
-              f"{(ev.accuracy - ev.float_accuracy) * 100:+.2f} points"),
-        _card("agreement", "Agreement with float", pct(ev.agreement), f"KL {ev.kl:.4g} nats"),
+        headline,
+        _card("agreement", "Next-token agreement" if lm else "Agreement with float", pct(ev.agreement),
+              f"KL {ev.kl:.4g} nats"),
         _card("size_bytes", "Size", f"{ev.size_bytes:,} B", f"float {ev.float_size_bytes:,} B"),
         _card("compression_ratio", "Compression", f"{ev.compression_ratio:.2f}×", "against float32"),
         _card("avg_bits_per_weight", "Bits per weight", f"{ev.avg_bits_per_weight:.2f}", "float32: 32"),
     ]
     toc = [("model", "Model and data"), ("plan", "Plan"), ("layers", "Per layer"), ("damaged", "Most damaged"),
-           ("tradeoffs", "Accuracy against size")]
+           ("tradeoffs", f"{'Perplexity' if r.y == 'perplexity' else 'Accuracy'} against size")]
     toc += [("compare", "A against B")] if r.comparison else []
     toc += [("sensitivity", "Sensitivity")] if r.sensitivity is not None else []
     toc += [("training", "Fine-tuning")] if r.training is not None else []
@@ -151,7 +159,8 @@ def _model_and_data(r: ReportData) -> str:
              ("float size", size_text(m.float_size_bytes)), ("input shape", " × ".join(map(str, m.input_shape))),
              ("classes", m.num_classes)] + ([("caveat", m.note)] if m.note else [])
     data = [("data", d.description), ("samples", f"{d.n_samples:,}"),
-            ("labels", "yes: accuracy is measured" if d.labeled else "none: only fidelity to the float model")]
+            ("labels", "next tokens of the text: perplexity is measured" if r.y == "perplexity" else
+             "yes: accuracy is measured" if d.labeled else "none: only fidelity to the float model")]
     return f'<section id="model"><h2>Model and data</h2>{_facts(model)}<h3>Evaluation data</h3>{_facts(data)}</section>'
 
 
@@ -216,8 +225,7 @@ def _damaged(r: ReportData, charts: _Charts) -> str:
 
 def _tradeoffs(r: ReportData, charts: _Charts) -> str:
     ev, y = r.evaluation, r.y
-    float_y = ev.float_accuracy if y == "accuracy" else 1.0
-    current_y = ev.accuracy if y == "accuracy" else ev.agreement
+    float_y, current_y = _point(ev, y, "", floating=True)[1], _point(ev, y, "")[1]
     fig = tradeoff_figure(r.sweep, y, r.front, (ev.float_size_bytes, float_y), (ev.size_bytes, current_y, r.plan_label),
                           r.history)
     if r.training is not None and r.training.kind == "finetune" and r.training.after is not None and y == "accuracy":
@@ -229,8 +237,9 @@ def _tradeoffs(r: ReportData, charts: _Charts) -> str:
                                                         "label": f"{t.label} · fine-tuned"}]))
     if r.comparison is not None:
         c = r.comparison
-        fig = compare_plots.add_ab_points(fig, _point(c.eval_a, y, "A"), None)  # B is the current plan's star
-    what = "accuracy" if y == "accuracy" else "agreement with the float model"
+        fig = compare_plots.add_ab_points(fig, _point(c.eval_a, y, "A"), None,  # B is the current plan's star
+                                          scale=1 if y == "perplexity" else 100)
+    what = y if y != "agreement" else "agreement with the float model"
     counts = []
     if r.sweep is not None and len(r.sweep):
         counts.append(f"{len(r.sweep)} uniform plans of a sweep")
@@ -241,11 +250,19 @@ def _tradeoffs(r: ReportData, charts: _Charts) -> str:
     chart = charts.add(fig, "tradeoff", f"{what.capitalize()} against size")
     note = (f"Shown: the float model, the current plan (star), {shown}. The Pareto frontier joins the plans that "
             f"no other plan beats on both size and {what}.")
-    return f'<section id="tradeoffs"><h2>Accuracy against size</h2>{chart}<p class="note">{esc(note)}</p></section>'
+    title = "Perplexity against size" if y == "perplexity" else "Accuracy against size"
+    return f'<section id="tradeoffs"><h2>{title}</h2>{chart}<p class="note">{esc(note)}</p></section>'
 
 
-def _point(ev, y: str, letter: str) -> tuple[float, float, str]:
-    return ev.size_bytes, (ev.accuracy if y == "accuracy" else ev.agreement), letter
+def _point(ev, y: str, letter: str, floating: bool = False) -> tuple[float, float, str]:
+    """(size, y, label) of `ev` on a chart of `y`; the float model's y with `floating`."""
+    if y == "perplexity":
+        value = ev.float_perplexity if floating else ev.perplexity
+    elif y == "accuracy":
+        value = ev.float_accuracy if floating else ev.accuracy
+    else:
+        value = 1.0 if floating else ev.agreement
+    return ev.size_bytes, value, letter
 
 
 def _compare(r: ReportData, charts: _Charts) -> str:
@@ -256,12 +273,13 @@ def _compare(r: ReportData, charts: _Charts) -> str:
 
     label_a, label_b = plan_label(c.a), plan_label(c.b)
     rows = []
-    for key, name, fmt in (("accuracy", "accuracy", pct), ("agreement", "agreement with float", pct),
+    first = ("perplexity", "perplexity", lambda v: f"{v:.4f}") if r.y == "perplexity" else ("accuracy", "accuracy", pct)
+    for key, name, fmt in (first, ("agreement", "agreement with float", pct),
                            ("kl", "KL vs float (nats)", lambda v: f"{v:.4g}"),
                            ("size_bytes", "size (bytes)", lambda v: f"{v:,}"),
                            ("compression_ratio", "compression", lambda v: f"{v:.2f}×"),
                            ("avg_bits_per_weight", "bits per weight", lambda v: f"{v:.2f}")):
-        a, b, d = c.eval_a.to_dict()[key], c.eval_b.to_dict()[key], c.deltas[key]
+        a, b, d = c.eval_a.to_dict().get(key), c.eval_b.to_dict().get(key), c.deltas[key]
         delta = "n/a" if d is None else (f"{d * 100:+.2f} points" if fmt is pct else f"{d:+,}" if key == "size_bytes"
                                          else f"{d:+.2f}×" if key == "compression_ratio" else
                                          f"{d:+.2f}" if key == "avg_bits_per_weight" else f"{d:+.4g}")
@@ -290,8 +308,9 @@ def _sensitivity(r: ReportData, charts: _Charts) -> str:
     df = r.sensitivity
     if df is None or not len(df):
         return ""
-    labeled = bool(df["accuracy"].notna().all())
-    chart = charts.add(sensitivity_heatmap(df, "accuracy_drop" if labeled else "kl"), "sensitivity")
+    column = ("perplexity_increase" if "perplexity_increase" in df else
+              "accuracy_drop" if df["accuracy"].notna().all() else "kl")
+    chart = charts.add(sensitivity_heatmap(df, column), "sensitivity")
     n = int(df["n_samples"].iloc[0])
     note = (f"Each cell compresses one layer alone (every other layer float) and measures the model on {n:,} "
             "inputs: where precision matters, and where it does not.")
@@ -303,11 +322,21 @@ def _training(r: ReportData, charts: _Charts) -> str:
     if t is None:
         return ""
     epochs = int(t.settings.get("epochs") or (t.history["epoch"].max() if len(t.history) else 1))
-    curve = charts.add(history_figure(t.history, before=t.before if t.kind == "finetune" else None,
-                                      float_accuracy=t.float_accuracy, epochs=epochs), "training")
+    lm = "test_perplexity" in t.history
+    if lm:
+        from lightviz.plots.lm import history_figure as lm_history_figure
+
+        figure = lm_history_figure(t.history, before=t.before, float_perplexity=t.float_accuracy, epochs=epochs)
+    else:
+        figure = history_figure(t.history, before=t.before if t.kind == "finetune" else None,
+                                float_accuracy=t.float_accuracy, epochs=epochs)
+    curve = charts.add(figure, "training")
     extra = "" if t.distill_table is None else charts.add(distill_figure(t.distill_table), "distillation")
     settings = ", ".join(f"{k} {v}" for k, v in t.settings.items())
-    if t.kind == "finetune":
+    if t.kind == "finetune" and lm:
+        text = (f"Quantization-aware fine-tuning of {t.label}: perplexity {t.before:.4f} before, {t.after:.4f} after "
+                f"(float {t.float_accuracy:.4f}; lower is better). Settings: {settings}.")
+    elif t.kind == "finetune":
         text = (f"Quantization-aware fine-tuning of {t.label}: accuracy {pct(t.before)} before, {pct(t.after)} after "
                 f"(float {pct(t.float_accuracy)}). Settings: {settings}.")
     else:
