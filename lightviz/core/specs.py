@@ -21,6 +21,8 @@ import zlib
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
+from lightviz.core.methods.spec import MethodSpec
+
 SCHEMES = ("symmetric", "asymmetric")
 GRANULARITIES = ("tensor", "channel", "group")
 RANGE_METHODS = ("minmax", "percentile", "mse", "entropy")
@@ -31,6 +33,22 @@ RANGE_METHOD_HELP = {
     "percentile": "clip at a percentile of the values: outliers saturate, the step shrinks",
     "mse": "grid-search the clip range that minimizes the squared error of the block",
     "entropy": "TensorRT-style KL calibration over a 2048-bin histogram",
+}
+# Number formats (lightviz/core/formats.py holds their math). A non-integer format fixes the
+# stored bits; MX and NVFP4 also fix the block layout and the scale rule (their specs say how).
+NUMBER_FORMATS = ("int", "fp8_e4m3", "fp8_e5m2", "mxfp8", "mxfp6", "mxfp4", "mxint8", "nvfp4", "nf4")
+FORMAT_BITS = {"fp8_e4m3": 8, "fp8_e5m2": 8, "mxfp8": 8, "mxfp6": 6, "mxfp4": 4, "mxint8": 8, "nvfp4": 4, "nf4": 4}
+FORMAT_BLOCKS = {"mxfp8": 32, "mxfp6": 32, "mxfp4": 32, "mxint8": 32, "nvfp4": 16}
+FORMAT_HELP = {
+    "int": "integer codes on a uniform grid (bits, scheme, granularity and range method as chosen)",
+    "fp8_e4m3": "FP8 E4M3 (max 448): 8-bit floats, a float32 scale per block, finer steps near zero",
+    "fp8_e5m2": "FP8 E5M2 (max 57344): wider range, 2 mantissa bits",
+    "mxfp8": "OCP MX: blocks of 32 FP8 E4M3 values sharing a power-of-two E8M0 scale",
+    "mxfp6": "OCP MX: blocks of 32 FP6 E2M3 values (max 7.5) sharing an E8M0 scale",
+    "mxfp4": "OCP MX: blocks of 32 FP4 E2M1 values (0, 0.5, 1, 1.5, 2, 3, 4, 6) sharing an E8M0 scale",
+    "mxint8": "OCP MX: blocks of 32 int8 values (fixed point, step 1/64) sharing an E8M0 scale",
+    "nvfp4": "NVIDIA: blocks of 16 FP4 E2M1 values with an FP8 E4M3 scale, times a float32 tensor scale",
+    "nf4": "QLoRA NormalFloat: 16 levels at normal quantiles, one float32 absmax per block",
 }
 PRUNE_METHOD_HELP = {
     "unstructured": "zero the individual weights of smallest |w|",
@@ -56,8 +74,15 @@ def _is_int(value: Any) -> bool:
 class QuantSpec:
     """How to quantize one tensor. `bits=None` keeps it float.
 
+    `format` picks the number format (NUMBER_FORMATS; lightviz/core/formats.py). A non-integer
+    format sets `bits` to its storage bits (None still keeps the tensor float) and is
+    sign-magnitude, so `scheme` becomes symmetric; MX and NVFP4 also fix `granularity` to
+    groups of their block (32, 16) and `range_method` to minmax, as their specs define the scale.
+
     >>> QuantSpec(bits=4, scheme="asymmetric").levels
     16
+    >>> QuantSpec(format="mxfp4").label
+    'mxfp4 (blocks of 32)'
     """
 
     bits: int | None = 8
@@ -66,6 +91,7 @@ class QuantSpec:
     group_size: int = 128
     range_method: str = "minmax"
     percentile: float = 99.99
+    format: str = "int"
 
     def __post_init__(self) -> None:
         if self.bits is not None and not (_is_int(self.bits) and 1 <= self.bits <= 16):
@@ -73,11 +99,27 @@ class QuantSpec:
         _choice("scheme", self.scheme, SCHEMES)
         _choice("granularity", self.granularity, GRANULARITIES)
         _choice("range_method", self.range_method, RANGE_METHODS)
+        _choice("format", self.format, NUMBER_FORMATS)
         if not (_is_int(self.group_size) and self.group_size >= 1):
             raise ValueError(f"group_size must be a positive integer; got {self.group_size!r}")
         if not (isinstance(self.percentile, (int, float)) and 50.0 < self.percentile <= 100.0):
             raise ValueError(f"percentile must be a number in (50, 100]; got {self.percentile!r}")
         object.__setattr__(self, "percentile", float(self.percentile))
+        if self.format != "int":
+            self._fix_to_format()
+
+    def _fix_to_format(self) -> None:
+        """Set the fields a non-integer format decides (see the class docstring)."""
+        fixed = {"scheme": "symmetric"}
+        if self.bits is not None:
+            fixed["bits"] = FORMAT_BITS[self.format]
+        if self.format in FORMAT_BLOCKS:
+            fixed.update(granularity="group", group_size=FORMAT_BLOCKS[self.format], range_method="minmax")
+        elif self.range_method == "entropy":
+            raise ValueError(f"range_method 'entropy' calibrates integer grids; format {self.format!r} takes "
+                             "minmax, percentile or mse")
+        for name, value in fixed.items():
+            object.__setattr__(self, name, value)
 
     @property
     def is_float(self) -> bool:
@@ -85,19 +127,26 @@ class QuantSpec:
 
     @property
     def levels(self) -> int:
-        """Number of distinct codes (2 for symmetric 1-bit binarization)."""
+        """Number of distinct integer codes (2 for symmetric 1-bit binarization)."""
         if self.bits is None:
             raise ValueError("a float spec has no quantization levels")
+        if self.format != "int":
+            raise ValueError(f"levels counts integer codes; format {self.format!r} has its own grid "
+                             "(lightviz.core.formats.element_values)")
         if self.scheme == "symmetric" and self.bits > 1:
             return 2 ** self.bits - 1  # narrow range: -(2^(b-1)-1) .. 2^(b-1)-1
         return 2 ** self.bits
 
     @property
     def label(self) -> str:
-        """Short human label, e.g. 'int4 sym/channel'."""
+        """Short human label, e.g. 'int4 sym/channel', 'fp8_e4m3/channel', 'mxfp4 (blocks of 32)'."""
         if self.bits is None:
             return "float32"
         gran = f"group{self.group_size}" if self.granularity == "group" else self.granularity
+        if self.format in FORMAT_BLOCKS:
+            return f"{self.format} (blocks of {self.group_size})"
+        if self.format != "int":
+            return f"{self.format}/{gran}"
         return f"int{self.bits} {self.scheme[:4]}/{gran}"
 
 
@@ -192,12 +241,17 @@ class LayerConfig:
     quant: QuantSpec = field(default_factory=QuantSpec)
     prune: PruneSpec = field(default_factory=PruneSpec)
     keep_float: bool = False
+    method: MethodSpec = field(default_factory=MethodSpec)  # how weights are rounded (methods/spec.py)
 
     def __post_init__(self) -> None:
         if isinstance(self.quant, Mapping):
             object.__setattr__(self, "quant", QuantSpec(**self.quant))
         if isinstance(self.prune, Mapping):
             object.__setattr__(self, "prune", PruneSpec(**self.prune))
+        if isinstance(self.method, Mapping):
+            object.__setattr__(self, "method", MethodSpec(**self.method))
+        if not isinstance(self.method, MethodSpec):
+            raise ValueError(f"method must be a MethodSpec; got {type(self.method).__name__}")
         if not isinstance(self.quant, QuantSpec):
             raise ValueError(f"quant must be a QuantSpec; got {type(self.quant).__name__}")
         if not isinstance(self.prune, PruneSpec):
@@ -212,6 +266,11 @@ class LayerConfig:
     @property
     def effective_prune(self) -> PruneSpec:
         return PruneSpec() if self.keep_float else self.prune
+
+    @property
+    def effective_method(self) -> MethodSpec:
+        """The method that runs: none (nearest) for a layer kept float."""
+        return MethodSpec() if self.effective_quant.bits is None else self.method
 
 
 @dataclass(frozen=True)
@@ -272,10 +331,15 @@ class Plan:
     def with_default(self, config: LayerConfig) -> Plan:
         return replace(self, default=config)
 
+    @property
+    def uses_methods(self) -> bool:
+        """Whether any layer's config asks for a method other than nearest rounding."""
+        return any(config.method.name != "nearest" for config in (self.default, *dict(self.overrides).values()))
+
     def to_dict(self) -> dict:
         data = {
-            "default": asdict(self.default),
-            "overrides": {name: asdict(config) for name, config in self.overrides},
+            "default": _config_dict(self.default),
+            "overrides": {name: _config_dict(config) for name, config in self.overrides},
             "global_prune": self.global_prune,
             "fold_bn": self.fold_bn,
         }
@@ -306,6 +370,17 @@ class Plan:
         except json.JSONDecodeError as error:
             raise ValueError(f"plan is not valid JSON: {error}") from None
         return cls.from_dict(data)
+
+
+def _config_dict(config: LayerConfig) -> dict:
+    """A LayerConfig as JSON data; the default method and format are left out, so plans and
+    links saved before they existed stay identical."""
+    data = asdict(config)
+    if config.method == MethodSpec():
+        del data["method"]
+    if config.quant.format == "int":
+        del data["quant"]["format"]
+    return data
 
 
 def plan_to_token(plan: Plan) -> str:

@@ -1,0 +1,125 @@
+"""A layer's input as the matrix its weight multiplies: rows of patches, per group.
+
+For y = W x, the methods need the inputs in the weight's own coordinates: a Linear layer's
+input rows (n, C_in); a convolution's im2col patches (one row per output position, the
+`F.unfold` order channel-major, which is `weight.reshape(C_out, -1)`'s column order). Grouped
+convolutions split the patch into their groups: (G, n, K) with K = C_in / G * kernel size,
+matching the weight viewed as (G, C_out / G, K).
+
+>>> conv = nn.Conv2d(4, 6, 3, padding=1, groups=2)
+>>> patches(conv, torch.randn(2, 4, 5, 5)).shape  # (groups, 2 images * 25 positions, 2 channels * 9)
+torch.Size([2, 50, 18])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MAX_HESSIAN_COLUMNS = 8192  # K x K float64 Hessians: 512 MiB at this width
+CHUNK_VALUES = 2**24  # patch values built at once (64 MiB of float32)
+
+
+def patch_support(module: nn.Module) -> str | None:
+    """Why patches cannot be built for `module`, or None when they can."""
+    if isinstance(module, nn.Linear):
+        return None
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)) and not isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d)):
+        if module.padding_mode != "zeros":
+            return f"padding mode {module.padding_mode!r} (only zero padding)"
+        if isinstance(module.padding, str) and module.padding != "valid":
+            return f"padding {module.padding!r} (give explicit padding)"
+        return None
+    return f"{type(module).__name__} layers (Linear, Conv1d and Conv2d only)"
+
+
+def weight_groups(module: nn.Module, weight: torch.Tensor) -> torch.Tensor:
+    """`weight` (C_out, ...) viewed as (G, C_out / G, K)."""
+    groups = getattr(module, "groups", 1)
+    return weight.reshape(groups, weight.shape[0] // groups, -1)
+
+
+def patch_columns(module: nn.Module) -> int:
+    """K: inputs each output value reads (per group)."""
+    weight = module.weight
+    return math.prod(weight.shape[1:])
+
+
+def patches(module: nn.Module, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+    """(G, n, K) input patches of `module` on `x` (positions: rows to keep, of all n)."""
+    x = x.detach().float()
+    if isinstance(module, nn.Linear):
+        rows = x.reshape(-1, x.shape[-1])
+        return (rows if positions is None else rows[positions]).unsqueeze(0)
+    x2, kernel, stride, padding, dilation = _as_2d(module, x)
+    groups = module.groups
+    per_image = None
+    chunks = []
+    images = max(1, CHUNK_VALUES // max(1, x2[0].numel() * math.prod(kernel)))
+    for start in range(0, x2.shape[0], images):
+        cols = F.unfold(x2[start:start + images], kernel, dilation=dilation, padding=padding, stride=stride)
+        cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])  # (images * L, C_in * k)
+        per_image = per_image or cols.shape[0] // min(images, x2.shape[0] - start)
+        if positions is not None:
+            lo, hi = start * per_image, start * per_image + cols.shape[0]
+            chosen = positions[(positions >= lo) & (positions < hi)] - lo
+            cols = cols[chosen]
+        chunks.append(cols)
+    rows = torch.cat(chunks)
+    return rows.reshape(rows.shape[0], groups, -1).transpose(0, 1).contiguous()
+
+
+def output_positions(module: nn.Module, x: torch.Tensor) -> int:
+    """Rows `patches` would return for `x` (batch times output positions)."""
+    if isinstance(module, nn.Linear):
+        return x.numel() // x.shape[-1]
+    x2, kernel, stride, padding, dilation = _as_2d(module, x)
+    size = [(x2.shape[2 + d] + 2 * padding[d] - dilation[d] * (kernel[d] - 1) - 1) // stride[d] + 1 for d in (0, 1)]
+    return x2.shape[0] * size[0] * size[1]
+
+
+def hessian(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(G, K, K) float64 X^T X / n of the layer's input patches, built in chunks."""
+    total = None
+    n = output_positions(module, x)
+    step = max(1, CHUNK_VALUES // max(1, patch_columns(module) * getattr(module, "groups", 1)))
+    for start in range(0, n, step):
+        rows = patches(module, x, torch.arange(start, min(start + step, n)))  # (G, b, K)
+        part = (rows.transpose(1, 2) @ rows).double()
+        total = part if total is None else total + part
+    return total / max(n, 1)
+
+
+def grouped_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Outputs (n, G * O) of patches x (G, n, K) times grouped weights (G, O, K)."""
+    out = torch.bmm(x, weight.transpose(1, 2))  # (G, n, O)
+    return out.transpose(0, 1).reshape(x.shape[1], -1)
+
+
+def sample_positions(n: int, k: int, seed: int) -> torch.Tensor:
+    """At most k of the n positions, seeded, sorted (all of them when n <= k)."""
+    if n <= k:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
+
+
+def outputs_at(y: torch.Tensor, module: nn.Module, positions: torch.Tensor | None) -> torch.Tensor:
+    """(n, C_out) rows of a layer's output `y`, in the order `patches` numbers positions."""
+    if isinstance(module, nn.Linear):
+        rows = y.reshape(-1, y.shape[-1])
+    else:
+        rows = y.reshape(y.shape[0], y.shape[1], -1).transpose(1, 2).reshape(-1, y.shape[1])
+    return rows if positions is None else rows[positions]
+
+
+def _as_2d(module: nn.Module, x: torch.Tensor):
+    """x as (N, C, H, W) and the conv's kernel, stride, padding, dilation as pairs."""
+    if isinstance(module, nn.Conv1d):
+        pad = module.padding if isinstance(module.padding, tuple) else (0,)
+        return (x.unsqueeze(2), (1, module.kernel_size[0]), (1, module.stride[0]), (0, pad[0]),
+                (1, module.dilation[0]))
+    pad = module.padding if isinstance(module.padding, tuple) else (0, 0)
+    return x, tuple(module.kernel_size), tuple(module.stride), tuple(pad), tuple(module.dilation)
