@@ -24,7 +24,7 @@ from torch import nn
 from lightviz.core import metrics
 from lightviz.core.engine import Engine, LayerResult
 from lightviz.core.quant import block_count, code_range
-from lightviz.core.specs import Plan, PruneSpec, QuantSpec
+from lightviz.core.specs import LayerConfig, Plan, QuantSpec
 
 ENTROPY_MAX_BLOCKS = 1000  # entropy calibration costs ~10 ms per block on a laptop core
 HIST_BINS = 80
@@ -282,7 +282,7 @@ def sqnr_vs_bits(engine: Engine, plan: Plan, bits: list[int]) -> pd.DataFrame:
     rows = []
     for b in sorted(set(bits)):
         quant = replace(plan.default.quant, bits=b)
-        config = replace(plan.default, quant=quant, prune=PruneSpec(), keep_float=False)
+        config = LayerConfig(quant=quant)  # no pruning, no method: the bit-width alone
         base = replace(plan, default=config, overrides=(), global_prune=False)
         for name, result in engine.compress_layers(base).items():
             rows.append({"layer": name, "bits": b, "sqnr_db": metrics.sqnr_db(result.weight, result.weight_hat)})

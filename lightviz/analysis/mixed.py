@@ -9,7 +9,8 @@ Objective: the per-layer KL(p_float || p) of the single-layer plans, by default.
 smooth, never negative and roughly additive over layers for small perturbations (a
 second-order expansion of the loss), while accuracy drops on a few hundred samples are
 noisy, often 0 or negative at 6-8 bits, and tie everywhere. `objective="accuracy_drop"`
-uses max(drop, 0) instead.
+uses max(drop, 0) instead; `objective="gradient"` uses the predicted KL (`score`) of
+gradsens.gradient_sensitivity, which needs no forward pass per layer and setting.
 
 Solvers:
 - `knapsack`: exact dynamic programming over layers that keeps only the Pareto-optimal
@@ -40,7 +41,7 @@ from lightviz.core.evaldata import EvalData, subset
 from lightviz.core.size import weight_size
 from lightviz.core.specs import LayerConfig, Plan, PruneSpec
 
-OBJECTIVES = ("kl", "accuracy_drop")
+OBJECTIVES = ("kl", "accuracy_drop", "gradient")
 METHODS = ("knapsack", "greedy")
 MAX_STATES = 200_000
 REFINE = 8  # knapsack choices measured before one is returned
@@ -84,6 +85,10 @@ def layer_options(engine: Engine, sens: pd.DataFrame, base: Plan, objective: str
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
     rows = sens[sens["kind"] == "bits"].dropna(subset=["bits"])
+    if objective == "gradient" and "score" not in rows:
+        raise ValueError("objective 'gradient' reads the `score` column of gradsens.gradient_sensitivity rows")
+    if objective != "gradient" and objective not in rows:
+        raise ValueError(f"objective {objective!r} needs measured sensitivity rows (sensitivity.sensitivity)")
     if objective == "accuracy_drop" and rows["accuracy_drop"].isna().any():
         raise ValueError("objective 'accuracy_drop' needs labeled data; use objective 'kl'")
     layers = [layer.name for layer in engine.layers]
@@ -97,12 +102,14 @@ def layer_options(engine: Engine, sens: pd.DataFrame, base: Plan, objective: str
         bias = engine.reference_weight(name, base.fold_bn)[1]
         mine = rows[rows["layer"] == name].drop_duplicates("bits").sort_values("bits")
         layer_bits = [int(b) for b in mine["bits"]]
-        parts = [weight_size(info.shape, replace(quant, bits=b), None, None, info.axis,
+        parts = [weight_size(info.shape, replace(quant, bits=b, format="int"), None, None, info.axis,
                              0 if bias is None else bias.numel()) for b in layer_bits]
         bits.append(layer_bits)
         sizes.append([part.total_bytes for part in parts])
         wbits.append([part.weight_bits for part in parts])
-        column = mine["kl"] if objective == "kl" else mine["accuracy_drop"].clip(lower=0.0)
+        column = {"kl": mine.get("kl"), "gradient": mine.get("score")}.get(objective)
+        if column is None:
+            column = mine["accuracy_drop"].clip(lower=0.0)
         values.append([float(v) for v in column])
     reference = float_plan(base.fold_bn)
     results = engine.compress_layers(reference)
@@ -192,7 +199,7 @@ def greedy(costs: list[list[int]], values: list[list[float]], budget: int) -> li
 
 def mixed_plan(base: Plan, bits: dict[str, int]) -> Plan:
     """Base quantization at the most common bits as default, other layers as overrides; no pruning."""
-    quant = base.default.quant
+    quant = replace(base.default.quant, format="int", bits=base.default.quant.bits or 8)
     common = max(Counter(bits.values()).items(), key=lambda item: (item[1], item[0]))[0]
     default = LayerConfig(quant=replace(quant, bits=common), prune=PruneSpec())
     overrides = {name: LayerConfig(quant=replace(quant, bits=b), prune=PruneSpec())
@@ -202,7 +209,7 @@ def mixed_plan(base: Plan, bits: dict[str, int]) -> Plan:
 
 def uniform_at(base: Plan, bits: int) -> Plan:
     """The uniform plan at `bits` with the base's quantization (what mixed plans compete with)."""
-    default = LayerConfig(quant=replace(base.default.quant, bits=bits), prune=PruneSpec())
+    default = LayerConfig(quant=replace(base.default.quant, bits=bits, format="int"), prune=PruneSpec())
     return replace(base, default=default, overrides=(), global_prune=False)
 
 
@@ -220,7 +227,8 @@ def allocate(engine: Engine, data: EvalData, sens: pd.DataFrame, base: Plan | No
         avg_bits: storage bits per weight (values, scales, zero-points) at most this.
         max_drop: the smallest plan on the knapsack frontier whose *measured* accuracy drop is
             at most this (agreement drop without labels), found by bisection over the frontier.
-        objective: "kl" or "accuracy_drop" (see module doc). method: "knapsack" or "greedy".
+        objective: "kl", "accuracy_drop" or "gradient" (see module doc; `sens` from
+            gradient_sensitivity for "gradient"). method: "knapsack" or "greedy".
         refine: the knapsack's objective is a proxy (layers are not independent), so its
             `refine` best choices within the budget are evaluated and the best *measured* one
             is returned (accuracy, then agreement, then lower KL); 1 gives the plain optimum.

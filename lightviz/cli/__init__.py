@@ -5,6 +5,7 @@
 - `evaluate`: `models`, `evaluate`, `sweep`.
 - `analysis`: `sensitivity`, `allocate`.
 - `finetune`: `finetune` (quantization-aware fine-tuning, distillation).
+- `methods`: `compare-methods` (PTQ methods side by side).
 
 Bad input exits with code 2 and one line on stderr, never a traceback. The CLI may import
 every room below it (plots, analysis, recover, io, core) but nothing of `lightviz.ui`. Heavy
@@ -22,7 +23,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from lightviz.cli import analysis, common, evaluate, finetune
+from lightviz.cli import analysis, common, evaluate, finetune, methods
 
 __all__ = ["main", "build_parser"]
 
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = common.Parser(prog="python -m lightviz", description="Explore quantization and pruning.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=common.Parser)
-    for family in (evaluate, analysis, finetune):
+    for family in (evaluate, analysis, finetune, methods):
         family.register(commands)
     return parser
 

@@ -17,6 +17,7 @@ import sys
 from lightviz.cli import common as cli
 from lightviz.core.specs import (
     GRANULARITIES,
+    NUMBER_FORMATS,
     PRUNE_METHODS,
     RANGE_METHODS,
     SCHEMES,
@@ -39,6 +40,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     cli.model_flags(sens)
     sens.add_argument("--bits", default=DEFAULT_SENSITIVITY_BITS, help="bit-widths to try (comma-separated)")
     sens.add_argument("--sparsity", help="sparsities to try with float weights (comma-separated, 0..1)")
+    sens.add_argument("--formats", help="number formats to try, comma-separated (fp8_e4m3, mxfp4, nvfp4, nf4, ...)")
+    sens.add_argument("--gradient", action="store_true",
+                      help="also score every layer x setting from backward passes (diagonal Fisher: predicted KL) "
+                           "and report its rank correlation with the measured KL")
+    sens.add_argument("--gradient-only", action="store_true",
+                      help="only the gradient scores (no forward pass per layer and setting)")
     sens.add_argument("--layers", help="only these layers (comma-separated; default all)")
     _base_flags(sens)
     sens.add_argument("--no-reuse", action="store_true", help="run full forwards (no cached activations)")
@@ -54,8 +61,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     budget.add_argument("--max-drop", type=float,
                         help="smallest plan whose accuracy drop is at most this (0.01 = 1 point)")
     alloc.add_argument("--bits", default=DEFAULT_ALLOCATE_BITS, help="bit-widths a layer may take (comma-separated)")
-    alloc.add_argument("--objective", choices=("kl", "accuracy_drop"), default="kl",
-                       help="per-layer cost summed by the knapsack (default kl: smooth, additive)")
+    alloc.add_argument("--objective", choices=("kl", "accuracy_drop", "gradient"), default="kl",
+                       help="per-layer cost summed by the knapsack (default kl: smooth, additive; gradient: the "
+                            "KL predicted from backward passes, no forward pass per layer and bit-width)")
     alloc.add_argument("--method", choices=("knapsack", "greedy"), default="knapsack")
     alloc.add_argument("--refine", type=int, default=8, help="knapsack choices measured before picking (default 8)")
     alloc.add_argument("--compare", action="store_true", help="also evaluate the uniform plans at each --bits")
@@ -77,7 +85,7 @@ def _base_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _base_plan(args: argparse.Namespace) -> Plan:
-    return cli.plan_from_args(argparse.Namespace(**{**vars(args), "bits": None, "sparsity": None}))
+    return cli.plan_from_args(argparse.Namespace(**{**vars(args), "bits": None, "sparsity": None, "method": None}))
 
 
 def _bits_list(text: str) -> list[int]:
@@ -88,6 +96,7 @@ def _bits_list(text: str) -> list[int]:
 
 
 def _sensitivity(args: argparse.Namespace) -> int:
+    from lightviz.analysis.gradsens import gradient_sensitivity, rank_correlation
     from lightviz.analysis.sensitivity import pivot, sensitivity
     from lightviz.core.engine import Engine
 
@@ -95,11 +104,18 @@ def _sensitivity(args: argparse.Namespace) -> int:
     bits = _bits_list(args.bits)
     sparsities = ([cli.parse_float(s, "sparsity") for s in cli.split(args.sparsity, "sparsity")]
                   if args.sparsity else [])
+    formats = cli.split(args.formats, "formats", NUMBER_FORMATS) if args.formats else []
     layers = cli.split(args.layers, "layers") if args.layers else None
     out = cli.out_path(args.out)
     interactive = sys.stderr.isatty() and not args.json
-    df = sensitivity(Engine(bundle.model), data, bits, sparsities, base=_base_plan(args), layers=layers,
-                     reuse=not args.no_reuse, progress=lambda i, n: interactive and print(
+    engine, base = Engine(bundle.model), _base_plan(args)
+    scored = None
+    if args.gradient or args.gradient_only:
+        scored = gradient_sensitivity(engine, data, bits, sparsities, base=base, formats=formats, layers=layers)
+    if args.gradient_only:
+        return _gradient_report(args, bundle, data, scored, out)
+    df = sensitivity(engine, data, bits, sparsities, base=base, layers=layers,
+                     reuse=not args.no_reuse, formats=formats, progress=lambda i, n: interactive and print(
                          f"\r{i}/{n} layer settings", end="" if i < n else "\n", file=sys.stderr))
     if out:
         df.to_csv(out, index=False)
@@ -108,8 +124,14 @@ def _sensitivity(args: argparse.Namespace) -> int:
                   "float_accuracy": df["float_accuracy"].iloc[0], "settings": list(dict.fromkeys(df["setting"])),
                   "reused_activations": df.attrs["reuse"], "seconds": df.attrs["seconds"],
                   "rows": [{key: cli.json_safe(value) for key, value in row.items()} for row in df.to_dict("records")]}
+        if scored is not None:
+            report.update(gradient_seconds=scored.attrs["seconds"], rank_correlation=rank_correlation(df, scored),
+                          gradient_rows=scored.to_dict("records"))
         print(json.dumps(cli.json_safe(report), allow_nan=False))
         return 0
+    if scored is not None:
+        print(f"gradient scores in {scored.attrs['seconds']:.1f} s (measured {df.attrs['seconds']:.1f} s); "
+              f"Spearman rank correlation with the measured KL: {rank_correlation(df, scored):.3f}")
     value = "accuracy_drop" if data.labeled else "kl"
     table = pivot(df, value) * (100 if data.labeled else 1)
     print(f"model {bundle.name}: {data.description}")
@@ -120,7 +142,25 @@ def _sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gradient_report(args: argparse.Namespace, bundle, data, scored, out) -> int:
+    from lightviz.analysis.sensitivity import pivot
+
+    if out:
+        scored.to_csv(out, index=False)
+    if args.json:
+        report = {"model": bundle.name, "data": data.description, "n_samples": len(data),
+                  "settings": list(dict.fromkeys(scored["setting"])), "gradient_seconds": scored.attrs["seconds"],
+                  "gradient_rows": scored.to_dict("records")}
+        print(json.dumps(cli.json_safe(report), allow_nan=False))
+        return 0
+    print(f"model {bundle.name}: {data.description}")
+    print(f"predicted KL (nats) from {scored.attrs['passes']} backward passes in {scored.attrs['seconds']:.1f} s:")
+    print(pivot(scored, "score").to_string(float_format=lambda v: f"{v:.3g}"))
+    return 0
+
+
 def _allocate(args: argparse.Namespace) -> int:
+    from lightviz.analysis.gradsens import gradient_sensitivity
     from lightviz.analysis.mixed import allocate, uniform_at
     from lightviz.analysis.sensitivity import sensitivity
     from lightviz.core.activations import wa_label
@@ -131,7 +171,10 @@ def _allocate(args: argparse.Namespace) -> int:
     base = _base_plan(args)
     out = cli.out_path(args.out)
     engine = Engine(bundle.model)
-    sens = sensitivity(engine, data, bits, base=base)
+    if args.objective == "gradient":
+        sens = gradient_sensitivity(engine, data, bits, base=base)
+    else:
+        sens = sensitivity(engine, data, bits, base=base)
     result = allocate(engine, data, sens, base, size_bytes=args.size_bytes, avg_bits=args.avg_bits,
                       max_drop=args.max_drop, objective=args.objective, method=args.method, refine=args.refine)
     names = [layer.name for layer in engine.layers]

@@ -14,8 +14,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from lightviz.core.methods.spec import MethodSpec
 from lightviz.core.specs import (
+    FORMAT_BITS,
     GRANULARITIES,
+    NUMBER_FORMATS,
     PRUNE_METHODS,
     RANGE_METHODS,
     SCHEMES,
@@ -56,6 +59,12 @@ def plan_from_args(args: argparse.Namespace, with_default_flags: bool = True) ->
         value = getattr(args, flag, None)
         if value is not None and (with_default_flags or flag not in ("scheme", "granularity")):
             changes[flag] = value
+    number_format = getattr(args, "format", None) or quant.format
+    bits = changes.get("bits")
+    if bits is not None and number_format != "int" and bits != FORMAT_BITS[number_format]:
+        raise UsageError(f"format {number_format} stores {FORMAT_BITS[number_format]} bits per weight; "
+                         f"drop --bits {bits} or add --format int")
+    changes["format"] = number_format
     quant = replace(quant, **changes)
     prune_changes = {}
     if with_default_flags and args.sparsity is not None:
@@ -63,12 +72,40 @@ def plan_from_args(args: argparse.Namespace, with_default_flags: bool = True) ->
     if args.prune_method is not None:
         prune_changes["method"] = args.prune_method
     prune = replace(prune, **prune_changes)
-    plan = replace(plan, default=replace(plan.default, quant=quant, prune=prune))
+    plan = replace(plan, default=replace(plan.default, quant=quant, prune=prune,
+                                         method=method_from_args(args, plan.default.method)))
     if args.no_fold_bn:
         plan = replace(plan, fold_bn=False)
     if getattr(args, "global_prune", False):
         plan = replace(plan, global_prune=True)
     return plan
+
+
+METHOD_FLAGS = {"calib_samples": "calib_samples", "damp": "damp", "act_order": "act_order", "alpha": "alpha",
+                "iterations": "iterations", "method_seed": "seed"}
+
+
+def method_from_args(args: argparse.Namespace, method: MethodSpec | None = None) -> MethodSpec:
+    """`method` (default MethodSpec()) with --method and the method-setting flags applied."""
+    changes = {field: getattr(args, flag) for flag, field in METHOD_FLAGS.items()
+               if getattr(args, flag, None) not in (None, False)}
+    if getattr(args, "method", None):
+        changes["name"] = args.method
+    return replace(method or MethodSpec(), **changes)
+
+
+def method_flags(parser: argparse.ArgumentParser, with_method: bool = True) -> None:
+    """--method and the settings of the PTQ methods (lightviz/core/methods/spec.py)."""
+    if with_method:
+        parser.add_argument("--method", help="PTQ method: nearest, gptq, adaround, bias_correction, equalize, "
+                                             "smoothquant, awq, hadamard, or a '+' combination such as "
+                                             "equalize+bias_correction (default nearest)")
+    parser.add_argument("--calib-samples", type=int, help="calibration inputs methods read (default 128)")
+    parser.add_argument("--damp", type=float, help="GPTQ dampening, a fraction of the mean Hessian diagonal (0.01)")
+    parser.add_argument("--act-order", action="store_true", help="GPTQ: round columns by decreasing Hessian diagonal")
+    parser.add_argument("--alpha", type=float, help="SmoothQuant migration strength, 0 to 1 (0.5)")
+    parser.add_argument("--iterations", type=int, help="AdaRound steps per layer (1000)")
+    parser.add_argument("--method-seed", type=int, help="seed of rotations and AdaRound's sampling (0)")
 
 
 def terminal_progress():
@@ -174,6 +211,10 @@ def plan_flags(parser: argparse.ArgumentParser, sweepable: bool) -> None:
     parser.add_argument("--global-prune", action="store_true", help="one magnitude threshold over all layers")
     parser.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm separate (default: fold)")
     parser.add_argument("--plan", help="a plan JSON file (flags override its default)")
+    parser.add_argument("--format", choices=NUMBER_FORMATS,
+                        help="number format: int (default), fp8_e4m3, fp8_e5m2, mxfp8, mxfp6, mxfp4, mxint8, nvfp4, "
+                             "nf4 (non-int formats set the bits themselves)")
+    method_flags(parser)
 
 
 def parse_bits(text: str | int | None) -> int | None:

@@ -60,7 +60,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     plan = cli.apply_activation_flags(cli.plan_from_args(args), args)
     engine = Engine(bundle.model)
     evaluation = engine.evaluate(plan, data, cli.terminal_progress())
-    table = engine.layer_table(plan)
+    table = engine.layer_table(plan, data)
     report = {
         "model": bundle.name, "data": data.description, "note": bundle.note,
         "input_shape": list(bundle.input_shape), "num_classes": bundle.num_classes,
@@ -69,7 +69,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             {"name": row.name, "type": row.type, "bits": None if _isnan(row.bits) else int(row.bits),
              "scheme": row.scheme, "granularity": row.granularity, "sparsity": row.achieved_sparsity,
              "format": row.format, "sqnr_db": cli.json_safe(float(row.sqnr_db)), "mse": row.mse,
-             "size_bytes": int(row.size_bytes)}
+             "size_bytes": int(row.size_bytes), "number_format": row.number_format, "method": row.method,
+             "method_note": row.method_note}
             for row in table.itertuples()
         ],
         "plan": plan.to_dict(),

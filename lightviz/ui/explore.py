@@ -99,7 +99,7 @@ def histogram_section(engine: Engine, plan: Plan, table: pd.DataFrame) -> None:
     pick, scope, channel_col, group_col = st.columns([2.5, 2, 1.2, 1.2])
     name = pick.selectbox("Layer", names, key="hist_layer",
                           on_change=lambda: state.select_layer(st.session_state.hist_layer))
-    result = engine.compress_layer(plan, name)
+    result = engine.compress_layer(plan, name, state.current_data())
     channels, groups, _ = analysis.block_grid(result)
     channel = group = None
     if scope.radio("Show", ["whole layer", "one channel"], key="hist_scope", horizontal=True) == "one channel":

@@ -348,13 +348,15 @@ def show_messages() -> None:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _layer_table(name: str, plan_json: str):
-    return load_engine(name).layer_table(Plan.from_json(plan_json))
+def _layer_table(name: str, plan_json: str, data_key: str, _data: datasets.EvalData):
+    return load_engine(name).layer_table(Plan.from_json(plan_json), _data)
 
 
 def current_layer_table(plan: Plan | None = None):
-    """engine.layer_table of the plan (default: the current one), cached per model and plan."""
-    return _layer_table(current_name(), (plan or current_plan()).to_json())
+    """engine.layer_table of the plan (default: the current one), cached per model, plan and data
+    (PTQ methods calibrate on the data)."""
+    data = current_data()
+    return _layer_table(current_name(), (plan or current_plan()).to_json(), f"{data.name}|{data.description}", data)
 
 
 def current_evaluation(plan: Plan | None = None):
