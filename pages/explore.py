@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from lightviz.ui import act_controls, controls, explore, state
+from lightviz.ui import act_controls, controls, explore, method_controls, state
 
 state.through_router("pages/explore.py")  # opened by URL before the app first ran
 
@@ -10,6 +10,7 @@ HINT = "change the setting you just made, or reset overrides"
 
 st.title("Explore")
 controls.global_controls()
+method_controls.format_and_method_controls()
 act_controls.activation_controls()
 metrics_box = st.container()
 engine, data, bundle = state.current_engine(), state.current_data(), state.current_bundle()

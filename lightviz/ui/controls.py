@@ -6,6 +6,7 @@ import streamlit as st
 
 from lightviz.core.engine import Evaluation
 from lightviz.core.specs import (
+    FORMAT_BLOCKS,
     GRANULARITIES,
     PRUNE_METHOD_HELP,
     PRUNE_METHODS,
@@ -41,16 +42,20 @@ def global_controls() -> None:
     # Trade-offs, a shared link opened there) would otherwise not reach the browser's widgets.
     state.write_widgets(state.current_plan())
     bits, scheme, granularity, group = st.columns([4, 2.2, 2.6, 1.4])
-    bits.select_slider("Bits", BITS_OPTIONS, key="bits", on_change=state.on_widget_change, help=HELP["bits"])
-    scheme.radio("Scheme", SCHEMES, key="scheme", horizontal=True, on_change=state.on_widget_change, help=HELP["scheme"])
+    fmt = state.current_plan().default.quant.format  # a non-integer format fixes bits and scheme (MX: groups too)
+    bits.select_slider("Bits", BITS_OPTIONS, key="bits", on_change=state.on_widget_change, help=HELP["bits"],
+                       disabled=fmt != "int")
+    scheme.radio("Scheme", SCHEMES, key="scheme", horizontal=True, on_change=state.on_widget_change, help=HELP["scheme"],
+                 disabled=fmt != "int")
     granularity.radio("Granularity", GRANULARITIES, key="granularity", horizontal=True, on_change=state.on_widget_change,
-                      help=HELP["granularity"])
+                      help=HELP["granularity"], disabled=fmt in FORMAT_BLOCKS)
     if ss.granularity == "group":
         group.number_input("Group size", min_value=1, step=1, key="group_size", on_change=state.on_widget_change,
-                           help=HELP["group_size"])
+                           help=HELP["group_size"], disabled=fmt in FORMAT_BLOCKS)
 
     range_col, pct_col, prune_col, sparsity_col, flags = st.columns([2.2, 1.2, 2.2, 2.4, 2.0])
-    range_col.selectbox("Range method", RANGE_METHODS, key="range_method", on_change=state.on_widget_change)
+    range_col.selectbox("Range method", RANGE_METHODS, key="range_method", on_change=state.on_widget_change,
+                        disabled=fmt in FORMAT_BLOCKS)
     range_col.caption(RANGE_METHOD_HELP[ss.range_method])
     if ss.range_method == "percentile":
         pct_col.number_input("Percentile", min_value=50.0, max_value=100.0, step=0.01, format="%.2f",

@@ -11,13 +11,13 @@ from lightviz.analysis import editing
 from lightviz.analysis import explore as analysis
 from lightviz.core.engine import Engine
 from lightviz.core.evaldata import EvalData
-from lightviz.core.specs import GRANULARITIES, SCHEMES, Plan
+from lightviz.core.specs import GRANULARITIES, NUMBER_FORMATS, SCHEMES, Plan
 from lightviz.plots import explore as plots
-from lightviz.ui import state
+from lightviz.ui import method_controls, state
 from lightviz.ui.format import bytes_text
 
 MAX_THUMBNAILS = 32
-READ_ONLY = ["layer", "type", "shape", "params", "override", "storage"]
+READ_ONLY = ["layer", "type", "shape", "params", "override", "storage", "method_note"]
 STORAGE_HELP = ("How the layer is stored, the cheapest that applies: dense, bitmask (1 bit per weight + kept "
                 "values), n:m (kept values + log2(m)-bit indices), filters removed (nothing stored for them).")
 
@@ -50,6 +50,14 @@ def layer_editor(engine: Engine) -> Plan:
             "keep_float": st.column_config.CheckboxColumn("keep float", help="neither quantize nor prune"),
             "override": st.column_config.CheckboxColumn("overridden"),
             "storage": st.column_config.TextColumn("storage", help=STORAGE_HELP),
+            "number_format": st.column_config.SelectboxColumn("format", options=list(NUMBER_FORMATS), required=True,
+                                                              help="number format (fp8, MX, NVFP4, NF4 set bits)"),
+            "method": st.column_config.SelectboxColumn(
+                "method", options=sorted(set(method_controls.method_choices(plan.default.method.name))
+                                         | set(frame["method"])), required=True,
+                help="PTQ method of this layer"),
+            "method_note": st.column_config.TextColumn("method note", width="large",
+                                                       help="what the method did here, or why a step does not apply"),
         })
     state.absorb_layer_edits(names)
     plan = state.current_plan()
@@ -58,8 +66,8 @@ def layer_editor(engine: Engine) -> Plan:
     button.button("Reset overrides", on_click=state.reset_overrides, disabled=not overrides)
     note.caption(f"{len(overrides)} layer override{'s' if len(overrides) != 1 else ''}: "
                  f"{', '.join(name for name, _ in overrides)}" if overrides else
-                 "Edit bits, scheme, granularity, sparsity or keep float to override the global settings "
-                 "for one layer.")
+                 "Edit bits, scheme, granularity, sparsity, keep float, format or method to override the global "
+                 "settings for one layer.")
     return plan
 
 

@@ -254,7 +254,7 @@ def plan_from_widgets() -> Plan:
     bits = None if values["bits"] == FLOAT_BITS_LABEL else int(values["bits"])
     quant = QuantSpec(bits=bits, scheme=values["scheme"], granularity=values["granularity"],
                       group_size=int(values["group_size"]), range_method=values["range_method"],
-                      percentile=float(values["percentile"]))
+                      percentile=float(values["percentile"]), format=plan.default.quant.format)
     prune = PruneSpec(sparsity=float(values["sparsity"]), method=values["prune_method"], m=plan.default.prune.m)
     default = replace(plan.default, quant=quant, prune=prune)
     return replace(plan, default=default, global_prune=bool(values["global_prune"]),
