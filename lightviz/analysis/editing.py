@@ -22,7 +22,7 @@ from lightviz.core.specs import LayerConfig, Plan, QuantSpec
 FLOAT_BITS_LABEL = "float"
 BITS_CHOICES = [str(b) for b in range(1, 17)] + [FLOAT_BITS_LABEL]
 EDITABLE = ["bits", "scheme", "granularity", "sparsity", "keep_float", "number_format", "method"]
-EDITOR_COLUMNS = ["layer", "type", "shape", "params", *EDITABLE, "override", "storage", "method_note"]
+EDITOR_COLUMNS = ["layer", "type", "shape", "params", *EDITABLE, "method_note", "override", "storage"]
 
 
 def bits_label(bits: int | None) -> str:

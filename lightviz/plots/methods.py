@@ -40,12 +40,13 @@ def methods_accuracy_figure(rows: pd.DataFrame, float_accuracy: float | None) ->
         deltas = [(value - nearest.get(setting, math.nan)) * 100 for setting, value in zip(mine["setting"], mine[column])]
         fig.add_bar(x=mine["setting"].tolist(), y=(mine[column] * 100).tolist(), name=method,
                     marker_color=colors[method], customdata=[[d, s] for d, s in zip(deltas, mine["size_bytes"])],
-                    text=[f"{v * 100:.1f}" for v in mine[column]], textposition="outside",
+                    text=[f"{v * 100:.1f}" for v in mine[column]], textposition="inside", insidetextanchor="end",
                     hovertemplate=f"<b>{method}</b> at %{{x}}<br>{column} %{{y:.2f}}%<br>"
                                   "vs nearest %{customdata[0]:+.2f} pts<br>%{customdata[1]:,} bytes<extra></extra>")
     if float_accuracy is not None and column == "accuracy":
         fig.add_hline(y=float_accuracy * 100, line=dict(color=FLOAT_MODEL_COLOR, dash="dash"),
-                      annotation_text=f"float {float_accuracy:.2%}", annotation_position="top left")
+                      annotation_text=f"float {float_accuracy:.2%}", annotation_position="bottom right",
+                      annotation_font=dict(color=FLOAT_MODEL_COLOR))
     low = float((rows[column] * 100).min())
     fig.update_layout(barmode="group", bargap=0.25)
     fig.update_yaxes(range=[max(0.0, low - 8), 104])

@@ -33,7 +33,7 @@ def grid_comparison_section() -> None:
     layer_col, bits_col = st.columns([3, 2])
     name = layer_col.selectbox("Layer", list(infos), key="learn_grid_layer", index=list(infos).index(largest),
                                format_func=lambda n: f"{n} · {infos[n].kind} {tuple(infos[n].shape)}")
-    bits = bits_col.radio("Bits per weight", [4, 8], horizontal=True, key="learn_grid_bits",
+    bits = bits_col.radio("Bits per weight", [8, 4], horizontal=True, key="learn_grid_bits",
                           help="4: int4, FP4 E2M1 (the element of MXFP4 and NVFP4) and NF4. 8: int8, FP8 E4M3, E5M2.")
     found = state.attempt(lambda: _comparison(state.current_name(), name, plan.fold_bn, bits),
                           f"Could not compare the grids on {name}", "pick another layer")

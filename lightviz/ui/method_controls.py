@@ -31,6 +31,10 @@ def method_help(name: str) -> str:
                       for step in name.split("+"))
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
 def _sync_widgets() -> None:
     ss, default = st.session_state, state.current_plan().default
     current = (default.quant.format, default.method)
@@ -79,11 +83,11 @@ def format_and_method_controls() -> None:
     method_col.selectbox("Method", method_choices(default.method.name), key="method_name", on_change=_on_change,
                          help="How weights are rounded. " + " · ".join(f"{m}: {h}" for m, h in METHOD_HELP.items()))
     fmt = default.quant.format
-    lines = [FORMAT_HELP[fmt].capitalize() + "."]
+    lines = [_sentence(FORMAT_HELP[fmt])]
     if fmt != "int":
         fixed = "bits, scheme" + (", granularity" if fmt in FORMAT_BLOCKS else "")
         lines.append(f"{fmt} stores {FORMAT_BITS[fmt]} bits per weight; it sets {fixed}.")
-    lines.append(method_help(default.method.name).capitalize() + ".")
+    lines.append(_sentence(method_help(default.method.name)))
     note_col.caption(" ".join(lines))
     method = default.method
     with st.expander(f"Method settings · {method.name}", expanded=False):
