@@ -175,6 +175,7 @@ def block_scales(amax: torch.Tensor, fmt: NumberFormat, tensor_amax: torch.Tenso
     if fmt.scale == "e8m0":
         exponent = torch.frexp(amax).exponent.sub_(1 + fmt.emax)
         exponent = torch.where(amax > 0, exponent, torch.full_like(exponent, E8M0_MIN))
+        exponent = torch.where(torch.isfinite(amax), exponent, torch.full_like(exponent, E8M0_MAX))
         return torch.pow(2.0, exponent.clamp_(E8M0_MIN, E8M0_MAX).double()).float()  # 2^-127 is a subnormal
     tensor_scale = tensor_scale_nvfp4(tensor_amax if tensor_amax is not None else amax.max())
     return nvfp4_block_codes(amax, tensor_scale) * tensor_scale

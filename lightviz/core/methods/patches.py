@@ -54,22 +54,28 @@ def patches(module: nn.Module, x: torch.Tensor, positions: torch.Tensor | None =
     if isinstance(module, nn.Linear):
         rows = x.reshape(-1, x.shape[-1])
         return (rows if positions is None else rows[positions]).unsqueeze(0)
-    x2, kernel, stride, padding, dilation = _as_2d(module, x)
-    groups = module.groups
-    per_image = None
     chunks = []
+    for start, cols in _patch_chunks(module, x):
+        if positions is not None:
+            chosen = positions[(positions >= start) & (positions < start + cols.shape[1])] - start
+            cols = cols[:, chosen]
+        chunks.append(cols)
+    return torch.cat(chunks, dim=1)
+
+
+def _patch_chunks(module: nn.Module, x: torch.Tensor):
+    """(first position, (G, b, K) patches) for chunks of whole images, each unfolded once."""
+    if isinstance(module, nn.Linear):
+        yield 0, x.detach().float().reshape(-1, x.shape[-1]).unsqueeze(0)
+        return
+    x2, kernel, stride, padding, dilation = _as_2d(module, x.detach().float())
     images = max(1, CHUNK_VALUES // max(1, x2[0].numel() * math.prod(kernel)))
+    done = 0
     for start in range(0, x2.shape[0], images):
         cols = F.unfold(x2[start:start + images], kernel, dilation=dilation, padding=padding, stride=stride)
-        cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])  # (images * L, C_in * k)
-        per_image = per_image or cols.shape[0] // min(images, x2.shape[0] - start)
-        if positions is not None:
-            lo, hi = start * per_image, start * per_image + cols.shape[0]
-            chosen = positions[(positions >= lo) & (positions < hi)] - lo
-            cols = cols[chosen]
-        chunks.append(cols)
-    rows = torch.cat(chunks)
-    return rows.reshape(rows.shape[0], groups, -1).transpose(0, 1).contiguous()
+        cols = cols.transpose(1, 2).reshape(-1, module.groups, cols.shape[1] // module.groups)  # (b, G, K)
+        yield done, cols.transpose(0, 1)
+        done += cols.shape[0]
 
 
 def output_positions(module: nn.Module, x: torch.Tensor) -> int:
@@ -82,14 +88,12 @@ def output_positions(module: nn.Module, x: torch.Tensor) -> int:
 
 
 def hessian(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """(G, K, K) float64 X^T X / n of the layer's input patches, built in chunks."""
-    total = None
-    n = output_positions(module, x)
-    step = max(1, CHUNK_VALUES // max(1, patch_columns(module) * getattr(module, "groups", 1)))
-    for start in range(0, n, step):
-        rows = patches(module, x, torch.arange(start, min(start + step, n)))  # (G, b, K)
+    """(G, K, K) float64 X^T X / n of the layer's input patches, built chunk by chunk."""
+    total, n = None, 0
+    for _, rows in _patch_chunks(module, x):  # (G, b, K)
         part = (rows.transpose(1, 2) @ rows).double()
         total = part if total is None else total + part
+        n += rows.shape[1]
     return total / max(n, 1)
 
 
