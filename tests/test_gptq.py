@@ -71,7 +71,7 @@ def test_gptq_random_layers_equal_the_reference_and_beat_nearest(spec, act_order
         scale, zero_point = scale_map(weight, spec, qparams)
         grid = WeightGrid.of(weight, spec, qparams)
         got = gptq(weight[None], h[None], lambda cols, idx: grid.round(cols[0], idx)[None], block_size=32,
-                   act_order=act_order)[0]
+                   act_order=act_order, dtype=torch.float64)[0]  # exact arithmetic: the same roundings
         expected = reference_gptq(weight, h, lambda col, i: round_column(col, scale[:, i], zero_point[:, i].float(),
                                                                          spec), act_order=act_order)
         assert (got - expected).abs().max().item() <= 1e-5, (seed, spec.label)
@@ -110,13 +110,17 @@ def test_gptq_on_every_sample_layer_equals_reference_and_beats_nearest(name, lay
             module, x = modules[layer.name], inputs[layer.name]
             weight = module.weight.detach()
             qparams = choose_qparams(weight, spec)
-            got = round_gptq(module, weight, None, spec, qparams, x, MethodSpec("gptq"))
+            got = round_gptq(module, weight, None, spec, qparams, x, MethodSpec("gptq"), dtype=torch.float64)
+            fast = round_gptq(module, weight, None, spec, qparams, x, MethodSpec("gptq"))  # float32, the default
             rows, x_rows = weight_groups(module, weight).double(), patches(module, x).double()  # (G, O, K), (G, n, K)
             got_rows = weight_groups(module, got).double()
             nearest_rows = weight_groups(module, fake_quantize(weight, spec, 0, qparams)).double()
             error = torch.bmm(x_rows, (rows - got_rows).transpose(1, 2)).pow(2).sum()  # ||WX - W_hat X||^2
             nearest = torch.bmm(x_rows, (rows - nearest_rows).transpose(1, 2)).pow(2).sum()
-            assert error <= nearest, (name, layer.name, bits)
+            fast_rows = weight_groups(module, fast).double()
+            fast_error = torch.bmm(x_rows, (rows - fast_rows).transpose(1, 2)).pow(2).sum()
+            assert error <= nearest and fast_error <= nearest, (name, layer.name, bits)
+            assert fast_error <= error * 1.02, (name, layer.name, bits)  # float32 updates: the same quality
             scale = qparams.scale.reshape(rows.shape[0], rows.shape[1])
             # The reference takes the same Hessian (accumulated in float32 as the authors' code does): in
             # near-singular layers (fewer positions than columns, dead ReLUs) a float64 one would differ
@@ -152,3 +156,21 @@ def test_gptq_refuses_a_singular_hessian_without_damping():
     weight, x = torch.randn(1, 3, 8), torch.randn(1, 4, 8)  # 4 inputs for 8 columns: H is singular
     with pytest.raises(ValueError, match="raise damp"):
         gptq(weight, x.transpose(1, 2) @ x, lambda cols, idx: cols.round(), damp=0.0)
+
+
+@pytest.mark.parametrize("conv", [torch.nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2),
+                                  torch.nn.Conv1d(3, 5, 3, stride=2, padding=1)], ids=["conv2d", "conv1d"])
+def test_sampled_patches_and_hessian_equal_the_unfolded_rows(conv, monkeypatch):
+    """Gathering chosen positions equals unfolding everything and indexing; over the position
+    limit the Hessian is X^T X / n of exactly the seeded sample of rows."""
+    from lightviz.core.methods import patches as patch_module
+
+    x = torch.randn((3, conv.in_channels, 7, 9) if isinstance(conv, torch.nn.Conv2d) else (3, 3, 11))
+    every = patches(conv, x)
+    n = every.shape[1]
+    chosen = patch_module.sample_positions(n, n // 3, seed=5)
+    assert torch.equal(patches(conv, x, chosen), every[:, chosen])
+    assert torch.allclose(hessian(conv, x), (every.transpose(1, 2) @ every).double() / n, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(patch_module, "MAX_HESSIAN_POSITIONS", n // 3)
+    rows = every[:, patch_module.sample_positions(n, n // 3, seed=7)]
+    assert torch.allclose(hessian(conv, x, seed=7), (rows.transpose(1, 2) @ rows).double() / rows.shape[1], rtol=1e-5)

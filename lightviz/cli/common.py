@@ -104,7 +104,7 @@ def method_flags(parser: argparse.ArgumentParser, with_method: bool = True) -> N
     parser.add_argument("--damp", type=float, help="GPTQ dampening, a fraction of the mean Hessian diagonal (0.01)")
     parser.add_argument("--act-order", action="store_true", help="GPTQ: round columns by decreasing Hessian diagonal")
     parser.add_argument("--alpha", type=float, help="SmoothQuant migration strength, 0 to 1 (0.5)")
-    parser.add_argument("--iterations", type=int, help="AdaRound steps per layer (1000)")
+    parser.add_argument("--iterations", type=int, help="AdaRound steps per layer (500; AIMET uses 10000)")
     parser.add_argument("--method-seed", type=int, help="seed of rotations and AdaRound's sampling (0)")
 
 

@@ -127,8 +127,8 @@ def round_nearest(weight: torch.Tensor, quant: QuantSpec, axis: int) -> tuple[QP
 
 
 def round_gptq(module: nn.Module, weight: torch.Tensor, mask: torch.Tensor | None, quant: QuantSpec,
-               qparams: QParams, x: torch.Tensor, method: MethodSpec) -> torch.Tensor:
-    """GPTQ on the layer's inputs x (the quantized model's, transformed)."""
+               qparams: QParams, x: torch.Tensor, method: MethodSpec, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """GPTQ on the layer's inputs x (the quantized model's, transformed); dtype: gptq's updates."""
     grid = WeightGrid.of(weight, quant, qparams)
     rows = weight_groups(module, weight)  # (G, O, K)
     g, o, k = rows.shape
@@ -137,7 +137,8 @@ def round_gptq(module: nn.Module, weight: torch.Tensor, mask: torch.Tensor | Non
         return grid.round(values.reshape(g * o, -1), index).reshape(g, o, -1)
 
     keep = None if mask is None else weight_groups(module, mask)
-    out = gptq(rows, hessian(module, x), round_columns, method.block_size, method.damp, method.act_order, keep)
+    out = gptq(rows, hessian(module, x, layer_seed("hessian", method.seed)), round_columns, method.block_size,
+               method.damp, method.act_order, keep, dtype)
     return out.reshape(weight.shape).to(weight.dtype)
 
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 MAX_HESSIAN_COLUMNS = 8192  # K x K float64 Hessians: 512 MiB at this width
+MAX_HESSIAN_POSITIONS = 16384  # a seeded sample of positions estimates X^T X when there are more
 CHUNK_VALUES = 2**24  # patch values built at once (64 MiB of float32)
 
 
@@ -54,13 +55,24 @@ def patches(module: nn.Module, x: torch.Tensor, positions: torch.Tensor | None =
     if isinstance(module, nn.Linear):
         rows = x.reshape(-1, x.shape[-1])
         return (rows if positions is None else rows[positions]).unsqueeze(0)
-    chunks = []
-    for start, cols in _patch_chunks(module, x):
-        if positions is not None:
-            chosen = positions[(positions >= start) & (positions < start + cols.shape[1])] - start
-            cols = cols[:, chosen]
-        chunks.append(cols)
-    return torch.cat(chunks, dim=1)
+    if positions is not None:
+        return _gathered_patches(module, x, positions)
+    return torch.cat([cols for _, cols in _patch_chunks(module, x)], dim=1)
+
+
+def _gathered_patches(module: nn.Module, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """(G, len(positions), K): only the chosen positions' patches, gathered from the padded input."""
+    x2, kernel, stride, padding, dilation = _as_2d(module, x)
+    padded = F.pad(x2, (padding[1], padding[1], padding[0], padding[0]))
+    out_h = (padded.shape[2] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    out_w = (padded.shape[3] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    image, rest = positions // (out_h * out_w), positions % (out_h * out_w)
+    rows = (rest // out_w).unsqueeze(1) * stride[0] + torch.arange(kernel[0]) * dilation[0]  # (P, kh)
+    cols = (rest % out_w).unsqueeze(1) * stride[1] + torch.arange(kernel[1]) * dilation[1]  # (P, kw)
+    channels = torch.arange(padded.shape[1])
+    gathered = padded[image[:, None, None, None], channels[None, :, None, None], rows[:, None, :, None],
+                      cols[:, None, None, :]]  # (P, C, kh, kw): F.unfold's order, channel-major
+    return gathered.reshape(len(positions), module.groups, -1).transpose(0, 1)
 
 
 def _patch_chunks(module: nn.Module, x: torch.Tensor):
@@ -87,8 +99,16 @@ def output_positions(module: nn.Module, x: torch.Tensor) -> int:
     return x2.shape[0] * size[0] * size[1]
 
 
-def hessian(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """(G, K, K) float64 X^T X / n of the layer's input patches, built chunk by chunk."""
+def hessian(module: nn.Module, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """(G, K, K) float64 X^T X / n of the layer's input patches, built chunk by chunk.
+
+    Over MAX_HESSIAN_POSITIONS output positions (e.g. early convolutions of a big image model:
+    64 images of 56 x 56), a seeded uniform sample of that many rows estimates it.
+    """
+    positions = output_positions(module, x)
+    if positions > MAX_HESSIAN_POSITIONS:
+        rows = patches(module, x, sample_positions(positions, MAX_HESSIAN_POSITIONS, seed))
+        return (rows.transpose(1, 2) @ rows).double() / rows.shape[1]
     total, n = None, 0
     for _, rows in _patch_chunks(module, x):  # (G, b, K)
         part = (rows.transpose(1, 2) @ rows).double()

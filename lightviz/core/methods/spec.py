@@ -104,7 +104,7 @@ class MethodSpec:
     act_order: bool = False
     block_size: int = 128
     alpha: float = 0.5
-    iterations: int = 1000
+    iterations: int = 500
     seed: int = 0
 
     def __post_init__(self) -> None:
