@@ -19,8 +19,9 @@ the reference implementation does. *Activation order* rounds columns by decreasi
 Grouped convolutions run all groups at once: weights (G, O, K), Hessians (G, K, K).
 The updates run in float32 by default, as the authors' code does (`dtype=torch.float64` gives
 the exact arithmetic the tests compare with a plain implementation); U comes from one Cholesky
-factorization of H with its rows and columns reversed and one triangular solve, in float64
-(the same U as cholesky(cholesky_inverse(cholesky(H)), upper) to ~1e-16, at half the cost).
+factorization of H with its rows and columns reversed and one triangular solve, in the same
+precision (the same U as cholesky(cholesky_inverse(cholesky(H)), upper), at half the cost; a
+Hessian too ill-conditioned for float32 is factored in float64).
 Rounding itself happens in float32 on the layer's grid, so every value returned is exactly a
 grid value.
 
@@ -79,7 +80,7 @@ def gptq(weight: torch.Tensor, hessian: torch.Tensor, round_columns: Rounder, bl
         diag = torch.diagonal(h, dim1=1, dim2=2)
     keep = None if mask is None else mask[:, :, order]
     diag += damp * diag.mean(dim=1, keepdim=True)
-    hinv = _upper_cholesky_of_inverse(h).to(dtype)  # (G, K, K)
+    hinv = _upper_cholesky_of_inverse(h, dtype)  # (G, K, K)
     wt = w.transpose(1, 2).contiguous()  # (G, K, O): a column of W is a contiguous row here
     qt = torch.zeros_like(wt)
     keep_t = None if keep is None else keep.transpose(1, 2)
@@ -104,19 +105,25 @@ def gptq(weight: torch.Tensor, hessian: torch.Tensor, round_columns: Rounder, bl
     return q.float().contiguous()
 
 
-def _upper_cholesky_of_inverse(h: torch.Tensor) -> torch.Tensor:
-    """U upper triangular with U^T U = H^-1, float64.
+def _upper_cholesky_of_inverse(h: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """U upper triangular with U^T U = H^-1, in `dtype` (float32 falls back to float64 when H is
+    too ill-conditioned for it).
 
     With J the reversal of rows and columns, cholesky(J H J) = L' gives H = M M^T for the upper
     triangular M = J L' J; then H^-1 = M^-T M^-1, so U = M^-1 (one triangular solve).
     """
-    lower, info = torch.linalg.cholesky_ex(h.flip(-2, -1))
+    lower, info = torch.linalg.cholesky_ex(h.to(dtype).flip(-2, -1))
+    if int(info.max()) > 0 and dtype != torch.float64:
+        return _upper_cholesky_of_inverse(h, torch.float64).to(dtype)
     if int(info.max()) > 0:
         raise ValueError("the layer's input Hessian is not positive definite; raise damp (e.g. 0.01) or give "
                          "more calibration inputs")
     upper = lower.flip(-2, -1)
-    identity = torch.eye(h.shape[-1], dtype=h.dtype).expand_as(h)
-    return torch.linalg.solve_triangular(upper, identity, upper=True)
+    identity = torch.eye(h.shape[-1], dtype=dtype).expand_as(upper)
+    u = torch.linalg.solve_triangular(upper, identity, upper=True)
+    if dtype != torch.float64 and not bool(torch.isfinite(u).all()):
+        return _upper_cholesky_of_inverse(h, torch.float64).to(dtype)
+    return u
 
 
 def layer_output_error(weight: torch.Tensor, weight_hat: torch.Tensor, x: torch.Tensor) -> float:
