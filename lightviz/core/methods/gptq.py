@@ -35,7 +35,8 @@ True
 
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 
@@ -89,20 +90,33 @@ def gptq(weight: torch.Tensor, hessian: torch.Tensor, round_columns: Rounder, bl
         block = wt[:, start:end].clone()  # (G, b, O)
         errors = torch.zeros_like(block)
         hinv_block = hinv[:, start:end, start:end]  # (G, b, b)
-        for i in range(end - start):
-            column = block[:, i]  # (G, O)
-            rounded = round_columns(column.unsqueeze(2), order[start + i:start + i + 1]).to(dtype).squeeze(2)
-            if keep_t is not None:
-                rounded = rounded * keep_t[:, start + i]
-            qt[:, start + i] = rounded
-            error = (column - rounded) / hinv_block[:, i, i].unsqueeze(1)  # (G, O)
-            block[:, i:].addcmul_(hinv_block[:, i, i:].unsqueeze(2), error.unsqueeze(1), value=-1)  # (G, b - i, O)
-            errors[:, i] = error
+        with _one_thread():  # column steps are small ops: threads only add synchronization
+            for i in range(end - start):
+                column = block[:, i]  # (G, O)
+                rounded = round_columns(column.unsqueeze(2), order[start + i:start + i + 1]).to(dtype).squeeze(2)
+                if keep_t is not None:
+                    rounded = rounded * keep_t[:, start + i]
+                qt[:, start + i] = rounded
+                error = (column - rounded) / hinv_block[:, i, i].unsqueeze(1)  # (G, O)
+                block[:, i:].addcmul_(hinv_block[:, i, i:].unsqueeze(2), error.unsqueeze(1), value=-1)  # (G, b-i, O)
+                errors[:, i] = error
         wt[:, end:] -= hinv[:, start:end, end:].transpose(1, 2) @ errors  # lazy update of the remaining columns
     q = qt.transpose(1, 2)
     if act_order:
         q = q[:, :, torch.argsort(order)]
     return q.float().contiguous()
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the block in one intra-op thread (restored after): the per-column steps are tiny
+    kernels, which two threads slow down (5x under load on a 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _upper_cholesky_of_inverse(h: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
