@@ -18,8 +18,7 @@ positions), initialization V = -log((zeta - gamma) / (frac - gamma) - 1), anneal
 regularization weight 0.01 and hard rounding. Differences, all for CPU speed: minibatches of
 BATCH output *positions* (from at most 8,192 drawn once per layer, shuffled once and walked in
 order) instead of 32 whole images, and `iterations` steps (default 500; AIMET 10,000) with
-Adam's learning rate scaled to keep the total movement, LR_BASE * 10,000 / iterations. On the
-digits samples 200-500 steps already reach what 1,000 do (benchmarks/bench_methods.py).
+Adam's learning rate scaled to keep the total movement, LR_BASE * 10,000 / iterations.
 
 >>> g = torch.Generator().manual_seed(0)
 >>> w, x = torch.randn(1, 3, 8, generator=g), torch.randn(1, 256, 8, generator=g)
