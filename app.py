@@ -11,6 +11,7 @@ page = st.navigation([
     st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/show_chart:"),
     st.Page("pages/compare.py", title="Compare A/B", icon=":material/compare_arrows:"),
     st.Page("pages/sensitivity.py", title="Sensitivity", icon=":material/grid_on:"),
+    st.Page("pages/methods.py", title="Methods", icon=":material/compare:"),
     st.Page("pages/finetune.py", title="Fine-tune", icon=":material/model_training:"),
     st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
 ], position="top" if charts.presenting() else "sidebar")

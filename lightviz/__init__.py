@@ -25,7 +25,7 @@ import importlib
 _PUBLIC = {  # name -> module that defines it
     # specs: frozen, validated, JSON-able
     "QuantSpec": "lightviz.core.specs", "PruneSpec": "lightviz.core.specs", "ActivationSpec": "lightviz.core.specs",
-    "LayerConfig": "lightviz.core.specs", "Plan": "lightviz.core.specs", "TrainConfig": "lightviz.core.specs",
+    "LayerConfig": "lightviz.core.specs", "Plan": "lightviz.core.specs", "TrainConfig": "lightviz.core.trainconfig",
     # tensor functions
     "fake_quantize": "lightviz.core.quant", "quantize": "lightviz.core.quant", "dequantize": "lightviz.core.quant",
     "choose_qparams": "lightviz.core.quant", "QParams": "lightviz.core.quant", "prune_mask": "lightviz.core.prune",

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from lightviz.ui import act_controls, controls, deploy, explore, gate, lm, router, state
+from lightviz.ui import act_controls, controls, deploy, explore, gate, lm, method_controls, router, state
 
 router.through_router("pages/explore.py")  # opened by URL before the app first ran
 
@@ -13,6 +13,8 @@ controls.undo_redo()
 controls.global_controls()
 if lm.is_lm():
     lm.lm_controls()
+else:  # number formats and PTQ methods: for the image classifiers (language models: presets above)
+    method_controls.format_and_method_controls()
 act_controls.activation_controls()
 gate.require_started()  # a big model's first evaluation waits for a click
 engine, data, bundle = state.current_engine(), state.current_data(), state.current_bundle()

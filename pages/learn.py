@@ -6,7 +6,7 @@ import torch
 from lightviz.analysis import clipping, learn
 from lightviz.core.specs import RANGE_METHOD_HELP, RANGE_METHODS, SCHEMES
 from lightviz.plots import learn as learn_plots
-from lightviz.ui import charts, router, state
+from lightviz.ui import charts, learn_formats, router, state
 from lightviz.ui.text import plain
 
 router.through_router("pages/learn.py")  # opened by URL before the app first ran
@@ -217,3 +217,5 @@ st.header("2. The same steps on a real layer")
 layer_sections()
 st.header("4. Common mistakes")
 mistakes_section(toy_weight, toy_bits)
+st.header("5. Uniform against floating-point grids")
+learn_formats.grid_comparison_section()

@@ -38,7 +38,7 @@ def test_deep_link_to_a_page_on_a_fresh_server(server, page):
 
 
 @pytest.mark.parametrize("path,name", [("", "explore"), ("tradeoffs", "tradeoffs"), ("sensitivity", "sensitivity"),
-                                       ("finetune", "finetune"), ("learn", "learn")])
+                                       ("methods", "methods"), ("finetune", "finetune"), ("learn", "learn")])
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_every_page_loads_without_exception(server, browser, path, name, theme):
     context = browser.new_context(viewport={"width": 1400, "height": 2400}, color_scheme=theme)  # tall: the app scrolls inside
@@ -155,3 +155,28 @@ def test_quick_key_presses_all_land(server, page):
     settle(page)
     assert _slider(page, "Bits").get_attribute("aria-valuetext") == "2", "Back did not restore the plan"
     assert page.url == before and metric_value(page, "Accuracy") == f"{expected.accuracy:.2%}"
+
+
+def test_methods_side_by_side_and_a_floating_point_grid(server, page):
+    """Compare GPTQ with round-to-nearest on the Methods page; open an FP8 plan's histogram."""
+    from lightviz.core.specs import LayerConfig, Plan, QuantSpec, plan_to_token
+
+    page.goto(f"{server}/methods?model=digits-mlp")
+    settle(page)
+    page.get_by_role("button", name="Compare methods").click()
+    settle(page)
+    assert_no_exception(page, "methods page after a comparison")
+    page.get_by_text("Per-layer error at", exact=True).scroll_into_view_if_needed()
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / "methods-compared.png"))
+    assert page.locator("[data-testid='stPlotlyChart']").count() >= 3
+    plan = Plan(default=LayerConfig(quant=QuantSpec(format="fp8_e4m3", granularity="tensor")))
+    page.goto(f"{server}/?model=digits-mlp&plan={plan_to_token(plan)}")
+    settle(page)
+    assert_no_exception(page, "an fp8 plan")
+    note = page.get_by_text("253 floating-point levels", exact=False).first
+    note.scroll_into_view_if_needed()
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / "explore-fp8-grid.png"))
+    assert "quantization levels (253, ticks)" in page.locator("[data-testid='stPlotlyChart']").last.inner_text() or \
+        page.get_by_text("quantization levels (253", exact=False).count() >= 1

@@ -233,7 +233,7 @@ def test_learn_page_runs_and_follows_the_library():
     assert sym["q"].tolist() == expected["q"].tolist() and -64 in sym["q"].tolist()
     assert asym["q"].tolist() == learn.toy_steps(TOY, 8, "asymmetric").table["q"].tolist()
     assert any(r"\frac{10}{127} = 0.07874" in latex.value for latex in at.latex)
-    assert len(at.get("plotly_chart")) == 4
+    assert len(at.get("plotly_chart")) == 4 + 3  # + the uniform-against-floating-point grid section
 
     at.slider(key="learn_bits").set_value(3).run()  # bits: the shown codes follow the library
     sym, asym = _toy_tables(at)

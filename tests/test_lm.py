@@ -291,6 +291,8 @@ def test_cli_report_export_and_benchmark_on_a_language_model(tmp_path, capsys):
     assert "perplexity" in out and "Perplexity against size" in html and "same top-1 answer" not in html
     code, out, err = _run(capsys, "export", *common, "--format", "lightviz", "--out", str(tmp_path / "lm.safetensors"))
     assert code == 0 and (tmp_path / "lm.safetensors").is_file(), err
+    code, out, err = _run(capsys, "evaluate", *common, "--method", "gptq")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "language model" in err, err
     for argv in (["export", "--format", "onnx", "--out", str(tmp_path / "lm.onnx")], ["benchmark"]):
         code, out, err = _run(capsys, *argv, *common)
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "language model" in err, err

@@ -68,3 +68,17 @@ def test_bad_pins_are_refused_with_the_fields_named():
 def test_nm_sparsity_is_shown_as_achieved():
     assert shown_sparsity(PruneSpec(sparsity=0.65, method="n:m")) == 0.75
     assert shown_sparsity(PruneSpec(sparsity=0.5, method="n:m")) == 0.5
+
+
+def test_a_layers_method_and_format_are_fields_too():
+    """A method or number format set in the table stays when the global settings change."""
+    from lightviz.core.methods.spec import MethodSpec
+
+    plan = apply_layer_edits(Plan(), NAMES, {0: {"method": "gptq"}, 1: {"number_format": "mxfp4"}})
+    assert plan.pins_for("fc1") == ("method",) and plan.pins_for("fc2") == ("quant.format",)
+    switched = plan.with_default(LayerConfig(quant=QuantSpec(bits=4), method=MethodSpec(name="bias_correction")))
+    assert switched.config_for("fc1").method.name == "gptq" and switched.config_for("fc1").quant.bits == 4
+    assert switched.config_for("fc2").quant.format == "mxfp4" and switched.config_for("fc2").method.name == \
+        "bias_correction"
+    assert switched.config_for("fc3").method.name == "bias_correction"
+    assert Plan.from_json(switched.to_json()) == switched

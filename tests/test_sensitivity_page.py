@@ -34,8 +34,10 @@ def test_sensitivity_page_heatmap_mixed_plan_and_range_methods():
     assert not at.exception
 
     heatmaps = [c for c in _charts(at) if c["data"] and c["data"][0]["type"] == "heatmap"]
-    assert len(heatmaps) == 1
+    assert len(heatmaps) == 2  # measured, then the gradient-predicted KL next to it
     heat = heatmaps[0]["data"][0]
+    assert heatmaps[1]["data"][0]["x"] == ["2 bits", "4 bits", "8 bits"]
+    assert any("Spearman" in caption.value for caption in at.caption)
     assert heat["x"] == ["2 bits", "4 bits", "8 bits"] and heat["y"][0] == "features.0.0"
     bundle = zoo.load_model("digits-cnn")
     data = datasets.eval_data_for(bundle)

@@ -20,15 +20,17 @@ import pandas as pd
 
 from lightviz.core.engine import Engine
 from lightviz.core.overrides import config_fields
-from lightviz.core.specs import LayerConfig, Plan, PruneSpec
+from lightviz.core.specs import LayerConfig, Plan, PruneSpec, QuantSpec
 
 FLOAT_BITS_LABEL = "float"
 BITS_CHOICES = [str(b) for b in range(1, 17)] + [FLOAT_BITS_LABEL]
-EDITABLE = ["bits", "scheme", "granularity", "sparsity", "keep_float"]
-EDITOR_COLUMNS = ["layer", "type", "shape", "params", *EDITABLE, "override", "pinned", "storage"]
+EDITABLE = ["bits", "scheme", "granularity", "sparsity", "keep_float", "number_format", "method"]
+EDITOR_COLUMNS = ["layer", "type", "shape", "params", *EDITABLE, "method_note", "override", "pinned", "storage"]
 COLUMN_FIELDS = {"bits": "quant.bits", "scheme": "quant.scheme", "granularity": "quant.granularity",
-                 "sparsity": "prune.sparsity", "keep_float": "keep_float"}  # table column -> Plan field
-COLUMN_NAMES = {path: "float" if column == "keep_float" else column for column, path in COLUMN_FIELDS.items()}
+                 "sparsity": "prune.sparsity", "keep_float": "keep_float", "number_format": "quant.format",
+                 "method": "method"}  # table column -> Plan field
+COLUMN_NAMES = {path: {"keep_float": "float", "number_format": "format"}.get(column, column)
+                for column, path in COLUMN_FIELDS.items()}
 
 
 def bits_label(bits: int | None) -> str:
@@ -52,9 +54,11 @@ def parse_bits(value: Any) -> int | None:
 def layer_editor_frame(engine: Engine, plan: Plan, table: pd.DataFrame) -> pd.DataFrame:
     """One row per layer, in engine order (columns EDITOR_COLUMNS).
 
-    `table` is `engine.layer_table(plan)`, used for the storage format each layer ends up in.
+    `table` is `engine.layer_table(plan)`, used for the storage format each layer ends up in and
+    for what its method did (or why it does not apply).
     """
     formats = dict(zip(table["name"], table["format"]))
+    notes = dict(zip(table["name"], table["method_note"])) if "method_note" in table else {}
     overridden = dict(plan.overrides)
     rows = []
     for layer in engine.layers:
@@ -64,9 +68,10 @@ def layer_editor_frame(engine: Engine, plan: Plan, table: pd.DataFrame) -> pd.Da
             "type": layer.role + (f" (tied: {', '.join(layer.tied)})" if layer.tied else ""),
             "params": layer.n_weights, "bits": bits_label(config.quant.bits), "scheme": config.quant.scheme,
             "granularity": config.quant.granularity, "sparsity": shown_sparsity(config.prune),
-            "keep_float": config.keep_float, "override": layer.name in overridden,
+            "keep_float": config.keep_float, "number_format": config.quant.format, "method": config.method.name,
+            "override": layer.name in overridden,
             "pinned": ", ".join(COLUMN_NAMES.get(path, path.split(".")[-1]) for path in plan.pins_for(layer.name)),
-            "storage": formats.get(layer.name, ""),
+            "storage": formats.get(layer.name, ""), "method_note": notes.get(layer.name, ""),
         })
     return pd.DataFrame(rows, columns=EDITOR_COLUMNS)
 
@@ -116,16 +121,26 @@ def apply_layer_edits(plan: Plan, names: Sequence[str], edited_rows: Mapping[Any
 
 def edit_config(config: LayerConfig, changes: Mapping[str, Any]) -> LayerConfig:
     """`config` with the table's editable columns in `changes` applied. Raises ValueError."""
-    quant, prune, keep_float = config.quant, config.prune, config.keep_float
+    quant, prune, keep_float, method = config.quant, config.prune, config.keep_float, config.method
     for column, value in changes.items():
         if column == "bits":
-            quant = replace(quant, bits=parse_bits(value))
+            bits = parse_bits(value)
+            if quant.format != "int" and bits is not None and bits != quant.bits:
+                raise ValueError(f"format {quant.format} stores {quant.bits} bits per weight; set the format to int "
+                                 "to choose the bits")
+            quant = replace(quant, bits=bits)
         elif column in ("scheme", "granularity"):
             quant = replace(quant, **{column: value})
         elif column == "sparsity":
             prune = replace(prune, sparsity=0.0 if value is None else value)
         elif column == "keep_float":
             keep_float = bool(value)
+        elif column == "number_format":
+            quant = QuantSpec(**{**{f: getattr(quant, f) for f in ("scheme", "granularity", "group_size",
+                                                                     "range_method", "percentile", "scale_dtype")},
+                                 "bits": quant.bits, "format": value})
+        elif column == "method":
+            method = replace(method, name=value)
         else:
             raise ValueError(f"column {column!r} is read-only; editable columns: {', '.join(EDITABLE)}")
-    return LayerConfig(quant=quant, prune=prune, keep_float=keep_float)
+    return LayerConfig(quant=quant, prune=prune, keep_float=keep_float, method=method)

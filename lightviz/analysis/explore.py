@@ -23,12 +23,14 @@ from torch import nn
 
 from lightviz.core import metrics
 from lightviz.core.engine import Engine, LayerResult
+from lightviz.core.formats import element_values
 from lightviz.core.quant import block_count, code_range
-from lightviz.core.specs import Plan, PruneSpec, QuantSpec
+from lightviz.core.specs import LayerConfig, Plan, QuantSpec
 
 ENTROPY_MAX_BLOCKS = 1000  # entropy calibration costs ~10 ms per block on a laptop core
 HIST_BINS = 80
 MAX_LEVELS = 64  # draw the grid's levels only when they stay distinguishable
+MAX_FORMAT_LEVELS = 256  # floating-point grids (FP8: 253 levels) bunch near zero: drawn up to this many
 SIZE_PARTS = {  # layer_table column -> what the stacked size chart calls it
     "value_bytes": "codes / values",
     "qparam_bytes": "scales + zero-points",
@@ -145,15 +147,17 @@ def weight_histogram(result: LayerResult, channel: int | None = None, group: int
         all_levels = all_levels[np.isfinite(all_levels)]  # s * (q - z) can overflow float32 near its limit
     if all_levels is not None and len(all_levels):
         step = scale
-        if quant.bits == 1 and quant.scheme == "symmetric":
+        if quant.bits == 1 and quant.scheme == "symmetric" and quant.format == "int":
             note = (f"binarized: sign(w) * mean|w| = ±{scale:.4g}, two levels (a zero weight takes +{scale:.4g}, "
                     "as XNOR-Net; pruned weights stay 0)")
         else:
             span = (float(all_levels[0]), float(all_levels[-1]))
             kept_w = w[kept]
-            saturated = int(((kept_w < span[0] - scale / 2) | (kept_w > span[1] + scale / 2)).sum())
-            note = f"{len(all_levels)} levels, step s = {scale:.4g}; weights outside the span saturate"
-        if len(all_levels) <= max_levels:
+            half = (all_levels[-1] - all_levels[-2]) / 2 if len(all_levels) > 1 else 0.0  # the outermost half-step
+            saturated = int(((kept_w < span[0] - half) | (kept_w > span[1] + half)).sum())
+            note = (f"{len(all_levels)} levels, step s = {scale:.4g}; weights outside the span saturate"
+                    if quant.format == "int" else _format_note(quant, all_levels, scale))
+        if len(all_levels) <= (max_levels if quant.format == "int" else max(max_levels, MAX_FORMAT_LEVELS)):
             levels = all_levels
         else:
             note += f" (too many levels to draw: {len(all_levels)} > {max_levels})"
@@ -196,12 +200,29 @@ def _levels(quant: QuantSpec, qparams, block: int) -> tuple[np.ndarray, float]:
     """Every value block `block` can dequantize to, ascending, and its scale."""
     scale = qparams.scale[block].reshape(1).cpu()  # float32, as the kernels compute
     zero_point = float(qparams.zero_point[block])
-    if quant.bits == 1 and quant.scheme == "symmetric":  # sign(w) * alpha, sign(0) = +1: two levels
+    if quant.format != "int":  # a floating-point (or table) grid times the block's scale
+        values = element_values(quant.format).float() * scale
+    elif quant.bits == 1 and quant.scheme == "symmetric":  # sign(w) * alpha, sign(0) = +1: two levels
         values = torch.tensor([-1.0, 1.0]) * scale
     else:
         qmin, qmax = code_range(quant)
         values = (torch.arange(qmin, qmax + 1, dtype=torch.float32) - zero_point) * scale
     return values.double().numpy(), float(scale)
+
+
+def _format_note(quant: QuantSpec, levels: np.ndarray, scale: float) -> str:
+    """What a non-uniform grid looks like: its levels and how its step grows with |w|."""
+    positive = levels[levels > 0]
+    steps = np.diff(positive) if len(positive) > 1 else np.array([0.0])
+    scale_text = {"mx": f"shared scale 2^{int(round(math.log2(scale)))}" if scale > 0 else "shared scale 0",
+                  "nvfp4": f"block scale {scale:.4g} (E4M3 × tensor scale)"}.get(
+        "mx" if quant.format.startswith("mx") else quant.format, f"scale {scale:.4g}")
+    if quant.format == "nf4":
+        return f"16 NormalFloat levels (normal quantiles), {scale_text}: closest together near zero"
+    if quant.format == "mxint8":
+        return f"{len(levels)} int8 levels (k/64), {scale_text}: a uniform step of {steps.min():.3g}"
+    return (f"{len(levels)} floating-point levels, {scale_text}: step {steps.min():.3g} near zero, "
+            f"{steps.max():.3g} at the top; weights outside the span saturate")
 
 
 def _grid_note(quant: QuantSpec, channel: int | None, group: int | None, channels: int,
@@ -290,7 +311,7 @@ def sqnr_vs_bits(engine: Engine, plan: Plan, bits: list[int]) -> pd.DataFrame:
     rows = []
     for b in sorted(set(bits)):
         quant = replace(plan.default.quant, bits=b)
-        config = replace(plan.default, quant=quant, prune=PruneSpec(), keep_float=False)
+        config = LayerConfig(quant=quant)  # no pruning, no method: the bit-width alone
         base = replace(plan, default=config, overrides=(), global_prune=False)
         for name, result in engine.compress_layers(base).items():
             rows.append({"layer": name, "bits": b, "sqnr_db": metrics.sqnr_db(result.weight, result.weight_hat)})

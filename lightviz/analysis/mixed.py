@@ -9,7 +9,9 @@ Objective: the per-layer KL(p_float || p) of the single-layer plans, by default.
 smooth, never negative and roughly additive over layers for small perturbations (a
 second-order expansion of the loss), while accuracy drops on a few hundred samples are
 noisy, often 0 or negative at 6-8 bits, and tie everywhere. `objective="accuracy_drop"`
-uses max(drop, 0) instead; for a language model `"perplexity_increase"` (relative).
+uses max(drop, 0) instead; for a language model `"perplexity_increase"` (relative);
+`objective="gradient"` uses the predicted KL (`score`) of gradsens.gradient_sensitivity, which
+needs no forward pass per layer and setting.
 
 Units: a sensitivity table run over units of layers (`sensitivity(..., units=blocks(engine))`,
 a language model's blocks) allocates one bit-width per unit; layers outside every unit (an
@@ -47,7 +49,7 @@ from lightviz.core.size import weight_size
 from lightviz.core.specs import LayerConfig, Plan, PruneSpec
 from lightviz.core.task import task_of
 
-OBJECTIVES = ("kl", "accuracy_drop", "perplexity_increase")
+OBJECTIVES = ("kl", "accuracy_drop", "perplexity_increase", "gradient")
 METHODS = ("knapsack", "greedy")
 MAX_STATES = 200_000
 REFINE = 8  # knapsack choices measured before one is returned
@@ -92,9 +94,13 @@ def layer_options(engine: Engine, sens: pd.DataFrame, base: Plan, objective: str
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
     rows = sens[sens["kind"] == "bits"].dropna(subset=["bits"])
-    if objective != "kl" and (objective not in rows or rows[objective].isna().any()):
+    if objective == "gradient" and "score" not in rows:
+        raise ValueError("objective 'gradient' reads the `score` column of gradsens.gradient_sensitivity rows")
+    if objective not in ("kl", "gradient") and (objective not in rows or rows[objective].isna().any()):
         raise ValueError(f"objective {objective!r} needs a sensitivity table with that column"
                          + (" (labeled data)" if objective == "accuracy_drop" else "") + "; use objective 'kl'")
+    if objective == "kl" and "kl" not in rows:
+        raise ValueError("objective 'kl' needs measured sensitivity rows (sensitivity.sensitivity)")
     members = sens.attrs.get("units")
     units = members or {layer.name: [layer.name] for layer in engine.layers}
     missing = [name for name in units if name not in set(rows["layer"])]
@@ -105,11 +111,14 @@ def layer_options(engine: Engine, sens: pd.DataFrame, base: Plan, objective: str
     for unit, names in units.items():
         mine = rows[rows["layer"] == unit].drop_duplicates("bits").sort_values("bits")
         unit_bits = [int(b) for b in mine["bits"]]
-        parts = [[_layer_size(engine, name, replace(quant, bits=b), base.fold_bn) for name in names] for b in unit_bits]
+        parts = [[_layer_size(engine, name, replace(quant, bits=b, format="int"), base.fold_bn) for name in names]
+                 for b in unit_bits]
         bits.append(unit_bits)
         sizes.append([sum(part.total_bytes for part in group) for group in parts])
         wbits.append([sum(part.weight_bits for part in group) for group in parts])
-        column = mine["kl"] if objective == "kl" else mine[objective].clip(lower=0.0)
+        column = {"kl": mine.get("kl"), "gradient": mine.get("score")}.get(objective)
+        if column is None:
+            column = mine[objective].clip(lower=0.0)
         values.append([float(v) for v in column])
         if not np.isfinite(values[-1]).all():
             raise ValueError(f"the sensitivity's {objective} of {unit} is not a finite number (the model's outputs "
@@ -213,7 +222,7 @@ def greedy(costs: list[list[int]], values: list[list[float]], budget: int) -> li
 
 def mixed_plan(base: Plan, bits: dict[str, int]) -> Plan:
     """Base quantization at the most common bits as default, other layers as overrides; no pruning."""
-    quant = base.default.quant
+    quant = replace(base.default.quant, format="int", bits=base.default.quant.bits or 8)
     common = max(Counter(bits.values()).items(), key=lambda item: (item[1], item[0]))[0]
     default = LayerConfig(quant=replace(quant, bits=common), prune=PruneSpec())
     overrides = {name: LayerConfig(quant=replace(quant, bits=b), prune=PruneSpec())
@@ -223,7 +232,7 @@ def mixed_plan(base: Plan, bits: dict[str, int]) -> Plan:
 
 def uniform_at(base: Plan, bits: int) -> Plan:
     """The uniform plan at `bits` with the base's quantization (what mixed plans compete with)."""
-    default = LayerConfig(quant=replace(base.default.quant, bits=bits), prune=PruneSpec())
+    default = LayerConfig(quant=replace(base.default.quant, bits=bits, format="int"), prune=PruneSpec())
     return replace(base, default=default, overrides=(), global_prune=False)
 
 
@@ -242,7 +251,8 @@ def allocate(engine: Engine, data: EvalData, sens: pd.DataFrame, base: Plan | No
         max_drop: the smallest plan on the knapsack frontier whose *measured* accuracy drop is
             at most this (agreement drop without labels; for a language model, the relative
             perplexity increase), found by bisection over the frontier.
-        objective: "kl" or "accuracy_drop" (see module doc). method: "knapsack" or "greedy".
+        objective: "kl", "accuracy_drop", "perplexity_increase" or "gradient" (see module doc;
+            `sens` from gradient_sensitivity for "gradient"). method: "knapsack" or "greedy".
         refine: the knapsack's objective is a proxy (layers are not independent), so its
             `refine` best choices within the budget are evaluated and the best *measured* one
             is returned (accuracy, then agreement, then lower KL); 1 gives the plain optimum.

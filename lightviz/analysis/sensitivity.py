@@ -24,7 +24,7 @@ Columns (SENSITIVITY_COLUMNS):
 | column                | meaning                                                          |
 |-----------------------|------------------------------------------------------------------|
 | layer, type, params   | the layer, its module class, its weight count                    |
-| setting, kind         | "4 bits" / "50% sparse"; "bits" or "sparsity"                    |
+| setting, kind         | "4 bits" / "fp8_e4m3" / "50% sparse"; "bits", "format" or "sparsity" |
 | bits, sparsity        | the layer's bits (None: float) and sparsity                      |
 | accuracy, float_accuracy | top-1 with only this layer compressed, and of the float model (None without labels) |
 | accuracy_drop         | float_accuracy - accuracy (positive = worse)                     |
@@ -33,6 +33,7 @@ Columns (SENSITIVITY_COLUMNS):
 | layer_size_bytes      | the layer's storage under the setting (layer_float_size_bytes: float32) |
 | size_bytes            | the whole model's storage with only this layer compressed        |
 | n_samples             | evaluation inputs                                                |
+| format                | the number format of the setting ("int" for bits, None for sparsity) |
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from lightviz.core.task import task_of
 SENSITIVITY_COLUMNS = [
     "layer", "type", "params", "setting", "kind", "bits", "sparsity",
     "accuracy", "float_accuracy", "accuracy_drop", "accuracy_se", "agreement", "kl",
-    "layer_size_bytes", "layer_float_size_bytes", "size_bytes", "n_samples",
+    "layer_size_bytes", "layer_float_size_bytes", "size_bytes", "n_samples", "format",
 ]
 LM_SENSITIVITY_COLUMNS = [
     "layer", "type", "params", "setting", "kind", "bits", "sparsity",
@@ -104,22 +105,27 @@ def unit_plan(base: Plan, layers: list[str], config: LayerConfig) -> Plan:
                 fold_bn=base.fold_bn)
 
 
-def settings(base: Plan, bits: Iterable[int] = DEFAULT_BITS,
-             sparsities: Iterable[float] = ()) -> list[tuple[str, str, LayerConfig]]:
-    """(label, kind, config) of each setting: bits with the base's quantization, then sparsities.
+def settings(base: Plan, bits: Iterable[int] = DEFAULT_BITS, sparsities: Iterable[float] = (),
+             formats: Iterable[str] = ()) -> list[tuple[str, str, LayerConfig]]:
+    """(label, kind, config) of each setting: integer bits with the base's quantization, number
+    formats (fp8_e4m3, mxfp4, ...), then sparsities.
 
     Raises:
-        ValueError: no setting, or a bits / sparsity value out of range (the specs' messages).
+        ValueError: no setting, or a bits / sparsity / format value out of range (the specs' messages).
     """
     quant, prune = base.default.quant, base.default.prune
     out = []
     for b in dict.fromkeys(bits):
-        out.append((f"{b} bits", "bits", LayerConfig(quant=replace(quant, bits=b))))
+        out.append((f"{b} bits", "bits", LayerConfig(quant=replace(quant, bits=b, format="int"))))
+    for f in dict.fromkeys(formats):
+        integer = replace(quant, format="int", bits=quant.bits or 8)
+        out.append((f, "format", LayerConfig(quant=replace(integer, format=f))))
     for s in dict.fromkeys(float(s) for s in sparsities):
         spec = PruneSpec(sparsity=s, method=prune.method, m=prune.m)
         out.append((f"{s:.0%} sparse", "sparsity", LayerConfig(quant=replace(quant, bits=None), prune=spec)))
     if not out:
-        raise ValueError("sensitivity needs at least one setting: give bits (1 to 16) and/or sparsities (0 to 1)")
+        raise ValueError("sensitivity needs at least one setting: give bits (1 to 16), formats and/or sparsities "
+                         "(0 to 1)")
     return out
 
 
@@ -128,7 +134,7 @@ def sensitivity(engine: Engine, data: EvalData, bits: Iterable[int] = DEFAULT_BI
                 layers: Iterable[str] | None = None, reuse: bool = True,
                 progress: Callable[[int, int], None] | None = None,
                 backend: Backend | None = None,
-                units: dict[str, list[str]] | None = None) -> pd.DataFrame:
+                units: dict[str, list[str]] | None = None, formats: Iterable[str] = ()) -> pd.DataFrame:
     """One row per (layer, setting) with only that layer compressed (columns above).
 
     Args:
@@ -136,6 +142,7 @@ def sensitivity(engine: Engine, data: EvalData, bits: Iterable[int] = DEFAULT_BI
         data: evaluation data; with `max_samples`, a seeded subset of it (data.subset).
         bits: bit-widths to try, with `base`'s scheme, granularity, group size, range method.
         sparsities: sparsities to try with float weights, with `base`'s pruning method.
+        formats: number formats to try (fp8_e4m3, mxfp4, nvfp4, ...), with `base`'s granularity.
         base: where those settings and BatchNorm folding come from (default: Plan()).
         layers: the layers to analyse (default: all, in model order).
         reuse: run only each layer's tail from cached activations (False: full forwards).
@@ -160,7 +167,7 @@ def sensitivity(engine: Engine, data: EvalData, bits: Iterable[int] = DEFAULT_BI
     started = time.perf_counter()
     base = base or Plan()
     task = task_of(data)
-    chosen = settings(base, bits, sparsities)
+    chosen = settings(base, bits, sparsities, formats)
     if units is not None:
         return _unit_sensitivity(engine, subset(data, max_samples), chosen, base, units, progress, started)
     names = _layer_names(engine, layers)
@@ -225,6 +232,7 @@ def layer_rows(engine: Engine, data: EvalData, item: tuple, progress: Callable[[
                 "agreement": metrics.agreement(reference, logits), "kl": metrics.mean_kl(reference, logits),
                 "layer_size_bytes": result.size.total_bytes, "layer_float_size_bytes": float_sizes[name],
                 "size_bytes": engine.size_bytes(plan), "n_samples": len(data),
+                "format": None if kind == "sparsity" else config.quant.format,
             })
             if progress:
                 progress(len(rows), total)

@@ -7,6 +7,7 @@
 - `finetune`: `finetune` (quantization-aware fine-tuning, distillation).
 - `report`: `report` (a self-contained HTML report, optionally comparing two plans).
 - `export`: `export` (ONNX QDQ, packed file), `benchmark` (measured latency), `inspect` (packed file).
+- `methods`: `compare-methods` (PTQ methods side by side).
 
 Bad input exits with code 2 and one line on stderr, never a traceback; Ctrl-C exits with 130.
 `--device auto|cpu|cuda` picks where models run; `sweep`, `sensitivity` and `allocate` take
@@ -29,7 +30,7 @@ import sys
 import warnings
 from typing import Sequence
 
-from lightviz.cli import analysis, common, evaluate, export, finetune, report
+from lightviz.cli import analysis, common, evaluate, export, finetune, methods, report
 
 __all__ = ["main", "build_parser"]
 
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = common.Parser(prog="python -m lightviz", description="Explore quantization and pruning.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=common.Parser)
-    for family in (evaluate, analysis, finetune, export, report):
+    for family in (evaluate, analysis, finetune, methods, export, report):
         family.register(commands)
     return parser
 

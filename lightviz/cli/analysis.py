@@ -15,8 +15,10 @@ import json
 import sys
 
 from lightviz.cli import common as cli
+from lightviz.cli import compute
 from lightviz.core.specs import (
     GRANULARITIES,
+    NUMBER_FORMATS,
     PRUNE_METHODS,
     RANGE_METHODS,
     SCHEMES,
@@ -40,10 +42,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     cli.model_flags(sens)
     sens.add_argument("--bits", default=DEFAULT_SENSITIVITY_BITS, help="bit-widths to try (comma-separated)")
     sens.add_argument("--sparsity", help="sparsities to try with float weights (comma-separated, 0..1)")
+    sens.add_argument("--formats", help="number formats to try, comma-separated (fp8_e4m3, mxfp4, nvfp4, nf4, ...)")
+    sens.add_argument("--gradient", action="store_true",
+                      help="also score every layer x setting from backward passes (diagonal Fisher: predicted KL) "
+                           "and report its rank correlation with the measured KL")
+    sens.add_argument("--gradient-only", action="store_true",
+                      help="only the gradient scores (no forward pass per layer and setting)")
     sens.add_argument("--layers", help="only these layers (comma-separated; default all)")
     _base_flags(sens)
     sens.add_argument("--no-reuse", action="store_true", help="run full forwards (no cached activations)")
-    cli.ray_flags(sens)
+    compute.ray_flags(sens)
     sens.add_argument("--out", help="also write the rows to this CSV file")
     sens.add_argument("--json", action="store_true", help="print one JSON object")
     sens.set_defaults(run=_sensitivity)
@@ -57,13 +65,14 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="smallest plan whose accuracy drop is at most this (0.01 = 1 point; "
                              "language models: relative perplexity increase, 0.01 = 1%%)")
     alloc.add_argument("--bits", default=DEFAULT_ALLOCATE_BITS, help="bit-widths a layer may take (comma-separated)")
-    alloc.add_argument("--objective", choices=("kl", "accuracy_drop", "perplexity_increase"), default="kl",
-                       help="per-layer cost summed by the knapsack (default kl: smooth, additive)")
+    alloc.add_argument("--objective", choices=("kl", "accuracy_drop", "perplexity_increase", "gradient"), default="kl",
+                       help="per-layer cost summed by the knapsack (default kl: smooth, additive; gradient: the "
+                            "KL predicted from backward passes, no forward pass per layer and bit-width)")
     alloc.add_argument("--method", choices=("knapsack", "greedy"), default="knapsack")
     alloc.add_argument("--refine", type=int, default=8, help="knapsack choices measured before picking (default 8)")
     alloc.add_argument("--compare", action="store_true", help="also evaluate the uniform plans at each --bits")
     _base_flags(alloc)
-    cli.ray_flags(alloc)
+    compute.ray_flags(alloc)
     alloc.add_argument("--out", help="also write the plan JSON to this file (for `evaluate --plan`)")
     alloc.add_argument("--json", action="store_true", help="print one JSON object")
     alloc.set_defaults(run=_allocate)
@@ -84,7 +93,7 @@ def _base_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _base_plan(args: argparse.Namespace) -> Plan:
-    return cli.plan_from_args(argparse.Namespace(**{**vars(args), "bits": None, "sparsity": None}))
+    return cli.plan_from_args(argparse.Namespace(**{**vars(args), "bits": None, "sparsity": None, "method": None}))
 
 
 def _check_cost(engine, base: Plan, bits: list[int]) -> None:
@@ -115,6 +124,7 @@ def _bits_list(text: str) -> list[int]:
 
 
 def _sensitivity(args: argparse.Namespace) -> int:
+    from lightviz.analysis.gradsens import gradient_sensitivity, rank_correlation
     from lightviz.analysis.sensitivity import pivot, sensitivity
     from lightviz.core.task import task_of
 
@@ -122,17 +132,25 @@ def _sensitivity(args: argparse.Namespace) -> int:
     bits = _bits_list(args.bits)
     sparsities = ([cli.parse_float(s, "sparsity") for s in cli.split(args.sparsity, "sparsity")]
                   if args.sparsity else [])
+    formats = cli.split(args.formats, "formats", NUMBER_FORMATS) if args.formats else []
     layers = cli.split(args.layers, "layers") if args.layers else None
     out = cli.out_path(args.out)
-    engine, base = cli.engine(args, bundle), _base_plan(args)
+    engine, base = compute.engine(args, bundle), _base_plan(args)
     units = _units(args, bundle, engine)
     if units is not None and layers:
         raise cli.UsageError("--layers and --blocks do not go together")
+    scored = None
+    if args.gradient or args.gradient_only:
+        if units is not None or task_of(data).is_lm:
+            raise cli.UsageError("--gradient scores classifiers' layers; language models use measured sensitivity")
+        scored = gradient_sensitivity(engine, data, bits, sparsities, base=base, formats=formats, layers=layers)
+    if args.gradient_only:
+        return _gradient_report(args, bundle, data, scored, out)
     _check_cost(engine, base, bits)
-    with cli.backend(args) as backend:
+    with compute.backend(args) as backend:
         df = sensitivity(engine, data, bits, sparsities, base=base, layers=layers, units=units,
-                         reuse=not args.no_reuse, backend=backend,
-                         progress=cli.progress_printer(sys.stderr.isatty() and not args.json, "layer settings"))
+                         reuse=not args.no_reuse, backend=backend, formats=formats,
+                         progress=compute.progress_printer(sys.stderr.isatty() and not args.json, "layer settings"))
     if out:
         write_atomic(out, lambda path: df.to_csv(path, index=False))
     task = task_of(data)
@@ -141,8 +159,14 @@ def _sensitivity(args: argparse.Namespace) -> int:
                   task.float_metric: df[task.float_metric].iloc[0], "settings": list(dict.fromkeys(df["setting"])),
                   "reused_activations": df.attrs["reuse"], "seconds": df.attrs["seconds"],
                   "rows": [{key: cli.json_safe(value) for key, value in row.items()} for row in df.to_dict("records")]}
+        if scored is not None:
+            report.update(gradient_seconds=scored.attrs["seconds"], rank_correlation=rank_correlation(df, scored),
+                          gradient_rows=scored.to_dict("records"))
         print(json.dumps(cli.json_safe(report), allow_nan=False))
         return 0
+    if scored is not None:
+        print(f"gradient scores in {scored.attrs['seconds']:.1f} s (measured {df.attrs['seconds']:.1f} s); "
+              f"Spearman rank correlation with the measured KL: {rank_correlation(df, scored):.3f}")
     labeled = data.labeled or task.is_lm
     value = task.drop_column if labeled else "kl"
     table = pivot(df, value) * (100 if labeled else 1)
@@ -155,7 +179,25 @@ def _sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gradient_report(args: argparse.Namespace, bundle, data, scored, out) -> int:
+    from lightviz.analysis.sensitivity import pivot
+
+    if out:
+        write_atomic(out, lambda path: scored.to_csv(path, index=False))
+    if args.json:
+        report = {"model": bundle.name, "data": data.description, "n_samples": len(data),
+                  "settings": list(dict.fromkeys(scored["setting"])), "gradient_seconds": scored.attrs["seconds"],
+                  "gradient_rows": scored.to_dict("records")}
+        print(json.dumps(cli.json_safe(report), allow_nan=False))
+        return 0
+    print(f"model {bundle.name}: {data.description}")
+    print(f"predicted KL (nats) from {scored.attrs['passes']} backward passes in {scored.attrs['seconds']:.1f} s:")
+    print(pivot(scored, "score").to_string(float_format=lambda v: f"{v:.3g}"))
+    return 0
+
+
 def _allocate(args: argparse.Namespace) -> int:
+    from lightviz.analysis.gradsens import gradient_sensitivity
     from lightviz.analysis.mixed import allocate, uniform_at
     from lightviz.analysis.parallel import evaluate_plan
     from lightviz.analysis.sensitivity import sensitivity
@@ -165,14 +207,20 @@ def _allocate(args: argparse.Namespace) -> int:
     bundle, data = cli.load(args)
     bits = _bits_list(args.bits)
     out = cli.out_path(args.out)
-    engine = cli.engine(args, bundle)
+    engine = compute.engine(args, bundle)
     base = cli.for_model(_base_plan(args), args, bundle, engine)
     units = _units(args, bundle, engine)
     if units is None and task_of(data).is_lm:  # the layers the base plan quantizes: not the float embeddings
         units = {layer.name: [layer.name] for layer in engine.layers if not base.config_for(layer.name).keep_float}
+    if args.objective == "gradient" and (units is not None or task_of(data).is_lm):
+        raise cli.UsageError("--objective gradient scores classifiers' layers; language models use kl or "
+                             "perplexity_increase")
     _check_cost(engine, base, bits)
-    with cli.backend(args) as backend:
-        sens = sensitivity(engine, data, bits, base=base, units=units, backend=backend)
+    with compute.backend(args) as backend:
+        if args.objective == "gradient":
+            sens = gradient_sensitivity(engine, data, bits, base=base)
+        else:
+            sens = sensitivity(engine, data, bits, base=base, units=units, backend=backend)
         result = allocate(engine, data, sens, base, size_bytes=args.size_bytes, avg_bits=args.avg_bits,
                           max_drop=args.max_drop, objective=args.objective, method=args.method, refine=args.refine,
                           backend=backend)

@@ -8,17 +8,18 @@ prints it as one line and exits with code 2.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator
 
+from lightviz.cli.methodflags import method_flags, method_from_args
 from lightviz.core.specs import (
+    FORMAT_BITS,
     GRANULARITIES,
     MAX_PLAN_CHARS,
+    NUMBER_FORMATS,
     PRUNE_METHODS,
     RANGE_METHODS,
     SCHEMES,
@@ -54,6 +55,12 @@ def plan_from_args(args: argparse.Namespace, with_default_flags: bool = True) ->
         value = getattr(args, flag, None)
         if value is not None and (with_default_flags or flag not in ("scheme", "granularity")):
             changes[flag] = value
+    number_format = getattr(args, "number_format", None) or quant.format
+    bits = changes.get("bits")
+    if bits is not None and number_format != "int" and bits != FORMAT_BITS[number_format]:
+        raise UsageError(f"format {number_format} stores {FORMAT_BITS[number_format]} bits per weight; "
+                         f"drop --bits {bits} or add --format int")
+    changes["format"] = number_format
     quant = replace(quant, **changes)
     prune_changes = {}
     if with_default_flags and args.sparsity is not None:
@@ -61,7 +68,8 @@ def plan_from_args(args: argparse.Namespace, with_default_flags: bool = True) ->
     if args.prune_method is not None:
         prune_changes["method"] = args.prune_method
     prune = replace(prune, **prune_changes)
-    plan = replace(plan, default=replace(plan.default, quant=quant, prune=prune))
+    plan = replace(plan, default=replace(plan.default, quant=quant, prune=prune,
+                                         method=method_from_args(args, plan.default.method)))
     if args.no_fold_bn:
         plan = replace(plan, fold_bn=False)
     if getattr(args, "global_prune", False):
@@ -90,7 +98,12 @@ def _apply_lm_flags(plan: Plan, args: argparse.Namespace, with_default_flags: bo
 def for_model(plan: Plan, args: argparse.Namespace, bundle, engine) -> Plan:
     """The plan as the model takes it: a language model keeps its embeddings and LM head float
     unless --compress-embeddings (or the plan itself overrides them)."""
-    if getattr(bundle, "task", "classification") != "causal_lm" or getattr(args, "compress_embeddings", False):
+    if getattr(bundle, "task", "classification") != "causal_lm":
+        return plan
+    if plan.uses_methods or plan.uses_formats:
+        raise UsageError("PTQ methods and number formats cover image classifiers; a language model takes "
+                         "--preset, --bits/--group-size and --scale-dtype")
+    if getattr(args, "compress_embeddings", False):
         return plan
     from lightviz.core.task import float_role_layers, with_float_embeddings
 
@@ -262,7 +275,8 @@ def model_flags(parser: argparse.ArgumentParser) -> None:
                              "(refused without CUDA), cuda:N; default $LIGHTVIZ_DEVICE or auto")
 
 
-def plan_flags(parser: argparse.ArgumentParser, sweepable: bool) -> None:
+def plan_flags(parser: argparse.ArgumentParser, sweepable: bool, number_format: bool = True) -> None:
+    """The plan's flags; `number_format`: with --format (export has its own, the file format)."""
     many = " (comma-separated list)" if sweepable else ""
     parser.add_argument("--bits", default="8" if sweepable else None,
                         help=f"1..16, or 'float'{many}")
@@ -278,6 +292,11 @@ def plan_flags(parser: argparse.ArgumentParser, sweepable: bool) -> None:
     parser.add_argument("--global-prune", action="store_true", help="one magnitude threshold over all layers")
     parser.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm separate (default: fold)")
     parser.add_argument("--plan", help="a plan JSON file, or the JSON itself (flags override its default)")
+    if number_format:
+        parser.add_argument("--format", dest="number_format", choices=NUMBER_FORMATS,
+                            help="number format: int (default), fp8_e4m3, fp8_e5m2, mxfp8, mxfp6, mxfp4, mxint8, "
+                                 "nvfp4, nf4 (non-int formats set the bits themselves)")
+    method_flags(parser)
     lm_flags(parser)
 
 
@@ -455,46 +474,3 @@ def device_choice(args: argparse.Namespace) -> str:
     from lightviz.core.device import default_choice
 
     return getattr(args, "device", None) or default_choice()
-
-
-def engine(args: argparse.Namespace, bundle):
-    """The float model's Engine on the --device the flags name (`cuda` without CUDA: exit 2)."""
-    from lightviz.core.engine import Engine
-
-    return Engine(bundle.model, device=device_choice(args))
-
-
-def ray_flags(parser: argparse.ArgumentParser) -> None:
-    """--ray [ADDRESS] and --ray-cpus, for commands that evaluate many plans or layers."""
-    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                        help="run the evaluations as Ray tasks: alone, start a local Ray instance; with an "
-                             "address ('auto', 'ray://host:10001'), join that cluster. Ray is imported only then")
-    parser.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray instance (default: all this process "
-                                                     "may use); each task takes one")
-
-
-@contextlib.contextmanager
-def backend(args: argparse.Namespace) -> Iterator:
-    """Where the command's evaluations run: here, or Ray (--ray), shut down when done."""
-    from lightviz.analysis.parallel import LocalBackend
-
-    if getattr(args, "ray", None) is None:
-        if getattr(args, "ray_cpus", None) is not None:
-            raise UsageError("--ray-cpus goes with --ray (a local Ray instance)")
-        yield LocalBackend()
-        return
-    from lightviz.analysis.ray_backend import LOCAL, RayBackend
-
-    cpus = positive(args.ray_cpus, "ray-cpus")
-    if cpus is not None and args.ray != LOCAL:
-        raise UsageError("--ray-cpus sizes a local Ray instance; a cluster (--ray ADDRESS) has its own")
-    with RayBackend(None if args.ray == LOCAL else args.ray, num_cpus=cpus, device=device_choice(args)) as ray:
-        yield ray
-
-
-def progress_printer(enabled: bool, unit: str) -> Callable[[int, int], None]:
-    """A (done, total) callback drawing 'i/n unit' on one line of stderr when enabled."""
-    def report(done: int, total: int) -> None:
-        if enabled:
-            print(f"\r{done}/{total} {unit}", end="" if done < total else "\n", file=sys.stderr, flush=True)
-    return report

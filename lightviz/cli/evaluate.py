@@ -16,6 +16,7 @@ import math
 import sys
 
 from lightviz.cli import common as cli
+from lightviz.cli import compute
 from lightviz.io.outfile import write_atomic
 
 
@@ -35,7 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     sweep = commands.add_parser("sweep", help="evaluate every combination; one CSV row each")
     cli.model_flags(sweep)
     cli.plan_flags(sweep, sweepable=True)
-    cli.ray_flags(sweep)
+    compute.ray_flags(sweep)
     sweep.add_argument("--out", required=True, help="CSV file to write (written whole at the end, or not at all)")
     sweep.set_defaults(run=_sweep)
 
@@ -62,11 +63,11 @@ def _models(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     bundle, data = cli.load(args)
-    engine = cli.engine(args, bundle)
+    engine = compute.engine(args, bundle)
     plan = cli.for_model(cli.apply_activation_flags(cli.plan_from_args(args), args), args, bundle, engine)
     cli.check_cost(engine, [plan])
     evaluation = engine.evaluate(plan, data, cli.terminal_progress())
-    table = engine.layer_table(plan)
+    table = engine.layer_table(plan, data)
     shape = ({"task": "causal_lm", "context": bundle.input_shape[0], "vocab_size": bundle.num_classes,
               "tokenizer": getattr(bundle.tokenizer, "name", None), "seq_len": int(data.x.shape[1])}
              if evaluation.task == "causal_lm" else
@@ -78,7 +79,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             {"name": row.name, "type": row.type, "bits": None if _isnan(row.bits) else int(row.bits),
              "scheme": row.scheme, "granularity": row.granularity, "sparsity": row.achieved_sparsity,
              "format": row.format, "sqnr_db": float(row.sqnr_db), "mse": row.mse,
-             "size_bytes": int(row.size_bytes)}
+             "size_bytes": int(row.size_bytes), "number_format": row.number_format, "method": row.method,
+             "method_note": row.method_note}
             for row in table.itertuples()
         ],
         "plan": plan.to_dict(),
@@ -119,12 +121,12 @@ def _sweep(args: argparse.Namespace) -> int:
     sparsities = [cli.parse_float(s, "sparsity") for s in cli.split(args.sparsity, "sparsity")]
     base = cli.plan_from_args(args, with_default_flags=False)
     plans = sweep_configs(bits, schemes, granularities, sparsities, args.prune_method or "unstructured", base)
-    engine = cli.engine(args, bundle)
+    engine = compute.engine(args, bundle)
     plans = [cli.for_model(plan, args, bundle, engine) for plan in plans]  # an LM keeps its embeddings float
     out = cli.out_path(args.out)
     cli.check_cost(engine, plans)
-    with cli.backend(args) as backend:
-        df = run_sweep(engine, data, plans, progress=cli.progress_printer(sys.stderr.isatty(), "configurations"),
+    with compute.backend(args) as backend:
+        df = run_sweep(engine, data, plans, progress=compute.progress_printer(sys.stderr.isatty(), "configurations"),
                        backend=backend)
     df.insert(0, "model", bundle.name)
     write_atomic(out, lambda path: df.to_csv(path, index=False))

@@ -29,7 +29,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add `export`, `benchmark` and `inspect` to the CLI's subparsers."""
     export = commands.add_parser("export", help="write the plan's model: ONNX (QDQ) or a packed .safetensors file")
     cli.model_flags(export)
-    cli.plan_flags(export, sweepable=False)
+    cli.plan_flags(export, sweepable=False, number_format=False)
     cli.add_activation_flags(export)
     export.add_argument("--format", required=True, choices=tuple(FORMATS),
                         help="onnx: QDQ graph for onnxruntime and other ONNX runtimes; lightviz: packed codes, "
@@ -78,6 +78,7 @@ def _export(args: argparse.Namespace) -> int:
     engine = Engine(bundle.model)
     plan = cli.for_model(cli.apply_activation_flags(cli.plan_from_args(args), args), args, bundle, engine)
     engine.check_plan(plan)
+    _check_exportable(plan)
     report = {"model": bundle.name, "format": args.format, "path": str(out), "plan": plan.to_dict()}
     if args.format == "lightviz":
         report.update(_export_packed(engine, plan, out, bundle.name, data))
@@ -88,6 +89,13 @@ def _export(args: argparse.Namespace) -> int:
     else:
         _print_export(report)
     return 0
+
+
+def _check_exportable(plan) -> None:
+    """Exported files hold integer codes of round-to-nearest weights on uniform grids."""
+    if plan.uses_methods or plan.uses_formats:
+        raise cli.UsageError("export writes integer round-to-nearest weights: leave out --method and number formats "
+                             "(evaluate and compare-methods measure them)")
 
 
 def _checked_out(args: argparse.Namespace) -> Path:

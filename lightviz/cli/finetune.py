@@ -17,7 +17,7 @@ import argparse
 import json
 
 from lightviz.cli import common as cli
-from lightviz.core.specs import TrainConfig
+from lightviz.core.trainconfig import TrainConfig
 
 DEFAULTS = TrainConfig()
 LM_DEFAULTS = TrainConfig(epochs=4, lr=3e-4, batch_size=16)  # a trained language model wants small steps

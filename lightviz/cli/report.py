@@ -18,6 +18,7 @@ import sys
 import time
 
 from lightviz.cli import common as cli
+from lightviz.cli import compute
 
 DEFAULT_SWEEP_BITS = "2,3,4,8"
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     bundle, data = cli.load(args)
-    engine = cli.engine(args, bundle)
+    engine = compute.engine(args, bundle)
     plan = cli.for_model(cli.apply_activation_flags(cli.plan_from_args(args), args), args, bundle, engine)
     engine.check_plan(plan)
     if pinned is not None:

@@ -13,6 +13,9 @@ The flow is torch.ao's post-training one (prepare -> calibrate -> convert):
 
 Because step 1 uses float weights, one calibration serves every weight setting: it is cached
 per (fold_bn, batches, batch size, calibration inputs) and the qparams per activation spec.
+A plan whose PTQ methods change a layer's input coordinates (SmoothQuant or AWQ scales, a
+rotation, equalization) calibrates on the float model with those transforms applied
+(`Engine.calibration_model`), so the ranges are those of the inputs that get quantized.
 
 Per-token granularity (`ActivationSpec.per_token`, the LLM practice) needs no
 calibration: each token's input vector (each row of the last dimension) gets its own range,
@@ -261,12 +264,12 @@ class CalibrationCache:
         Keys are the modules holding the layers' weights (their names, but for attention
         in-projections)."""
         spec = _require_spec(plan)
-        key = (plan.fold_bn, spec.calib_batches, spec.batch_size, id(inputs))
+        key = (plan.fold_bn, spec.calib_batches, spec.batch_size, id(inputs), transform_key(engine, plan))
         with self._lock:
             if key in self._stats:
                 self._stats.move_to_end(key)
                 return self._stats[key][1]
-        float_model = engine.compress(float_plan(plan.fold_bn))  # a private copy: hooks are safe
+        float_model = engine.calibration_model(plan, inputs)  # a private copy: hooks are safe
         names = list(dict.fromkeys(layer.module_path for layer in engine.layers))
         stats = collect_input_stats(float_model, names, calibration_batches(inputs, spec))
         with self._lock:
@@ -276,7 +279,7 @@ class CalibrationCache:
 
     def qparams(self, engine, plan: Plan, inputs: torch.Tensor) -> dict[str, InputQParams]:
         spec = _require_spec(plan)
-        key = (plan.fold_bn, spec, id(inputs))
+        key = (plan.fold_bn, spec, id(inputs), transform_key(engine, plan))
         with self._lock:
             if key in self._qparams:
                 self._qparams.move_to_end(key)
@@ -286,6 +289,15 @@ class CalibrationCache:
             self._qparams[key] = result
             _trim(self._qparams, self.limit * 4)
         return result
+
+
+def transform_key(engine, plan: Plan) -> tuple:
+    """What the calibration model depends on besides folding: the config of every layer whose
+    method transforms its coordinates (empty for plans without such methods)."""
+    if not plan.uses_methods:
+        return ()
+    return tuple((layer.name, plan.config_for(layer.name)) for layer in engine.layers
+                 if plan.config_for(layer.name).effective_method.transform is not None)
 
 
 def float_plan(fold_bn: bool = True) -> Plan:

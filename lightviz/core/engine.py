@@ -2,7 +2,10 @@
 
 The engine never modifies the float model. Each layer's result is cached under (layer,
 fold_bn, effective quant spec, prune key), so changing one layer's setting recomputes only
-that layer; the cache is an LRU bounded in bytes, not a copy per click.
+that layer; the cache is an LRU bounded in bytes, not a copy per click. Plans with PTQ methods
+(gptq, adaround, equalize, ...) run through lightviz/core/methods/pipeline.py, whose keys add
+what each method depends on: its settings, the calibration inputs, the equalized layer sets
+and, for methods that read the quantized model's inputs, every layer upstream.
 
 >>> engine = Engine(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
 >>> engine.compress_layers(Plan())["1"].size.format
@@ -16,7 +19,6 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -34,88 +36,19 @@ from lightviz.core.batches import BATCH_VALUES, EVAL_BATCH, eval_batch_size, run
 from lightviz.core.device import model_device, resolve_device
 from lightviz.core.evaldata import EvalData
 from lightviz.core.layers import LayerInfo, find_layers, folded_weights
+from lightviz.core.methods.apply import LayerState, build_model
 from lightviz.core.prune import global_prune_counts, keep_largest, prune_mask
-from lightviz.core.quant import QParams, choose_qparams, fake_quantize
-from lightviz.core.size import SizeBreakdown, state_bytes, weight_size
+from lightviz.core.quant import choose_qparams, fake_quantize
+from lightviz.core.result import Evaluation, LayerResult
+from lightviz.core.size import state_bytes, weight_size
 from lightviz.core.specs import LayerConfig, Plan, PruneSpec, QuantSpec
-from lightviz.core.task import get_task, task_of
+from lightviz.core.task import task_of
 
 CACHE_BYTES = 512 * 2**20
 RUNNERS = 2  # datasets (and foldings) whose activations an engine keeps for prefix reuse
 LOGITS_CACHE_BYTES = 2**30  # cached logits (an LM's are sequences x tokens x vocabulary)
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is being done)
-
-
-@dataclass(frozen=True, eq=False)
-class LayerResult:
-    """One layer compressed: the float reference (after folding) and what replaces it."""
-
-    layer: LayerInfo
-    quant: QuantSpec  # effective (bits=None when kept float)
-    prune: PruneSpec  # effective; a global-pruning count shows as its achieved sparsity
-    weight: torch.Tensor  # float reference, BatchNorm folded when the plan says so
-    weight_hat: torch.Tensor  # pruned then fake-quantized
-    mask: torch.Tensor | None  # True = kept; None when nothing was pruned
-    qparams: QParams | None
-    size: SizeBreakdown
-
-    @property
-    def nbytes(self) -> int:
-        mask = 0 if self.mask is None else self.mask.numel()
-        return self.weight_hat.numel() * self.weight_hat.element_size() + mask
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Model-level numbers for one Plan on one dataset. accuracy is None without labels.
-
-    For a language model (task "causal_lm") accuracy is None and perplexity holds the metric;
-    agreement and KL are per predicted token (lightviz/core/task.py).
-    """
-
-    accuracy: float | None
-    float_accuracy: float | None
-    agreement: float
-    kl: float
-    n_samples: int
-    size_bytes: int
-    float_size_bytes: int
-    avg_bits_per_weight: float
-    task: str = "classification"
-    perplexity: float | None = None
-    float_perplexity: float | None = None
-    n_tokens: int | None = None  # predictions a perplexity averages over
-    quantized_bits_per_weight: float | None = None  # over quantized layers only: how LM users count bits
-
-    @property
-    def compression_ratio(self) -> float:
-        return self.float_size_bytes / max(self.size_bytes, 1)
-
-    @property
-    def score(self) -> float | None:
-        """The task's metric: accuracy, or perplexity."""
-        return getattr(self, get_task(self.task).metric)
-
-    @property
-    def float_score(self) -> float | None:
-        return getattr(self, get_task(self.task).float_metric)
-
-    def to_dict(self) -> dict:
-        if self.task == "causal_lm":
-            return {
-                "perplexity": self.perplexity, "float_perplexity": self.float_perplexity,
-                "agreement": self.agreement, "kl": self.kl, "n_samples": self.n_samples, "n_tokens": self.n_tokens,
-                "size_bytes": self.size_bytes, "float_size_bytes": self.float_size_bytes,
-                "compression_ratio": self.compression_ratio, "avg_bits_per_weight": self.avg_bits_per_weight,
-                "quantized_bits_per_weight": self.quantized_bits_per_weight,
-            }
-        return {
-            "accuracy": self.accuracy, "float_accuracy": self.float_accuracy,
-            "agreement": self.agreement, "kl": self.kl, "n_samples": self.n_samples,
-            "size_bytes": self.size_bytes, "float_size_bytes": self.float_size_bytes,
-            "compression_ratio": self.compression_ratio, "avg_bits_per_weight": self.avg_bits_per_weight,
-        }
 
 
 class Engine:
@@ -150,6 +83,7 @@ class Engine:
         self._lock = threading.RLock()  # a Streamlit server shares one engine across sessions
         self._calibration = CalibrationCache()  # activation ranges (lightviz/core/activations.py)
         self._fidelity_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # LayerResult -> metrics
+        self.method_state: dict = {}  # the methods pipeline's own bounded caches (order, equalization)
         self.float_size_bytes = state_bytes(model.state_dict())
         self.stats = {"hits": 0, "misses": 0}
         self.prefix_bytes = int(prefix_bytes)
@@ -158,15 +92,20 @@ class Engine:
 
     # --- per layer ---------------------------------------------------------------------
 
-    def compress_layers(self, plan: Plan, progress: Callable[[int, int], None] | None = None
-                        ) -> dict[str, LayerResult]:
+    def compress_layers(self, plan: Plan, progress: Callable[[int, int], None] | None = None,
+                        calibration: torch.Tensor | EvalData | None = None) -> dict[str, LayerResult]:
         """Every layer's result under `plan`, reusing cached layers.
 
         Args:
             progress: called with (layers done, layers) after each layer.
+            calibration: inputs (N, ...) the plan's data-driven methods read (gptq, adaround,
+                bias_correction, smoothquant, awq); `evaluate` and `logits` pass the data's own.
         """
         self.check_plan(plan)
         counts = self._global_counts(plan)
+        if plan.uses_methods:
+            from lightviz.core.methods.pipeline import run_methods
+            return run_methods(self, plan, _inputs(calibration), counts, progress)
         results = {}
         for layer in self.layers:
             results[layer.name] = self._layer(layer, plan, counts.get(layer.name))
@@ -174,11 +113,14 @@ class Engine:
                 progress(len(results), len(self.layers))
         return results
 
-    def compress_layer(self, plan: Plan, name: str) -> LayerResult:
-        """One layer's result under `plan`."""
+    def compress_layer(self, plan: Plan, name: str, calibration: torch.Tensor | EvalData | None = None
+                       ) -> LayerResult:
+        """One layer's result under `plan` (calibration: as compress_layers)."""
         self.check_plan(plan)
         if name not in self.by_name:
             raise ValueError(f"no compressible layer named {name!r}")
+        if plan.uses_methods:  # a method may depend on other layers: the pipeline sorts it out (cached)
+            return self.compress_layers(plan, calibration=calibration)[name]
         return self._layer(self.by_name[name], plan, self._global_counts(plan).get(name))
 
     def reference_weight(self, name: str, fold_bn: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -193,26 +135,42 @@ class Engine:
                 self._folded[name] = folded_weights(self.model, layer)
             return self._folded[name]
 
-    def _layer(self, layer: LayerInfo, plan: Plan, global_count: int | None) -> LayerResult:
+    def base_key(self, layer: LayerInfo, plan: Plan, global_count: int | None) -> tuple:
+        """The cache key of a layer rounded to nearest: (name, folded, quant, prune or global count)."""
         config = plan.config_for(layer.name)
-        quant, prune = config.effective_quant, config.effective_prune
-        fold = plan.fold_bn and layer.bn is not None
-        key = (layer.name, fold, quant, prune if global_count is None else ("global", global_count))
+        prune = config.effective_prune if global_count is None else ("global", global_count)
+        return layer.name, plan.fold_bn and layer.bn is not None, config.effective_quant, prune
+
+    def _layer(self, layer: LayerInfo, plan: Plan, global_count: int | None) -> LayerResult:
+        key = self.base_key(layer, plan, global_count)
+        hit = self.cache_get(key)
+        if hit is not None:
+            return hit
+        config = plan.config_for(layer.name)
+        result = self._compute(layer, key[1], config.effective_quant, config.effective_prune, global_count)
+        self.cache_put(key, result)
+        return result
+
+    def cache_get(self, key: tuple) -> LayerResult | None:
+        """A cached layer result (LRU), or None."""
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
                 self.stats["hits"] += 1
-                return hit
-        result = self._compute(layer, fold, quant, prune, global_count)
+            return hit
+
+    def cache_put(self, key: tuple, result: LayerResult) -> None:
+        """Cache a layer result, evicting the least recently used past `cache_bytes`."""
         with self._lock:
             self.stats["misses"] += 1
+            if key in self._cache:
+                return
             self._cache[key] = result
             self._cached_bytes += result.nbytes
             while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
                 _, old = self._cache.popitem(last=False)
                 self._cached_bytes -= old.nbytes
-        return result
 
     def _compute(self, layer: LayerInfo, fold: bool, quant: QuantSpec, prune: PruneSpec,
                  global_count: int | None) -> LayerResult:
@@ -259,23 +217,36 @@ class Engine:
             calibration: inputs (N, ...) for activation calibration; labels are never used.
                 `logits` and `evaluate` pick them for you (`EvalData.calibration_inputs`).
         """
-        results = self.compress_layers(plan)
-        model = copy.deepcopy(self.model)
-        modules = dict(model.named_modules())
-        for name, result in results.items():
-            module = modules[result.layer.module_path]
-            weight = nn.Parameter(result.weight_hat.clone(), requires_grad=False)
-            setattr(module, result.layer.param, weight)
-            for alias in result.layer.tied:  # a tied LM head computes with the same tensor
-                modules[alias].weight = weight
-            if plan.fold_bn and result.layer.bn is not None:
-                module.bias = nn.Parameter(self.reference_weight(name, True)[1].clone(), requires_grad=False)
-                _set_module(model, result.layer.bn, nn.Identity())
+        results = self.compress_layers(plan, calibration=calibration if plan.uses_methods else None)
+        model = self._build(plan, results, quantized=True)
         if plan.activations is not None and plan.activations.per_token:  # dynamic: no calibration
             quantize_tokens_(model, [layer.module_path for layer in self.layers], plan.activations)
         elif plan.activations is not None:
             quantize_inputs_(model, self.activation_qparams(plan, calibration), plan.activations)
         return model.eval()
+
+    def _build(self, plan: Plan, results: dict[str, LayerResult], quantized: bool) -> nn.Module:
+        """A copy of the model with each layer's compressed (or transformed float) weights and bias,
+        method transforms and clamps, folded BatchNorms removed."""
+        states, clamps = {}, {}
+        for name, r in results.items():
+            extras = r.extras
+            bias = self.reference_weight(name, plan.fold_bn)[1]
+            if extras is not None:
+                bias = extras.bias if quantized else extras.reference_bias
+                clamps.update(extras.clamps)
+            states[name] = LayerState(r.weight_hat if quantized else r.weight, bias,
+                                      extras and extras.input_scale, extras and extras.input_rotation)
+        removed = tuple(r.layer.bn for r in results.values() if plan.fold_bn and r.layer.bn is not None)
+        return build_model(self.model, states, clamps, removed, {name: r.layer for name, r in results.items()})
+
+    def calibration_model(self, plan: Plan, calibration: torch.Tensor | None = None) -> nn.Module:
+        """The float model activation ranges calibrate on: BatchNorm folded as the plan says, and
+        the plan's method transforms (equalization, SmoothQuant/AWQ scales, rotations) applied."""
+        from lightviz.core.activations import float_plan
+        if not plan.uses_methods:
+            return self.compress(float_plan(plan.fold_bn))
+        return self._build(plan, self.compress_layers(plan, calibration=calibration), quantized=False)
 
     def activation_qparams(self, plan: Plan, calibration: torch.Tensor | EvalData | None) -> dict[str, InputQParams]:
         """Per-layer input clip ranges and qparams of `plan.activations`, calibrated (cached)."""
@@ -316,10 +287,11 @@ class Engine:
         cached = self.cached_logits(plan, data)
         if cached is not None:
             return cached
-        out, info = (None, None) if plan is None or not self.prefix_bytes else self._incremental(plan, data, progress)
+        reusable = plan is not None and self.prefix_bytes and not plan.uses_methods  # methods change more than weights
+        out, info = self._incremental(plan, data, progress) if reusable else (None, None)
         if out is None:
-            model = self.model if plan is None else self.compress(
-                plan, data.calibration_inputs if plan.activations is not None else None)
+            needs = plan is not None and (plan.activations is not None or plan.uses_methods)
+            model = self.model if plan is None else self.compress(plan, data.calibration_inputs if needs else None)
             out = run_model(model, data.x, progress=progress)
         with self._lock:
             self._logits[(plan, id(data))] = (data, out, info)  # holding data keeps its id from being reused
@@ -383,8 +355,9 @@ class Engine:
         """
         passes = [(p, what) for p, what in ((None, "float"), (plan, "compressed"))
                   if self.cached_logits(p, data) is None]
-        stages = _Stages(progress, [0.1] + [1.0] * len(passes))
-        results = self.compress_layers(plan, stages.reporter(0, "Compressing layers", "layers"))
+        stages = _Stages(progress, [3.0 if plan.uses_methods else 0.1] + [1.0] * len(passes))
+        results = self.compress_layers(plan, stages.reporter(0, "Compressing layers", "layers"),
+                                       calibration=data)
         for index, (p, what) in enumerate(passes, start=1):
             self.logits(p, data, stages.reporter(index, f"Running the {what} model", "samples"))
         reference, test = self.logits(None, data), self.logits(plan, data)
@@ -419,10 +392,10 @@ class Engine:
                 self._fidelity_cache[r] = found
         return found
 
-    def layer_table(self, plan: Plan) -> pd.DataFrame:
-        """One row per layer; columns documented in LAYER_COLUMNS."""
+    def layer_table(self, plan: Plan, calibration: torch.Tensor | EvalData | None = None) -> pd.DataFrame:
+        """One row per layer; columns documented in LAYER_COLUMNS (calibration: for methods)."""
         rows = []
-        for name, r in self.compress_layers(plan).items():
+        for name, r in self.compress_layers(plan, calibration=calibration).items():
             config = plan.config_for(name)
             fidelity = self._fidelity(r)
             rows.append({
@@ -439,6 +412,8 @@ class Engine:
                 "bits_per_weight": r.size.bits_per_weight,
                 "value_bytes": r.size.value_bits / 8, "qparam_bytes": r.size.qparam_bits / 8,
                 "index_bytes": r.size.index_bits / 8, "bias_bytes": r.size.bias_bits / 8,
+                "number_format": config.quant.format, "method": config.method.name,
+                "method_note": r.extras.note if r.extras is not None else "",
             })
         return pd.DataFrame(rows, columns=LAYER_COLUMNS)
 
@@ -450,6 +425,7 @@ LAYER_COLUMNS = [
     "mse", "sqnr_db", "cosine", "max_abs_error",  # fidelity of the weight (vs folded float)
     "size_bytes", "float_size_bytes", "bits_per_weight",  # storage (size.py)
     "value_bytes", "qparam_bytes", "index_bytes", "bias_bytes",  # size by part
+    "number_format", "method", "method_note",  # int / fp8 / mx...; the PTQ method and what it did
 ]
 
 
@@ -479,7 +455,6 @@ def uniform_plan(bits: int | None = 8, scheme: str = "symmetric", granularity: s
         prune=PruneSpec(sparsity=sparsity, method=prune_method)))
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+def _inputs(calibration: torch.Tensor | EvalData | None) -> torch.Tensor | None:
+    return calibration.calibration_inputs if isinstance(calibration, EvalData) else calibration
 

@@ -1,6 +1,7 @@
 """Per-field overrides: a layer config seen as fields by path, and the fields one changes.
 
-A Plan's override of a layer pins some fields ("quant.bits", "prune.sparsity", "keep_float");
+A Plan's override of a layer pins some fields ("quant.bits", "prune.sparsity", "keep_float",
+"method");
 the others follow the plan's default (`Plan.with_default`). These helpers work on any
 LayerConfig-shaped object (`quant`, `prune`, `keep_float`), so a new spec field is covered
 without a change here.
@@ -16,16 +17,20 @@ from dataclasses import fields, replace
 from typing import Any, Mapping
 
 
+NESTED = ("quant", "prune")  # specs whose fields are pinned one by one; any other field is one value
+
+
 def config_fields(config) -> dict[str, Any]:
-    """Every field of a layer config by path: 'quant.<field>', 'prune.<field>', 'keep_float'.
+    """Every field of a layer config by path: 'quant.<field>', 'prune.<field>', then its other
+    fields whole ('keep_float', 'method').
 
     >>> from lightviz.core.specs import LayerConfig, QuantSpec
     >>> config_fields(LayerConfig())["quant.bits"], config_fields(LayerConfig())["keep_float"]
     (8, False)
     """
-    values = {f"quant.{f.name}": getattr(config.quant, f.name) for f in fields(config.quant)}
-    values |= {f"prune.{f.name}": getattr(config.prune, f.name) for f in fields(config.prune)}
-    values["keep_float"] = config.keep_float
+    values = {f"{part}.{f.name}": getattr(getattr(config, part), f.name)
+              for part in NESTED for f in fields(getattr(config, part))}
+    values |= {f.name: getattr(config, f.name) for f in fields(config) if f.name not in NESTED}
     return values
 
 
@@ -42,10 +47,10 @@ def changed_fields(default, config) -> tuple[str, ...]:
 
 def with_fields(config, values: Mapping[str, Any]):
     """`config` with the fields at `values`' paths replaced (validated by the specs)."""
-    quant = {path[6:]: value for path, value in values.items() if path.startswith("quant.")}
-    prune = {path[6:]: value for path, value in values.items() if path.startswith("prune.")}
-    return type(config)(quant=replace(config.quant, **quant), prune=replace(config.prune, **prune),
-                        keep_float=values.get("keep_float", config.keep_float))
+    nested = {part: replace(getattr(config, part), **{path[len(part) + 1:]: value for path, value in values.items()
+                                                      if path.startswith(f"{part}.")}) for part in NESTED}
+    whole = {path: value for path, value in values.items() if "." not in path}
+    return replace(config, **nested, **whole)
 
 
 def merged(base: Mapping, given: Mapping) -> dict:

@@ -19,35 +19,23 @@ bit-exact with torch.ao's observers followed by those kernels.
 Granularity becomes one notion, a *block*: the weight is viewed as rows (C_out, K) with the
 output-channel `axis` first and everything else flattened; `tensor` is one block, `channel`
 one block per row, `group` one block per run of `group_size` weights within a row (a shorter
-last run is a block of its own). QParams hold one scale and zero-point per block.
+last run is a block of its own). QParams hold one scale and zero-point per block
+(lightviz/core/blocks.py). Specs with another number format (fp8, MX, NVFP4, NF4) go to
+lightviz/core/formats.py from here.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 
+from lightviz.core.blocks import EPS, MSE_GRID, QParams, _Blocks, _quantile  # noqa: F401 - re-exported
 from lightviz.core.specs import QuantSpec
 
-EPS = torch.finfo(torch.float32).eps
 HIST_BINS = 2048  # entropy calibration histogram, as TensorRT
 ENTROPY_START_BIN = 128  # smallest candidate threshold, in bins
-MSE_GRID = torch.linspace(0.1, 1.0, 46).tolist()  # clip ratios tried by range_method="mse"
-
-
-@dataclass(frozen=True, eq=False)
-class QParams:
-    """One scale and zero-point per block, in block order (see `block_count`)."""
-
-    scale: torch.Tensor  # (n_blocks,) float32
-    zero_point: torch.Tensor  # (n_blocks,) int32
-
-    def __len__(self) -> int:
-        return self.scale.numel()
 
 
 def code_range(spec: QuantSpec) -> tuple[int, int]:
@@ -71,6 +59,9 @@ def choose_qparams(weight: torch.Tensor, spec: QuantSpec, axis: int = 0) -> QPar
     (10.0, 0)
     """
     _require_bits(spec)
+    if spec.format != "int":  # fp8, MX, NVFP4, NF4: lightviz/core/formats.py
+        from lightviz.core.formats import choose_format_qparams
+        return choose_format_qparams(weight, spec, axis)
     blocks = _Blocks(weight, spec, axis)
     pairs = [_choose_block_qparams(part, spec) for part in blocks.parts]
     return QParams(
@@ -104,6 +95,7 @@ def quantize(weight: torch.Tensor, spec: QuantSpec, axis: int = 0,
     >>> quantize(torch.tensor([-10.0, -5.0, 10.0]), QuantSpec(bits=8, granularity="tensor")).tolist()
     [-127, -64, 127]
     """
+    _require_int_format(spec)
     qparams = qparams or choose_qparams(weight, spec, axis)
     qmin, qmax = code_range(spec)
 
@@ -124,6 +116,7 @@ def dequantize(codes: torch.Tensor, qparams: QParams, spec: QuantSpec, axis: int
     >>> [round(v, 4) for v in dequantize(quantize(w, spec), choose_qparams(w, spec), spec).tolist()]
     [-10.0, -5.0394, 10.0]
     """
+    _require_int_format(spec)
     return _Blocks(codes.to(torch.float32), spec, axis).map(
         lambda q, scale, zero_point: (q - zero_point).mul_(scale), qparams)
 
@@ -142,6 +135,9 @@ def fake_quantize(weight: torch.Tensor, spec: QuantSpec, axis: int = 0,
     """
     if spec.bits is None:
         return weight.clone()
+    if spec.format != "int":  # fp8, MX, NVFP4, NF4: lightviz/core/formats.py
+        from lightviz.core.formats import fake_quantize_format
+        return fake_quantize_format(weight, spec, axis, qparams)
     given = qparams
     qparams = qparams or choose_qparams(weight, spec, axis)
     qmin, qmax = code_range(spec)
@@ -175,64 +171,12 @@ def block_count(shape: tuple[int, ...], spec: QuantSpec, axis: int = 0) -> int:
 
 def clip_range(weight: torch.Tensor, spec: QuantSpec, axis: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The (lo, hi) range each block is quantized over, after the range method: (n_blocks,) each."""
+    if spec.format != "int":
+        from lightviz.core.formats import format_clip_range
+        return format_clip_range(weight, spec, axis)
     blocks = _Blocks(weight, spec, axis)
     pairs = [_clip_block_range(part, spec) for part in blocks.parts]
     return torch.cat([lo.reshape(-1) for lo, _ in pairs]), torch.cat([hi.reshape(-1) for _, hi in pairs])
-
-
-# --- blocks ------------------------------------------------------------------------------
-
-
-class _Blocks:
-    """`weight` seen as 2-D parts of shape (n_blocks, block_len), and back.
-
-    `tensor` and `channel` give one part; `group` gives the full groups and, when the row
-    length is not a multiple of group_size, a second part holding each row's short tail.
-    """
-
-    def __init__(self, weight: torch.Tensor, spec: QuantSpec, axis: int) -> None:
-        if weight.dim() == 0:
-            weight = weight.reshape(1)
-        self.shape = weight.shape
-        self.axis = axis if spec.granularity != "tensor" else 0
-        if not -weight.dim() <= self.axis < weight.dim():
-            raise ValueError(f"axis must be a dimension of a {weight.dim()}-D weight; got {axis}")
-        moved = weight.movedim(self.axis, 0) if spec.granularity != "tensor" else weight
-        self.moved_shape = moved.shape
-        rows = moved.reshape(1, -1) if spec.granularity == "tensor" else moved.reshape(moved.shape[0], -1)
-        self.rows_shape = rows.shape  # (C_out, K)
-        rows = rows.float()
-        if spec.granularity != "group":
-            self.parts = [rows]
-            self.split = None
-        else:
-            k = rows.shape[1]
-            group = min(spec.group_size, k) or 1
-            self.split = k // group * group  # columns in full groups
-            self.parts = []
-            if self.split:
-                self.parts.append(rows[:, : self.split].reshape(-1, group))  # (C_out * K // g, g)
-            if self.split < k:
-                self.parts.append(rows[:, self.split:])  # (C_out, K % g)
-
-    def map(self, fn: Callable[..., torch.Tensor], qparams: QParams) -> torch.Tensor:
-        """Apply fn(part, scale, zero_point) to each part; reassemble the weight's shape."""
-        outs, start = [], 0
-        for part in self.parts:
-            n = part.shape[0]
-            # qparams may live elsewhere (activation qparams are calibrated on the CPU)
-            scale = qparams.scale[start:start + n].reshape(n, 1).to(part.device)
-            zero_point = qparams.zero_point[start:start + n].reshape(n, 1).to(part.device, torch.float32)
-            outs.append(fn(part, scale, zero_point))
-            start += n
-        if start != len(qparams):
-            raise ValueError(f"qparams hold {len(qparams)} blocks; this weight and spec need {start}")
-        if self.split is None:
-            rows = outs[0]
-        else:
-            c = self.rows_shape[0]
-            rows = torch.cat([out.reshape(c, -1) for out in outs], dim=1)
-        return rows.reshape(self.moved_shape).movedim(0, self.axis).reshape(self.shape)
 
 
 # --- qparams of one part (n_blocks, block_len) --------------------------------------------
@@ -284,16 +228,6 @@ def _clip_block_range(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, t
         return _mse_range(x, lo, hi, spec)
     amax = _entropy_threshold(x.abs(), spec)  # entropy
     return torch.maximum(lo, -amax), torch.minimum(hi, amax)
-
-
-def _quantile(x: torch.Tensor, q: float) -> torch.Tensor:
-    """Per-row quantile with linear interpolation (torch.quantile's default), any size."""
-    values = torch.sort(x, dim=1).values
-    pos = q * (x.shape[1] - 1)
-    below = int(np.floor(pos))
-    above = min(below + 1, x.shape[1] - 1)
-    frac = pos - below
-    return values[:, below:below + 1] + frac * (values[:, above:above + 1] - values[:, below:below + 1])
 
 
 def _mse_range(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
@@ -384,6 +318,12 @@ def _all_finite(values: torch.Tensor) -> bool:
 
 def _is_binary(spec: QuantSpec) -> bool:
     return spec.bits == 1 and spec.scheme == "symmetric"
+
+
+def _require_int_format(spec: QuantSpec) -> None:
+    if spec.format != "int":
+        raise ValueError(f"integer codes exist for format 'int' only; {spec.format!r} stores its own elements "
+                         "(use fake_quantize, or lightviz.core.formats for the grid)")
 
 
 def _require_bits(spec: QuantSpec) -> int:

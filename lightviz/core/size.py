@@ -12,7 +12,9 @@ Per compressible weight of n values, b bits each (32 when kept float):
 plus, per quantization block, a scale in its storage type (`QuantSpec.scale_dtype`: 32 bits for
 float32, 16 for float16 and bfloat16) and (asymmetric) a b-bit zero-point, and the bias in
 float32. Each layer uses the cheapest format that applies. A tensor shared by several modules
-(a tied LM head) is stored once.
+(a tied LM head) is stored once. Number formats store their own scales
+(lightviz/core/formats.py): an 8-bit E8M0 per block of 32 for MX, an 8-bit E4M3 per block of 16
+plus one float32 per tensor for NVFP4, a float32 per block for FP8 and NF4.
 
 >>> s = weight_size((4, 8), QuantSpec(bits=4, granularity="tensor"), None)
 >>> (s.format, s.value_bits, s.qparam_bits, s.total_bits)
@@ -83,9 +85,9 @@ def weight_size(shape: tuple[int, ...], quant: QuantSpec, mask: torch.Tensor | N
     def qparams(stored_shape: tuple[int, ...]) -> int:
         if quant.bits is None:
             return 0
+        scale_bits, tensor_bits = scale_storage_bits(quant)
         zero_point = bits if quant.scheme == "asymmetric" else 0
-        scale = SCALE_DTYPE_BITS[getattr(quant, "scale_dtype", "float32")]
-        return block_count(stored_shape, quant, axis) * (scale + zero_point)
+        return block_count(stored_shape, quant, axis) * (scale_bits + zero_point) + tensor_bits
 
     options = [SizeBreakdown("dense", n, n * bits, qparams(shape), 0, bias_bits)]
     kept = n if mask is None else int(mask.sum())
@@ -103,6 +105,19 @@ def weight_size(shape: tuple[int, ...], quant: QuantSpec, mask: torch.Tensor | N
             index = in_runs * math.ceil(math.log2(prune.m))
             options.append(SizeBreakdown("n:m", n, (in_runs + tail) * bits, qparams(shape), index, bias_bits))
     return min(options, key=lambda option: option.total_bits)
+
+
+def scale_storage_bits(quant: QuantSpec) -> tuple[int, int]:
+    """(bits of one block's scale, bits stored once per tensor) under the spec's number format.
+
+    >>> scale_storage_bits(QuantSpec(format="mxfp4")), scale_storage_bits(QuantSpec(format="nvfp4"))
+    ((8, 0), (8, 32))
+    """
+    if quant.format == "int":
+        return SCALE_DTYPE_BITS[quant.scale_dtype], 0
+    from lightviz.core.formats import number_format  # torch-heavy module, only when needed
+    fmt = number_format(quant)
+    return fmt.scale_bits, fmt.tensor_bits
 
 
 def state_bytes(tensors: dict[str, torch.Tensor]) -> int:

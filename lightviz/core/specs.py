@@ -20,53 +20,44 @@ import math
 import zlib
 from collections.abc import ItemsView
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Mapping
+from typing import Mapping
 
+from lightviz.core.choices import (  # noqa: F401 - the specs' vocabulary, importable from here too
+    FORMAT_BITS,
+    FORMAT_BLOCKS,
+    FORMAT_HELP,
+    GRANULARITIES,
+    MAX_PLAN_CHARS,
+    MAX_PLAN_DEPTH,
+    NUMBER_FORMATS,
+    PRUNE_METHOD_HELP,
+    PRUNE_METHODS,
+    RANGE_METHOD_HELP,
+    RANGE_METHODS,
+    SCALE_DTYPES,
+    SCHEMES,
+    check_choice,
+    is_finite_number,
+    is_int,
+)
 from lightviz.core.messages import first_line, json_depth, preview
+from lightviz.core.methods.spec import MethodSpec
 from lightviz.core.overrides import changed_fields, config_fields, merged, with_fields
-
-SCHEMES = ("symmetric", "asymmetric")
-# Plans come from files and links: bounded before parsing (a plan nests 4 levels deep; a link's
-# plan 100,000 levels deep would blow Python's recursion limit in json.loads).
-MAX_PLAN_CHARS = 2_000_000
-MAX_PLAN_DEPTH = 16
-GRANULARITIES = ("tensor", "channel", "group")
-RANGE_METHODS = ("minmax", "percentile", "mse", "entropy")
-PRUNE_METHODS = ("unstructured", "filter", "n:m")
-SCALE_DTYPES = ("float32", "float16", "bfloat16")  # how a quantized weight's scales are stored
-
-RANGE_METHOD_HELP = {
-    "minmax": "use the block's full range: no clipping, largest rounding step",
-    "percentile": "clip at a percentile of the values: outliers saturate, the step shrinks",
-    "mse": "grid-search the clip range that minimizes the squared error of the block",
-    "entropy": "TensorRT-style KL calibration over a 2048-bin histogram",
-}
-PRUNE_METHOD_HELP = {
-    "unstructured": "zero the individual weights of smallest |w|",
-    "filter": "remove whole output channels with the smallest L1 norm",
-    "n:m": "keep the n largest |w| in every run of m weights (2:4 at sparsity 0.5)",
-}
-
-
-def _choice(name: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
 class QuantSpec:
     """How to quantize one tensor. `bits=None` keeps it float.
 
+    `format` picks the number format (NUMBER_FORMATS; lightviz/core/formats.py). A non-integer
+    format sets `bits` to its storage bits (None still keeps the tensor float) and is
+    sign-magnitude, so `scheme` becomes symmetric; MX and NVFP4 also fix `granularity` to
+    groups of their block (32, 16) and `range_method` to minmax, as their specs define the scale.
+
     >>> QuantSpec(bits=4, scheme="asymmetric").levels
     16
+    >>> QuantSpec(format="mxfp4").label
+    'mxfp4 (blocks of 32)'
     """
 
     bits: int | None = 8
@@ -76,19 +67,36 @@ class QuantSpec:
     range_method: str = "minmax"
     percentile: float = 99.99
     scale_dtype: str = "float32"  # storage of each block's scale: float32, float16, bfloat16 (size and values)
+    format: str = "int"
 
     def __post_init__(self) -> None:
-        if self.bits is not None and not (_is_int(self.bits) and 1 <= self.bits <= 16):
+        if self.bits is not None and not (is_int(self.bits) and 1 <= self.bits <= 16):
             raise ValueError(f"bits must be an integer from 1 to 16 or None (float); got {self.bits!r}")
-        _choice("scheme", self.scheme, SCHEMES)
-        _choice("scale_dtype", self.scale_dtype, SCALE_DTYPES)
-        _choice("granularity", self.granularity, GRANULARITIES)
-        _choice("range_method", self.range_method, RANGE_METHODS)
-        if not (_is_int(self.group_size) and self.group_size >= 1):
+        check_choice("scheme", self.scheme, SCHEMES)
+        check_choice("scale_dtype", self.scale_dtype, SCALE_DTYPES)
+        check_choice("granularity", self.granularity, GRANULARITIES)
+        check_choice("range_method", self.range_method, RANGE_METHODS)
+        check_choice("format", self.format, NUMBER_FORMATS)
+        if not (is_int(self.group_size) and self.group_size >= 1):
             raise ValueError(f"group_size must be a positive integer; got {self.group_size!r}")
         if not (isinstance(self.percentile, (int, float)) and 50.0 < self.percentile <= 100.0):
             raise ValueError(f"percentile must be a number in (50, 100]; got {self.percentile!r}")
         object.__setattr__(self, "percentile", float(self.percentile))
+        if self.format != "int":
+            self._fix_to_format()
+
+    def _fix_to_format(self) -> None:
+        """Set the fields a non-integer format decides (see the class docstring)."""
+        fixed = {"scheme": "symmetric", "scale_dtype": "float32"}  # the format decides its scales
+        if self.bits is not None:
+            fixed["bits"] = FORMAT_BITS[self.format]
+        if self.format in FORMAT_BLOCKS:
+            fixed.update(granularity="group", group_size=FORMAT_BLOCKS[self.format], range_method="minmax")
+        elif self.range_method == "entropy":
+            raise ValueError(f"range_method 'entropy' calibrates integer grids; format {self.format!r} takes "
+                             "minmax, percentile or mse")
+        for name, value in fixed.items():
+            object.__setattr__(self, name, value)
 
     @property
     def is_float(self) -> bool:
@@ -96,19 +104,26 @@ class QuantSpec:
 
     @property
     def levels(self) -> int:
-        """Number of distinct codes (2 for symmetric 1-bit binarization)."""
+        """Number of distinct integer codes (2 for symmetric 1-bit binarization)."""
         if self.bits is None:
             raise ValueError("a float spec has no quantization levels")
+        if self.format != "int":
+            raise ValueError(f"levels counts integer codes; format {self.format!r} has its own grid "
+                             "(lightviz.core.formats.element_values)")
         if self.scheme == "symmetric" and self.bits > 1:
             return 2 ** self.bits - 1  # narrow range: -(2^(b-1)-1) .. 2^(b-1)-1
         return 2 ** self.bits
 
     @property
     def label(self) -> str:
-        """Short human label, e.g. 'int4 sym/channel'."""
+        """Short human label, e.g. 'int4 sym/channel', 'fp8_e4m3/channel', 'mxfp4 (blocks of 32)'."""
         if self.bits is None:
             return "float32"
         gran = f"group{self.group_size}" if self.granularity == "group" else self.granularity
+        if self.format in FORMAT_BLOCKS:
+            return f"{self.format} (blocks of {self.group_size})"
+        if self.format != "int":
+            return f"{self.format}/{gran}"
         scales = {"float16": ", fp16 scales", "bfloat16": ", bf16 scales"}.get(self.scale_dtype, "")
         return f"int{self.bits} {self.scheme[:4]}/{gran}{scales}"
 
@@ -126,11 +141,11 @@ class PruneSpec:
     m: int = 4
 
     def __post_init__(self) -> None:
-        _choice("method", self.method, PRUNE_METHODS)
+        check_choice("method", self.method, PRUNE_METHODS)
         if not (isinstance(self.sparsity, (int, float)) and not isinstance(self.sparsity, bool)
                 and 0.0 <= self.sparsity <= 1.0 and math.isfinite(self.sparsity)):
             raise ValueError(f"sparsity must be a number from 0 to 1; got {self.sparsity!r}")
-        if not (_is_int(self.m) and 2 <= self.m <= 64):
+        if not (is_int(self.m) and 2 <= self.m <= 64):
             raise ValueError(f"m must be an integer from 2 to 64; got {self.m!r}")
         object.__setattr__(self, "sparsity", float(self.sparsity))
 
@@ -180,7 +195,7 @@ class ActivationSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.per_token, bool):
             raise ValueError(f"per_token must be True or False; got {self.per_token!r}")
-        if not (_is_int(self.bits) and 1 <= self.bits <= 16):
+        if not (is_int(self.bits) and 1 <= self.bits <= 16):
             raise ValueError(f"activation bits must be an integer from 1 to 16; got {self.bits!r} "
                              "(keep activations float with Plan(activations=None))")
         if self.bits == 1 and self.scheme == "symmetric":
@@ -188,7 +203,7 @@ class ActivationSpec:
                              "use scheme 'asymmetric' or 2 bits or more")
         for name in ("calib_batches", "batch_size"):
             value = getattr(self, name)
-            if not (_is_int(value) and 1 <= value <= 100_000):
+            if not (is_int(value) and 1 <= value <= 100_000):
                 raise ValueError(f"{name} must be an integer from 1 to 100000; got {value!r}")
         _ = self.quant  # validates scheme, range_method and percentile with QuantSpec's messages
         object.__setattr__(self, "percentile", float(self.percentile))
@@ -211,12 +226,17 @@ class LayerConfig:
     quant: QuantSpec = field(default_factory=QuantSpec)
     prune: PruneSpec = field(default_factory=PruneSpec)
     keep_float: bool = False
+    method: MethodSpec = field(default_factory=MethodSpec)  # how weights are rounded (methods/spec.py)
 
     def __post_init__(self) -> None:
         if isinstance(self.quant, Mapping):
             object.__setattr__(self, "quant", QuantSpec(**self.quant))
         if isinstance(self.prune, Mapping):
             object.__setattr__(self, "prune", PruneSpec(**self.prune))
+        if isinstance(self.method, Mapping):
+            object.__setattr__(self, "method", MethodSpec(**self.method))
+        if not isinstance(self.method, MethodSpec):
+            raise ValueError(f"method must be a MethodSpec; got {type(self.method).__name__}")
         if not isinstance(self.quant, QuantSpec):
             raise ValueError(f"quant must be a QuantSpec; got {type(self.quant).__name__}")
         if not isinstance(self.prune, PruneSpec):
@@ -231,6 +251,11 @@ class LayerConfig:
     @property
     def effective_prune(self) -> PruneSpec:
         return PruneSpec() if self.keep_float else self.prune
+
+    @property
+    def effective_method(self) -> MethodSpec:
+        """The method that runs: none (nearest) for a layer kept float."""
+        return MethodSpec() if self.effective_quant.bits is None else self.method
 
 
 @dataclass(frozen=True)
@@ -345,10 +370,20 @@ class Plan:
                 pins.append((name, paths))
         return replace(self, default=config, overrides=tuple(pairs), pinned=tuple(pins))
 
+    @property
+    def uses_methods(self) -> bool:
+        """Whether any layer's config asks for a method other than nearest rounding."""
+        return any(config.method.name != "nearest" for config in (self.default, *dict(self.overrides).values()))
+
+    @property
+    def uses_formats(self) -> bool:
+        """Whether any layer's config asks for a number format other than integers."""
+        return any(config.quant.format != "int" for config in (self.default, *dict(self.overrides).values()))
+
     def to_dict(self) -> dict:
         data = {
-            "default": _without_defaults(asdict(self.default)),
-            "overrides": {name: _without_defaults(asdict(config)) for name, config in self.overrides},
+            "default": _config_dict(self.default),
+            "overrides": {name: _config_dict(config) for name, config in self.overrides},
             "global_prune": self.global_prune,
             "fold_bn": self.fold_bn,
         }
@@ -413,12 +448,18 @@ class Plan:
         return cls.from_dict(data)
 
 
-def _without_defaults(config: dict) -> dict:
-    """A LayerConfig's dict without the newer fields at their defaults (float32 scales), so plans
-    and links that do not use them stay byte-identical to those written before they existed."""
-    if config["quant"].get("scale_dtype") == "float32":
-        config["quant"].pop("scale_dtype")
-    return config
+def _config_dict(config: LayerConfig) -> dict:
+    """A LayerConfig as JSON data without the newer fields at their defaults (float32 scales, the
+    default method, the integer format), so plans and links saved before they existed stay
+    byte-identical."""
+    data = asdict(config)
+    if config.method == MethodSpec():
+        del data["method"]
+    if config.quant.format == "int":
+        del data["quant"]["format"]
+    if config.quant.scale_dtype == "float32":
+        del data["quant"]["scale_dtype"]
+    return data
 
 
 def plan_to_token(plan: Plan) -> str:
@@ -445,47 +486,3 @@ def plan_from_token(token: str) -> Plan:
     except (binascii.Error, zlib.error, UnicodeDecodeError, ValueError):
         raise ValueError("the link's plan is damaged, incomplete or too long to be a lightviz plan") from None
     return Plan.from_json(text)
-
-
-# --- training ------------------------------------------------------------------------------
-
-MAX_EPOCHS = 1000
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimizer and loss settings of one training run (fine-tuning, distillation); validated.
-
-    >>> config = TrainConfig(epochs=2, lr=1e-3)
-    >>> config.batch_size, config.distill_weight, config.temperature
-    (64, 0.5, 4.0)
-
-    Adam with a cosine learning-rate decay to zero over `epochs` (a short fine-tune ends on
-    small steps, so the last epoch's weights are stable). lr 3e-3 by default: on digits-cnn
-    at 2 bits per channel it wins back in 5 epochs what 1e-3 needs 10 for, and at 4 and 8
-    bits it costs nothing.
-    """
-
-    epochs: int = 10
-    lr: float = 3e-3
-    batch_size: int = 64
-    seed: int = 0
-    distill_weight: float = 0.5  # alpha: share of the soft (teacher) loss
-    temperature: float = 4.0
-
-    def __post_init__(self) -> None:
-        if not (_is_int(self.epochs) and 1 <= self.epochs <= MAX_EPOCHS):
-            raise ValueError(f"epochs must be an integer from 1 to {MAX_EPOCHS}; got {self.epochs!r}")
-        if not (_is_finite_number(self.lr) and 0 < self.lr <= 1):
-            raise ValueError(f"lr must be a number in (0, 1]; got {self.lr!r}")
-        if not (_is_int(self.batch_size) and self.batch_size >= 1):
-            raise ValueError(f"batch_size must be a positive integer; got {self.batch_size!r}")
-        if not (_is_int(self.seed) and self.seed >= 0):
-            raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
-        if not (_is_finite_number(self.distill_weight) and 0 <= self.distill_weight <= 1):
-            raise ValueError(f"distill_weight must be a number from 0 to 1; got {self.distill_weight!r}")
-        if not (_is_finite_number(self.temperature) and self.temperature > 0):
-            raise ValueError(f"temperature must be a positive number; got {self.temperature!r}")
-        object.__setattr__(self, "lr", float(self.lr))
-        object.__setattr__(self, "distill_weight", float(self.distill_weight))
-        object.__setattr__(self, "temperature", float(self.temperature))

@@ -24,6 +24,11 @@ from lightviz.plots.style import (
 )
 
 
+LEVEL_LINES = 64  # more levels than this are drawn as a rug of ticks at the bottom
+RUG_HEIGHT = 0.1
+RUG_COLOR = "rgba(70, 70, 70, 0.85)"
+
+
 def weight_histogram_figure(hist: WeightHistogram, layer: str, spec_label: str) -> go.Figure:
     """Float and compressed weights overlaid as bars, grid levels as lines, the grid's span shaded."""
     fig = go.Figure()
@@ -49,11 +54,13 @@ def weight_histogram_figure(hist: WeightHistogram, layer: str, spec_label: str) 
         fig.add_annotation(x=hi, y=1, yref="paper", text=f"clip range [{lo:.3g}, {hi:.3g}]", showarrow=False,
                            xanchor="right", yanchor="top", font=dict(size=11))
     if hist.levels is not None:
+        rug = len(hist.levels) > LEVEL_LINES  # many levels (FP8): short ticks along the axis show their density
         xs = np.repeat(hist.levels, 3).astype(object)
         xs[2::3] = None
-        ys = np.tile(np.array([0.0, top, None], dtype=object), len(hist.levels))
-        fig.add_scatter(x=xs, y=ys, mode="lines", line=dict(color=LEVEL_COLOR, width=1, dash="dot"),
-                        name=f"quantization levels ({len(hist.levels)})", hoverinfo="skip")
+        ys = np.tile(np.array([0.0, top * (RUG_HEIGHT if rug else 1.0), None], dtype=object), len(hist.levels))
+        color = RUG_COLOR if rug else LEVEL_COLOR
+        fig.add_scatter(x=xs, y=ys, mode="lines", line=dict(color=color, width=1, dash="solid" if rug else "dot"),
+                        name=f"quantization levels ({len(hist.levels)}{', ticks' if rug else ''})", hoverinfo="skip")
     fig.update_layout(barmode="overlay", bargap=0)
     fig.update_yaxes(range=[0, top])
     return layout(fig, f"{layer} · {hist.scope}", "weight value", "count (weights per bin)", height=340,

@@ -27,7 +27,7 @@ from lightviz.core.device import model_device, resolve_device
 from lightviz.core.evaldata import EvalData
 from lightviz.core.metrics import accuracy
 from lightviz.core.size import state_bytes
-from lightviz.core.specs import TrainConfig
+from lightviz.core.trainconfig import TrainConfig
 from lightviz.io import zoo
 from lightviz.io.datasets import DIGITS_CLASSES
 from lightviz.recover.training import Progress, check_training_data, fit, frozen_logits

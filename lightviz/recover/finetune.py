@@ -52,7 +52,8 @@ from lightviz.core.device import model_device
 from lightviz.core.engine import Engine, LayerResult, eval_batch_size
 from lightviz.core.evaldata import EvalData
 from lightviz.core.quant import choose_qparams, code_range, fake_quantize
-from lightviz.core.specs import ActivationSpec, Plan, TrainConfig
+from lightviz.core.specs import ActivationSpec, Plan
+from lightviz.core.trainconfig import TrainConfig
 from lightviz.core.task import get_task, task_of
 from lightviz.recover.training import Progress, check_training_data, fit, frozen_logits
 
@@ -139,6 +140,9 @@ def finetune(model: nn.Module, plan: Plan, train: EvalData, test: EvalData, *, e
                          distill_weight=distill_weight, temperature=temperature)
     if not isinstance(plan, Plan):
         raise ValueError(f"plan must be a Plan; got {type(plan).__name__}")
+    if plan.uses_methods:
+        raise ValueError("quantization-aware training rounds every weight to nearest at each step, so a PTQ "
+                         "method (gptq, adaround, ...) does not carry over: set the method to nearest first")
     if teacher is not None and not isinstance(teacher, nn.Module):
         raise ValueError(f"teacher must be a torch nn.Module or None; got {type(teacher).__name__}")
     check_training_data(train, test, needs_labels=teacher is None or config.distill_weight < 1)

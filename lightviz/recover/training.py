@@ -24,7 +24,7 @@ from torch import nn
 from lightviz.core.batches import as_logits, eval_batch_size
 from lightviz.core.device import model_device
 from lightviz.core.evaldata import EvalData
-from lightviz.core.specs import TrainConfig
+from lightviz.core.trainconfig import TrainConfig
 from lightviz.core.task import task_of
 
 HISTORY_COLUMNS = ["epoch", "loss", "hard_loss", "soft_loss", "test_accuracy", "seconds"]

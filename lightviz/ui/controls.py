@@ -15,6 +15,7 @@ import streamlit as st
 from lightviz.analysis.baseline import Baseline, output_sqnr_db, prediction_spread
 from lightviz.core.engine import Evaluation
 from lightviz.core.specs import (
+    FORMAT_BLOCKS,
     GRANULARITIES,
     PRUNE_METHOD_HELP,
     PRUNE_METHODS,
@@ -67,18 +68,25 @@ def global_controls() -> None:
     plan = state.current_plan()
     is_float = ss.bits == state.FLOAT_BITS_LABEL
     bits, scheme, granularity, group = st.columns([4, 2.2, 2.6, 1.4])
-    bits.select_slider("Bits", BITS_OPTIONS, key="bits", help=HELP["bits"], **_change("bits"))
-    scheme.radio("Scheme", SCHEMES, key="scheme", horizontal=True, disabled=is_float,
-                 help=FLOAT_REASON if is_float else HELP["scheme"], **_change("scheme"))
-    granularity.radio("Granularity", GRANULARITIES, key="granularity", horizontal=True, disabled=is_float,
-                      help=FLOAT_REASON if is_float else HELP["granularity"], **_change("granularity"))
+    fmt = state.current_plan().default.quant.format  # a non-integer format fixes bits and scheme (MX: groups too)
+    fixed, blocked = fmt != "int", fmt in FORMAT_BLOCKS
+    format_reason = f"Set by the number format {fmt} (Number format, below)."
+    bits.select_slider("Bits", BITS_OPTIONS, key="bits", disabled=fixed,
+                       help=format_reason if fixed else HELP["bits"], **_change("bits"))
+    scheme.radio("Scheme", SCHEMES, key="scheme", horizontal=True, disabled=is_float or fixed,
+                 help=FLOAT_REASON if is_float else format_reason if fixed else HELP["scheme"], **_change("scheme"))
+    granularity.radio("Granularity", GRANULARITIES, key="granularity", horizontal=True, disabled=is_float or blocked,
+                      help=FLOAT_REASON if is_float else format_reason if blocked else HELP["granularity"],
+                      **_change("granularity"))
     if ss.granularity == "group":  # no min_value: a 0 typed here reaches the spec and is refused, visibly
-        group.number_input("Group size", step=1, key="group_size", disabled=is_float,
-                           help=FLOAT_REASON if is_float else HELP["group_size"], **_change("group_size"))
+        group.number_input("Group size", step=1, key="group_size", disabled=is_float or blocked,
+                           help=FLOAT_REASON if is_float else format_reason if blocked else HELP["group_size"],
+                           **_change("group_size"))
 
     range_col, pct_col, prune_col, sparsity_col, flags = st.columns([2.1, 1.1, 2.1, 2.3, 2.4])
-    range_col.selectbox("Range method", RANGE_METHODS, key="range_method", disabled=is_float,
-                        help=FLOAT_REASON if is_float else None, **_change("range_method"))
+    range_col.selectbox("Range method", RANGE_METHODS, key="range_method", disabled=is_float or blocked,
+                        help=FLOAT_REASON if is_float else format_reason if blocked else None,
+                        **_change("range_method"))
     range_col.caption(sentence_case(RANGE_METHOD_HELP[ss.range_method]))
     if ss.range_method == "percentile":
         pct_col.number_input("Percentile", min_value=50.0, max_value=100.0, step=0.01, format="%.2f",

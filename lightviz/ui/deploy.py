@@ -19,7 +19,7 @@ from lightviz.core.engine import Engine
 from lightviz.core.evaldata import EvalData
 from lightviz.core.specs import Plan
 from lightviz.plots import deploy as plots
-from lightviz.ui import report, state
+from lightviz.ui import charts, report, state
 from lightviz.ui.format import bytes_text, human_bytes, percent
 
 if TYPE_CHECKING:  # onnx, onnxruntime and the exporter load only when a file is built or a time measured
@@ -46,6 +46,10 @@ def deploy_section(engine: Engine, plan: Plan, data: EvalData, model_name: str) 
     st.caption("Everything above is simulated. Here the plan leaves lightviz: as an ONNX model that a runtime "
                "executes, as a packed file that holds exactly the size shown, and as latency measured on this "
                "machine.")
+    if plan.uses_methods or plan.uses_formats:
+        st.info("Exported files hold integer round-to-nearest weights on uniform grids: set Number format to int "
+                "and Method to nearest to build them and measure their speed.", icon=":material/info:")
+        return
     files_panel(engine, plan, data, model_name)
     st.markdown("#### Measured speed")
     speed_panel(engine, plan, data)
@@ -165,7 +169,7 @@ def show_benchmark(bench: Benchmark) -> None:
     columns[-1].metric("ONNX size", human_bytes(bench.onnx_bytes),
                        delta=f"{bench.onnx_bytes / bench.float_onnx_bytes - 1:+.0%} vs float",
                        delta_color="inverse", help=f"float export {human_bytes(bench.float_onnx_bytes)}")
-    st.plotly_chart(plots.latency_figure(bench.frame(), bench.threads, bench.wa), key="latency_chart")
+    charts.show(plots.latency_figure(bench.frame(), bench.threads, bench.wa), key="latency_chart")
     lesson = "\n".join(f"- {note}" for note in bench.notes if not note.startswith("No speed-up"))
     faster = {b: s for b, s in speedups.items() if s >= NO_SPEEDUP}
     each = ", ".join(f"{s:.2f}× at batch {b}" for b, s in speedups.items())
@@ -185,7 +189,7 @@ def show_benchmark(bench: Benchmark) -> None:
     with st.expander(f"Cost per layer: {_compact(totals['macs'])} MACs per input, "
                      f"{_compact(totals['bit_operations'])} bit-operations "
                      f"({totals['bit_operation_reduction']:.1f}× fewer than float32)"):
-        st.plotly_chart(plots.cost_figure(bench.costs), key="cost_chart")
+        charts.show(plots.cost_figure(bench.costs), key="cost_chart")
         st.dataframe(bench.costs, hide_index=True, width="stretch")
 
 

@@ -11,17 +11,18 @@ from lightviz.analysis import editing
 from lightviz.analysis import explore as analysis
 from lightviz.core.engine import Engine
 from lightviz.core.evaldata import EvalData
-from lightviz.core.specs import GRANULARITIES, SCHEMES, Plan
+from lightviz.core.specs import GRANULARITIES, NUMBER_FORMATS, SCHEMES, Plan
 from lightviz.core.task import LM_FLOAT_ROLES
 from lightviz.plots import explore as plots
 from lightviz.plots.style import plain as plotly_plain
-from lightviz.ui import charts, state
+from lightviz.ui import charts, method_controls, state
 from lightviz.ui.format import bytes_text, human_bytes
 from lightviz.ui.text import plain
 
 MAX_THUMBNAILS = 32
-READ_ONLY = ["layer", "type", "shape", "params", "override", "pinned", "storage"]
+READ_ONLY = ["layer", "type", "shape", "params", "override", "pinned", "storage", "method_note"]
 SHOWN = ["layer", "type", "shape", "bits", "scheme", "granularity", "sparsity", "keep_float", "pinned", "storage"]
+ADVANCED = ["number_format", "method", "method_note"]  # shown when the plan uses them, or on request
 STORAGE_HELP = ("How the layer is stored, the cheapest that applies: dense, bitmask (1 bit per weight + kept "
                 "values), n:m (kept values + log2(m)-bit indices), filters removed (nothing stored for them).")
 
@@ -38,9 +39,13 @@ def layer_editor(engine: Engine) -> pd.DataFrame:
     generation = st.session_state.editor_generation
     # A new index gives the table a new identity after its edits were absorbed (state.py).
     frame.index = pd.RangeIndex(generation * len(frame), (generation + 1) * len(frame))
+    used = plan.uses_methods or plan.uses_formats
+    advanced = used or not state.current_task().is_lm and st.toggle(
+        "Format and method columns", key="editor_advanced",
+        help="Per-layer number formats and PTQ methods (always shown while the plan uses them).")
     st.data_editor(
         frame, key=state.LAYER_EDITOR_KEY, hide_index=True, disabled=READ_ONLY, width="stretch",
-        on_change=state.absorb_layer_edits, args=(names,), column_order=SHOWN,
+        on_change=state.absorb_layer_edits, args=(names,), column_order=SHOWN + (ADVANCED if advanced else []),
         column_config={  # compact: the table fits a 1280-pixel screen beside the sidebar without scrolling
             "layer": st.column_config.TextColumn("layer", pinned=True),
             "type": st.column_config.TextColumn("role", help="conv, depthwise / pointwise / grouped conv, linear, "
@@ -62,6 +67,14 @@ def layer_editor(engine: Engine) -> pd.DataFrame:
             "pinned": st.column_config.TextColumn("pinned", help="the fields this layer overrides; every other "
                                                                  "field follows the global settings"),
             "storage": st.column_config.TextColumn("storage", help=STORAGE_HELP),
+            "number_format": st.column_config.SelectboxColumn("format", options=list(NUMBER_FORMATS), required=True,
+                                                              help="number format (fp8, MX, NVFP4, NF4 set bits)"),
+            "method": st.column_config.SelectboxColumn(
+                "method", options=sorted(set(method_controls.method_choices(plan.default.method.name))
+                                         | set(frame["method"])), required=True,
+                help="PTQ method of this layer"),
+            "method_note": st.column_config.TextColumn("method note", width="large",
+                                                       help="what the method did here, or why a step does not apply"),
         })
     state.absorb_layer_edits(names)
     if state.current_plan() != plan:  # edits seeded without a callback (AppTest)
@@ -72,8 +85,8 @@ def layer_editor(engine: Engine) -> pd.DataFrame:
     note.caption(plain("; ".join(f"{name}: {', '.join(path.split('.')[-1] for path in plan.pins_for(name))}"
                                  for name, _ in overrides)) + " — overridden; every other field follows the global "
                  "settings." if overrides else
-                 "Edit bits, scheme, granularity, sparsity or float to override that one field of one layer; "
-                 "its other fields keep following the global settings.")
+                 "Edit bits, scheme, granularity, sparsity, float, format or method to override that one field of "
+                 "one layer; its other fields keep following the global settings.")
     return table
 
 
@@ -120,7 +133,7 @@ def histogram_section(engine: Engine, plan: Plan, table: pd.DataFrame) -> None:
     pick, scope, channel_col, group_col = st.columns([2.5, 2, 1.2, 1.2])
     name = pick.selectbox("Layer", names, key="hist_layer",
                           on_change=lambda: state.select_layer(st.session_state.hist_layer))
-    result = engine.compress_layer(plan, name)
+    result = engine.compress_layer(plan, name, state.current_data())
     channels, groups, _ = analysis.block_grid(result)
     channel = group = None
     if scope.radio("Show", ["whole layer", "one channel"], key="hist_scope", horizontal=True) == "one channel":

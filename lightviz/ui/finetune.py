@@ -26,7 +26,7 @@ import streamlit as st
 
 from lightviz.analysis.sweep import plan_label
 from lightviz.core.evaldata import subset
-from lightviz.core.specs import TrainConfig
+from lightviz.core.trainconfig import TrainConfig
 from lightviz.core.task import get_task
 from lightviz.io.datasets import digits_split
 from lightviz.io.text import lm_train_data

@@ -19,7 +19,7 @@ from lightviz.core.task import LM, WEIGHT_ONLY_PRESETS, embeddings_float, with_f
 from lightviz.io import hf, text
 from lightviz.io.safeload import max_upload_bytes
 from lightviz.plots import lm as lm_plots
-from lightviz.ui import registry, state
+from lightviz.ui import charts, registry, state
 from lightviz.ui.format import bytes_text
 
 SEQ_LENS = [32, 64, 128, 256, 512, 1024, 2048]
@@ -271,8 +271,8 @@ def outliers_section() -> None:
     if blocks:
         block = st.selectbox("Block", blocks, key="lm_outlier_block")
         layers = table.loc[table["block"] == block, "layer"].tolist()
-        st.plotly_chart(lm_plots.block_outliers_figure(absmax, layers, block), key="lm_outliers_block")
-    st.plotly_chart(lm_plots.outlier_ratio_figure(table), key="lm_outliers_ratio")
+        charts.show(lm_plots.block_outliers_figure(absmax, layers, block), key="lm_outliers_block")
+    charts.show(lm_plots.outlier_ratio_figure(table), key="lm_outliers_ratio")
     worst = table.loc[table["ratio"].idxmax()]
     above = int(table["above_6"].sum())
     st.caption(f"Over {min(len(data.calibration_inputs), outliers.MAX_SEQUENCES)} calibration sequences. The most "

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lightviz.analysis import mixed, ranges, sensitivity, sweep
+from lightviz.analysis import gradsens, mixed, ranges, sensitivity, sweep
 from lightviz.core.activations import wa_label
-from lightviz.core.specs import RANGE_METHOD_HELP, SCHEMES, Plan
+from lightviz.core.specs import NUMBER_FORMATS, RANGE_METHOD_HELP, SCHEMES, Plan
 from lightviz.core.task import LM_FLOAT_ROLES, embeddings_float, task_of, wa_names, with_float_embeddings
 from lightviz.io import datasets
+from lightviz.plots import gradsens as plots_gradsens
 from lightviz.plots import sensitivity as plots_analysis
 from lightviz.ui import charts, compute, state
 from lightviz.ui.format import bytes_text, percent
@@ -44,9 +45,11 @@ def sensitivity_form() -> dict | None:
     data = state.current_data()
     subsets = [n for n in SUBSET_CHOICES if n < len(data)] + [ALL]
     with st.form("sens_form", border=True):
-        bits_col, sparsity_col, subset_col = st.columns([3.4, 2, 1.3])
+        bits_col, formats_col, sparsity_col, subset_col = st.columns([3.4, 2.2, 2, 1.3])
         bits = bits_col.pills("Bits (one layer at a time)", BITS_CHOICES, selection_mode="multi",
                               default=[2, 3, 4, 6, 8], key="sens_bits")
+        formats = formats_col.multiselect("Number formats", list(NUMBER_FORMATS[1:]), default=[], key="sens_formats",
+                                          help="fp8, MX, NVFP4, NF4 scored like bit-widths")
         sparsities = sparsity_col.pills("Sparsity (float weights)", SPARSITY_CHOICES, selection_mode="multi",
                                         default=[], format_func=lambda s: f"{s:.0%}", key="sens_sparsities")
         subset = subset_col.selectbox("Evaluation inputs", subsets, index=len(subsets) - 1, key="sens_subset",
@@ -59,18 +62,20 @@ def sensitivity_form() -> dict | None:
                    f"the current plan's "
                    f"{quant.scheme} scheme, per-{quant.granularity} granularity and {quant.range_method} range; "
                    f"sparsities use its {state.current_plan().default.prune.method} pruning.")
+        gradient = not task_of(data).is_lm and st.checkbox("Also score every cell from gradients (diagonal Fisher: a few backward passes "
+                               "predict each cell's KL) and compare the two rankings", value=True, key="sens_gradient")
         pressed = st.form_submit_button("Run sensitivity", type="primary")
     if not pressed:
         return None
-    n = (len(bits) + len(sparsities)) * len(state.current_engine().layers)
-    if not bits and not sparsities:
+    n = (len(bits) + len(formats) + len(sparsities)) * len(state.current_engine().layers)
+    if not bits and not sparsities and not formats:
         st.error("Pick at least one bit-width or sparsity, then run again.")
         return None
     if n > MAX_SETTINGS_X_LAYERS:
         st.error(f"That is {n} layer settings; pick at most {MAX_SETTINGS_X_LAYERS} (fewer bits or sparsities).")
         return None
-    return {"bits": sorted(bits), "sparsities": sorted(sparsities), "max_samples": None if subset == ALL else subset,
-            "per_block": per_block}
+    return {"bits": sorted(bits), "sparsities": sorted(sparsities), "formats": formats, "gradient": gradient,
+            "max_samples": None if subset == ALL else subset, "per_block": per_block}
 
 
 def lm_units_control(data) -> bool:
@@ -96,12 +101,20 @@ def run(chosen: dict) -> None:
     where = compute.backend()
     on = compute.backend_caption(where)
     bar = st.progress(0.0, text=f"starting{on}…")
-    units = _lm_units(engine, base, chosen.get("per_block", False)) if task_of(data).is_lm else None
+    lm = task_of(data).is_lm
+    units = _lm_units(engine, base, chosen.get("per_block", False)) if lm else None
+    scored = None
+    if chosen.get("gradient") and not lm:  # gradient scores: the classifiers' layers
+        scored = gradsens.gradient_sensitivity(
+            engine, data, chosen["bits"], chosen["sparsities"], base=base, formats=chosen.get("formats", ()),
+            progress=lambda i, n: bar.progress(0.1 * i / n, text=f"gradient scores: {i} of {n}"))
     df = sensitivity.sensitivity(engine, data, chosen["bits"], chosen["sparsities"], base=base, backend=where,
-                                 units=units,
-                                 progress=lambda i, n: bar.progress(i / n, text=f"{i} of {n} layer settings{on}"))
+                                 units=units, formats=chosen.get("formats", ()),
+                                 progress=lambda i, n: bar.progress(0.1 + 0.9 * i / n,
+                                                                    text=f"{i} of {n} layer settings{on}"))
     bar.empty()
-    _results()[state.current_name()] = {"df": df, "base": base, "data": data, "bits": chosen["bits"]}
+    _results()[state.current_name()] = {"df": df, "base": base, "data": data, "bits": chosen["bits"],
+                                        "scored": scored}
     st.session_state.setdefault("sens_mixed", {}).pop(state.current_name(), None)
 
 
@@ -132,11 +145,28 @@ def heatmap_section() -> None:
     st.caption(f"{len(df)} {unit} settings on {n} {inputs} in {df.attrs.get('seconds', 0):.1f} s, {how}.{se} "
                + (f"Hover a cell for the perplexity, KL and the {unit}'s size." if lm else
                   "Hover a cell for accuracy ± standard error, KL and the layer's size."))
+    if found.get("scored") is not None:
+        gradient_section(df, found["scored"])
     with st.expander("Sensitivity rows as a table"):
         st.dataframe(df, hide_index=True, width="stretch")
     st.download_button("Download sensitivity as CSV", df.to_csv(index=False).encode(),
                        file_name=f"lightviz-sensitivity-{state.current_name()}.csv", mime="text/csv",
                        icon=":material/download:", key="sens_csv")
+
+
+def gradient_section(measured, scored) -> None:
+    """The gradient-predicted KL next to the measured one: heatmap, scatter, rank correlation, time."""
+    rho = gradsens.rank_correlation(measured, scored)
+    left, right = st.columns([3, 2])
+    charts.show(plots_gradsens.gradient_heatmap(scored), left, key="sens_gradient_heatmap")
+    charts.show(plots_gradsens.gradient_scatter(gradsens.side_by_side(measured, scored), rho), right,
+                key="sens_gradient_scatter")
+    seconds, measured_seconds = scored.attrs.get("seconds", 0), measured.attrs.get("seconds", 0)
+    st.caption(f"Gradient scores: {scored.attrs.get('passes')} backward passes with labels drawn from the float "
+               f"model's own predictions estimate the diagonal Fisher F; each cell is ½ Σ F·Δw², the KL a "
+               f"second-order expansion predicts for that layer's weight error Δw. {seconds:.1f} s against "
+               f"{measured_seconds:.1f} s measured; Spearman rank correlation ρ = {rho:.3f} (1: the same order). "
+               "Mixed precision below can allocate on either.")
 
 
 # --- mixed precision ------------------------------------------------------------------------
@@ -168,11 +198,17 @@ def mixed_section() -> None:
         amount = value_col.number_input("allowed drop (points)", 0.0, 100.0, 1.0, 0.1, key="mixed_drop",
                                         help="The smallest plan whose measured accuracy drop (agreement drop "
                                              "without labels) stays within this.")
+    objectives = ["measured KL"] + (["gradient-predicted KL"] if found.get("scored") is not None else [])
+    objective = st.radio("Per-layer cost", objectives, horizontal=True, key="mixed_objective",
+                         help="What the knapsack sums: the measured KL of each layer alone, or the KL the gradients "
+                              "predict (no forward pass per layer and bit-width).")
     if button_col.button("Allocate bits", type="primary", key="mixed_run"):
         budget = {BUDGETS[0]: {"avg_bits": float(amount)}, BUDGETS[1]: {"size_bytes": int(amount)},
                   BUDGETS[2]: {"max_drop": float(amount) / 100}}[kind]
         where = compute.backend()
-        result = state.attempt(lambda: mixed.allocate(engine, data, found["df"], base, backend=where, **budget),
+        rows, goal = (found["df"], "kl") if objective == objectives[0] else (found["scored"], "gradient")
+        result = state.attempt(lambda: mixed.allocate(engine, data, rows, base, objective=goal, backend=where,
+                                                      **budget),
                                "Could not allocate bits", "raise the budget or run the sensitivity with fewer bits")
         if result is not None:
             uniform = sweep.run_sweep(engine, data, [_as_base(mixed.uniform_at(base, b), base, engine) for b in bits],

@@ -316,7 +316,8 @@ def plan_from_widgets() -> Plan:
     bits = None if values["bits"] == FLOAT_BITS_LABEL else int(values["bits"])
     quant = QuantSpec(bits=bits, scheme=values["scheme"], granularity=values["granularity"],
                       group_size=int(values["group_size"]), range_method=values["range_method"],
-                      percentile=float(values["percentile"]), scale_dtype=values["scale_dtype"] or "float32")
+                      percentile=float(values["percentile"]), scale_dtype=values["scale_dtype"] or "float32",
+                      format=plan.default.quant.format)
     prune = PruneSpec(sparsity=float(values["sparsity"]), method=values["prune_method"], m=plan.default.prune.m)
     default = replace(plan.default, quant=quant, prune=prune)
     return replace(plan.with_default(default), global_prune=bool(values["global_prune"]),
@@ -413,13 +414,15 @@ def show_messages() -> None:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _layer_table(name: str, plan_json: str):
-    return load_engine(name).layer_table(Plan.from_json(plan_json))
+def _layer_table(name: str, plan_json: str, data_key: str, _data: datasets.EvalData):
+    return load_engine(name).layer_table(Plan.from_json(plan_json), _data)
 
 
 def current_layer_table(plan: Plan | None = None):
-    """engine.layer_table of the plan (default: the current one), cached per model and plan."""
-    return _layer_table(current_name(), (plan or current_plan()).to_json())
+    """engine.layer_table of the plan (default: the current one), cached per model, plan and data
+    (PTQ methods calibrate on the data)."""
+    data = current_data()
+    return _layer_table(current_name(), (plan or current_plan()).to_json(), f"{data.name}|{data.description}", data)
 
 
 def reference_name() -> str | None:
