@@ -224,3 +224,13 @@ def _wait4(pid: int, timeout: float):
             return os.wait4(pid, 0)
         time.sleep(0.05)
 
+
+def cli_one_line(capsys, argv: list[str]) -> str:
+    """Run the CLI on `argv`: exit 2 with exactly one `lightviz: error:` line and no traceback."""
+    from lightviz.cli import main
+
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+    assert captured.err.startswith("lightviz: error: ") and "Traceback" not in captured.err
+    return captured.err

@@ -14,23 +14,19 @@ import zlib
 
 import pytest
 import torch
-from hostile import ROOT, nested_json
+from hostile import ROOT, cli_one_line, nested_json
 
 from lightviz.analysis.explore import weight_histogram
-from lightviz.cli import main
 from lightviz.core import metrics
 from lightviz.core.engine import Engine, uniform_plan
-from lightviz.core.specs import MAX_PLAN_CHARS, MAX_PLAN_DEPTH, Plan, json_depth, plan_from_token
+from lightviz.core.specs import (
+    MAX_PLAN_CHARS,
+    MAX_PLAN_DEPTH,
+    Plan,
+    json_depth,
+    plan_from_token,
+)
 from lightviz.io import zoo
-
-
-def _cli_one_line(capsys, argv: list[str]) -> str:
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    assert captured.out == "" and captured.err.count("\n") == 1, captured.err
-    assert captured.err.startswith("lightviz: error: ") and "Traceback" not in captured.err
-    return captured.err
-
 
 # --------------------------------------------------------------------------- plans
 
@@ -77,7 +73,7 @@ def test_plan_malformed_overrides_say_what_overrides_must_be(overrides, message)
 def test_cli_bad_plan_file_exit_2_one_line(tmp_path, capsys, content, expected):
     path = tmp_path / "plan.json"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    err = _cli_one_line(capsys, ["evaluate", "--model", "digits-mlp", "--plan", str(path), "--json"])
+    err = cli_one_line(capsys, ["evaluate", "--model", "digits-mlp", "--plan", str(path), "--json"])
     assert expected in err and "plan.json" in err
 
 
@@ -85,14 +81,14 @@ def test_cli_bad_plan_file_exit_2_one_line(tmp_path, capsys, content, expected):
 
 
 def test_cli_empty_model_name_says_what_model_takes(capsys):
-    err = _cli_one_line(capsys, ["evaluate", "--model", "", "--json"])
+    err = cli_one_line(capsys, ["evaluate", "--model", "", "--json"])
     assert "--model needs a sample name, a torchvision architecture or a model file; got an empty string" in err
 
 
 def test_cli_entropy_over_tiny_groups_refused_as_the_app_does(capsys):
     for argv in (["evaluate", "--bits", "4"], ["sweep", "--bits", "4", "--out", "unused.csv"],
                  ["sensitivity", "--bits", "4"]):
-        err = _cli_one_line(capsys, [*argv, "--model", "digits-cnn", "--granularity", "group", "--group-size", "1",
+        err = cli_one_line(capsys, [*argv, "--model", "digits-cnn", "--granularity", "group", "--group-size", "1",
                                      "--range-method", "entropy"])
         assert "this plan has 23,824 blocks (at most 1,000 stay interactive)" in err
 

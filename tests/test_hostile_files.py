@@ -20,6 +20,7 @@ from hostile import (
     DEFECTS,
     Member,
     broken_archive,
+    cli_one_line,
     digits_npz_members,
     huge_shape_npz,
     image_zip_members,
@@ -31,7 +32,6 @@ from hostile import (
 )
 from safetensors.torch import save_file
 
-from lightviz.cli import main
 from lightviz.core.evaldata import MAX_INPUT_VALUES
 from lightviz.io import zoo
 from lightviz.io.datasets import generated_inputs
@@ -102,14 +102,6 @@ def _refused(child, case: str, baseline: str | None = None) -> str:
     return run["err"]
 
 
-def _cli_one_line(capsys, argv: list[str]) -> str:
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    assert captured.out == "" and captured.err.count("\n") == 1, captured.err
-    assert captured.err.startswith("lightviz: error: ") and "Traceback" not in captured.err
-    return captured.err
-
-
 @pytest.mark.parametrize("kind, defect", CASES)
 def test_load_user_data_broken_archive_one_value_error(digits_cnn, kind, defect):
     name, data = broken_archive(kind, defect)
@@ -135,7 +127,7 @@ def test_cli_broken_archive_exit_2_one_line(tmp_path, capsys, kind, defect):
     name, data = ("huge.npz", huge_shape_npz()) if defect == "huge-shape" else broken_archive(kind, defect)
     path = tmp_path / name
     path.write_bytes(data)
-    err = _cli_one_line(capsys, ["evaluate", "--model", "digits-cnn", "--data", str(path), "--json"])
+    err = cli_one_line(capsys, ["evaluate", "--model", "digits-cnn", "--data", str(path), "--json"])
     assert name in err
 
 

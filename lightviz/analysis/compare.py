@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from lightviz.analysis.explore import HIST_BINS
+from lightviz.analysis.explore import HIST_BINS, Binned
 from lightviz.core.engine import Engine, Evaluation, LayerResult
 from lightviz.core.evaldata import EvalData
 from lightviz.core.specs import Plan
@@ -128,7 +128,7 @@ def compare_plans(engine: Engine, data: EvalData, a: Plan, b: Plan) -> PlanCompa
 
 
 @dataclass(frozen=True)
-class OverlaidHistogram:
+class OverlaidHistogram(Binned):
     """Float weights and both plans' kept weights of one layer over shared bins.
 
     Attributes:
@@ -146,14 +146,6 @@ class OverlaidHistogram:
     pruned_b: int
     levels_a: int
     levels_b: int
-
-    @property
-    def centers(self) -> np.ndarray:
-        return (self.edges[:-1] + self.edges[1:]) / 2
-
-    @property
-    def width(self) -> float:
-        return float(self.edges[1] - self.edges[0])
 
 
 def overlaid_histogram(result_a: LayerResult, result_b: LayerResult, bins: int = HIST_BINS) -> OverlaidHistogram:

@@ -42,8 +42,22 @@ SIZE_PARTS = {  # layer_table column -> what the stacked size chart calls it
 # --- weight histogram of a layer (or one of its quantization blocks) -----------------------
 
 
+class Binned:
+    """Bin geometry of a histogram with equal-width `edges` (a mixin of the histogram records)."""
+
+    edges: np.ndarray
+
+    @property
+    def centers(self) -> np.ndarray:
+        return (self.edges[:-1] + self.edges[1:]) / 2
+
+    @property
+    def width(self) -> float:
+        return float(self.edges[1] - self.edges[0])
+
+
 @dataclass(frozen=True)
-class WeightHistogram:
+class WeightHistogram(Binned):
     """Pre-binned float and compressed weights of one layer or block, with its grid.
 
     Attributes:
@@ -72,14 +86,6 @@ class WeightHistogram:
     saturated: int
     scope: str
     note: str
-
-    @property
-    def centers(self) -> np.ndarray:
-        return (self.edges[:-1] + self.edges[1:]) / 2
-
-    @property
-    def width(self) -> float:
-        return float(self.edges[1] - self.edges[0])
 
 
 def block_grid(result: LayerResult, channel: int | None = None,

@@ -58,6 +58,20 @@ def deploy_section(engine: Engine, plan: Plan, data: EvalData, model_name: str) 
 # --- files ------------------------------------------------------------------------------------
 
 
+def _file_column(column, title: str, what: str, built: tuple | None, file_name: str, key: str,
+                 about: str) -> None:
+    """One built file's column: its download (or why it could not be built) and what it holds.
+    `built` is (bytes or None, text) once the files were built, else None."""
+    with column:
+        st.markdown(f"**{title}**")
+        if built is not None and built[0] is not None:
+            st.download_button(f"Download {what} · {human_bytes(len(built[0]))}", built[0], file_name,
+                               "application/octet-stream", key=key, icon=":material/download:")
+        elif built is not None:
+            st.error(_plain(built[1]))
+        st.caption(built[1] if built is not None and built[0] is not None else about)
+
+
 def files_panel(engine: Engine, plan: Plan, data: EvalData, model_name: str) -> None:
     key = (state.current_name(), plan.to_json(), data.description)
     built = _cached(FILES_KEY).get(key)
@@ -69,27 +83,14 @@ def files_panel(engine: Engine, plan: Plan, data: EvalData, model_name: str) -> 
         _store(FILES_KEY, key, built, KEEP_FILES)
     stem = f"{_safe(model_name)}-{wa_label(plan, [layer.name for layer in engine.layers])}"
     onnx_col, packed_col, plan_col = st.columns(3)
-    with onnx_col:
-        st.markdown("**ONNX model (QDQ)**")
-        if built is not None and built.onnx is not None:
-            st.download_button(f"Download ONNX · {human_bytes(len(built.onnx))}", built.onnx, f"{stem}.onnx",
-                               "application/octet-stream", key="download_onnx", icon=":material/download:")
-        elif built is not None:
-            st.error(_plain(built.onnx_text))
-        st.caption(built.onnx_text if built is not None and built.onnx is not None else
-                   "Integer weights with DequantizeLinear (per tensor, per channel, or blocked per group), "
-                   "QuantizeLinear/DequantizeLinear on quantized inputs; onnxruntime, OpenVINO and TensorRT read it.")
-    with packed_col:
-        st.markdown("**Packed lightviz file (.safetensors)**")
-        if built is not None and built.packed is not None:
-            st.download_button(f"Download packed · {human_bytes(len(built.packed))}", built.packed,
-                               f"{stem}.safetensors", "application/octet-stream", key="download_packed",
-                               icon=":material/download:")
-        elif built is not None:
-            st.error(_plain(built.packed_text))
-        st.caption(built.packed_text if built is not None and built.packed is not None else
-                   "Codes packed b bits each, scales, zero-points, the pruning index and float biases: the size "
-                   "above plus a small header. `lightviz.load_packed` rebuilds every weight bit-exactly.")
+    _file_column(onnx_col, "ONNX model (QDQ)", "ONNX", built and (built.onnx, built.onnx_text), f"{stem}.onnx",
+                 "download_onnx", "Integer weights with DequantizeLinear (per tensor, per channel, or blocked per "
+                 "group), QuantizeLinear/DequantizeLinear on quantized inputs; onnxruntime, OpenVINO and TensorRT "
+                 "read it.")
+    _file_column(packed_col, "Packed lightviz file (.safetensors)", "packed",
+                 built and (built.packed, built.packed_text), f"{stem}.safetensors", "download_packed",
+                 "Codes packed b bits each, scales, zero-points, the pruning index and float biases: the size "
+                 "above plus a small header. `lightviz.load_packed` rebuilds every weight bit-exactly.")
     with plan_col:
         st.markdown("**Plan JSON**")
         st.download_button("Download plan JSON", plan.to_json(indent=2) + "\n", f"{stem}.json", "application/json",

@@ -87,27 +87,23 @@ def render() -> bool:
 
 
 def _accuracy_line(data) -> str:
-    """Float accuracy (the original model's for a fine-tuned one), once it may be computed; a
-    language model's perplexity on the held-out text."""
+    """Float accuracy (a language model's perplexity on its text; the original model's for a
+    fine-tuned one), once it may be computed."""
     task = task_of(data)
-    if task.is_lm:
-        if not gate.ready_to_evaluate():
-            return "Float perplexity: after the first evaluation  \n"
-        line = f"Float perplexity **{task.format(task.score(state.reference_logits(), data.x, data.y))}**"
-        if state.reference_name():
-            line = (f"Original float perplexity ({state.reference_name()}) "
-                    f"**{task.format(task.score(state.reference_logits(), data.x, data.y))}**  \n"
-                    f"These weights unquantized: {task.format(task.score(state.float_logits(), data.x, data.y))}")
-        return line + "  \n"
-    if not data.labeled:
+    label = task.label.lower()
+    if not (data.labeled or task.is_lm):
         return "Float accuracy **n/a** (no labels: fidelity only)  \n"
     if not gate.ready_to_evaluate():
-        return "Float accuracy: after the first evaluation  \n"
-    line = f"Float accuracy **{percent(metrics.accuracy(state.reference_logits(), data.y))}**"
+        return f"Float {label}: after the first evaluation  \n"
+
+    def shown(logits) -> str:
+        return task.format(task.score(logits, data.x, data.y)) if task.is_lm else \
+            percent(metrics.accuracy(logits, data.y))
+
+    line = f"Float {label} **{shown(state.reference_logits())}**"
     if state.reference_name():
-        line = (f"Original float accuracy ({state.reference_name()}) "
-                f"**{percent(metrics.accuracy(state.reference_logits(), data.y))}**  \n"
-                f"These weights unquantized: {percent(metrics.accuracy(state.float_logits(), data.y))}")
+        line = (f"Original float {label} ({state.reference_name()}) **{shown(state.reference_logits())}**  \n"
+                f"These weights unquantized: {shown(state.float_logits())}")
     return line + "  \n"
 
 
