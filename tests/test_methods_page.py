@@ -28,7 +28,7 @@ def test_methods_page_compares_against_nearest():
     assert not at.exception and not at.error
     summary = at.dataframe[0].value
     assert summary["method"].tolist() == ["nearest", "gptq"]
-    assert summary["W3 vs nearest"].tolist()[0] == 0 and summary["W3 accuracy %"].tolist()[1] > 90
+    assert summary["W3 vs nearest (pp)"].tolist()[0] == 0 and summary["W3 accuracy %"].tolist()[1] > 90
     charts = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
     assert len(charts) == 3 and {trace["name"] for trace in charts[0]["data"]} == {"nearest", "gptq"}
     at.radio(key="methods_layer_value").set_value("weights").run()

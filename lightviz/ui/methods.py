@@ -114,7 +114,7 @@ def summary_table(rows: pd.DataFrame, column: str) -> pd.DataFrame:
     out = pd.DataFrame({"method": table.index})
     for setting in table.columns:
         out[f"{setting} {column} %"] = table[setting].round(2).to_numpy()
-        out[f"{setting} vs nearest"] = (table[setting] - nearest[setting]).round(2).to_numpy()
+        out[f"{setting} vs nearest (pp)"] = (table[setting] - nearest[setting]).round(2).to_numpy()
     seconds = rows.groupby("method", sort=False)["seconds"].sum()
     out["seconds"] = seconds.reindex(table.index).round(2).to_numpy()
     return out
