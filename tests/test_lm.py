@@ -289,6 +289,11 @@ def test_cli_report_export_and_benchmark_on_a_language_model(tmp_path, capsys):
     assert code == 0, err
     html = (tmp_path / "r.html").read_text()
     assert "perplexity" in out and "Perplexity against size" in html and "same top-1 answer" not in html
+    bundle = zoo.load_model("tiny-gpt")
+    engine = Engine(bundle.model)
+    plan = with_float_embeddings(Plan(default=LayerConfig(quant=preset_spec("w4g128"))), engine.layers)
+    expected = engine.evaluate(plan, subset(text.sample_text_data(bundle, 64), 2))
+    assert f"{expected.float_perplexity:.4g} → {expected.perplexity:.4g}" in out  # the engine's numbers
     code, out, err = _run(capsys, "export", *common, "--format", "lightviz", "--out", str(tmp_path / "lm.safetensors"))
     assert code == 0 and (tmp_path / "lm.safetensors").is_file(), err
     code, out, err = _run(capsys, "evaluate", *common, "--method", "gptq")

@@ -171,3 +171,12 @@ def test_a_w8a8_packed_file_carries_its_calibrated_input_ranges():
         {name: (item.scale, item.zero_point) for name, item in ranges.items()}
     with torch.inference_mode():
         assert torch.equal(packed.apply_to(bundle.model)(data.x), engine.compress(plan, data.calibration_inputs)(data.x))
+
+
+def test_a_method_plan_is_refused_with_one_line_and_no_file(tmp_path, capsys):
+    """GPTQ's weights are no round-to-nearest codes: export says so before writing anything."""
+    out = tmp_path / "m.safetensors"
+    assert main(["export", "--model", "digits-mlp", "--bits", "4", "--method", "gptq", "--format", "lightviz",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "round-to-nearest" in err and not out.exists()

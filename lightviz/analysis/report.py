@@ -25,7 +25,7 @@ import torch
 
 from lightviz.analysis.compare import OverlaidHistogram, PlanComparison, compare_plans, overlaid_histogram
 from lightviz.analysis.explore import WeightHistogram, block_grid, parameter_count, weight_histogram
-from lightviz.analysis.sweep import pareto_front, plan_label
+from lightviz.analysis.sweep import chart_column, pareto_front, plan_label
 from lightviz.core.engine import Engine, Evaluation
 from lightviz.core.evaldata import EvalData
 from lightviz.core.specs import Plan
@@ -214,7 +214,7 @@ def collect_report(engine: Engine, bundle: ModelBundle, data: EvalData, plan: Pl
             compare_layer = changed[0] if changed else names[0]
         hist = overlaid_histogram(engine.compress_layer(pinned, compare_layer),
                                   engine.compress_layer(plan, compare_layer))
-    y = "perplexity" if task_of(data).is_lm else "accuracy" if data.labeled else "agreement"
+    y = chart_column(data)
     shown = [frame for frame in (sweep, history) if frame is not None and len(frame)]
     front = pareto_front(pd.concat(shown, ignore_index=True), y=y) if shown else None
     info = ModelInfo(

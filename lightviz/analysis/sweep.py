@@ -32,6 +32,19 @@ LM_SWEEP_COLUMNS = [
 ]
 
 
+def chart_column(data: EvalData) -> str:
+    """The y column a trade-off chart of `data` plots: a language model's perplexity; accuracy with
+    labels, else agreement with the float model.
+
+    >>> from lightviz.io.datasets import generated_inputs
+    >>> chart_column(generated_inputs((4,), n=2))
+    'agreement'
+    """
+    if task_of(data).is_lm:
+        return "perplexity"
+    return "accuracy" if data.labeled else "agreement"
+
+
 def sweep_columns(data: EvalData) -> list[str]:
     """The columns of a sweep on `data`: SWEEP_COLUMNS, or LM_SWEEP_COLUMNS for token data."""
     return LM_SWEEP_COLUMNS if task_of(data).is_lm else SWEEP_COLUMNS

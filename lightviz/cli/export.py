@@ -78,7 +78,6 @@ def _export(args: argparse.Namespace) -> int:
     engine = Engine(bundle.model)
     plan = cli.for_model(cli.apply_activation_flags(cli.plan_from_args(args), args), args, bundle, engine)
     engine.check_plan(plan)
-    _check_exportable(plan)
     report = {"model": bundle.name, "format": args.format, "path": str(out), "plan": plan.to_dict()}
     if args.format == "lightviz":
         report.update(_export_packed(engine, plan, out, bundle.name, data))
@@ -89,13 +88,6 @@ def _export(args: argparse.Namespace) -> int:
     else:
         _print_export(report)
     return 0
-
-
-def _check_exportable(plan) -> None:
-    """Exported files hold integer codes of round-to-nearest weights on uniform grids."""
-    if plan.uses_methods or plan.uses_formats:
-        raise cli.UsageError("export writes integer round-to-nearest weights: leave out --method and number formats "
-                             "(evaluate and compare-methods measure them)")
 
 
 def _checked_out(args: argparse.Namespace) -> Path:

@@ -74,6 +74,18 @@ class Evaluation:
     def float_score(self) -> float | None:
         return getattr(self, get_task(self.task).float_metric)
 
+    def chart_value(self, y: str, floating: bool = False) -> float | None:
+        """This plan's value on a chart of `y` ("accuracy", "agreement" or "perplexity"), or the
+        float model's with `floating` (its agreement with itself is 1).
+
+        >>> ev = Evaluation(0.9, 0.95, 0.97, 0.1, 10, 400, 1000, 8.0)
+        >>> ev.chart_value("accuracy"), ev.chart_value("accuracy", floating=True), ev.chart_value("agreement", True)
+        (0.9, 0.95, 1.0)
+        """
+        if y == "agreement":
+            return 1.0 if floating else self.agreement
+        return getattr(self, f"float_{y}" if floating else y)
+
     def to_dict(self) -> dict:
         if self.task == "causal_lm":
             return {

@@ -96,7 +96,15 @@ def container_for(qmin: int, qmax: int, min_bits: int = 4) -> str:
 
 
 def layer_codes(engine: Engine, plan: Plan) -> dict[str, LayerCodes]:
-    """Every layer of `plan` as integers, in layer order; checked against the engine's weights."""
+    """Every layer of `plan` as integers, in layer order; checked against the engine's weights.
+
+    Raises:
+        ValueError: a plan with a PTQ method or a number format other than int (their weights are
+            not `s * (q - z)` of round-to-nearest codes on a uniform grid).
+    """
+    if plan.uses_methods or plan.uses_formats:
+        raise ValueError("exported files hold integer round-to-nearest weights on uniform grids: leave out PTQ "
+                         "methods and number formats (evaluate and compare-methods measure them)")
     results = engine.compress_layers(plan)
     out = {}
     for name, result in results.items():

@@ -77,13 +77,13 @@ def ab_histogram_figure(hist: OverlaidHistogram, layer: str, label_a: str, label
 
 
 def add_ab_points(fig: go.Figure, a: tuple[float, float, str] | None, b: tuple[float, float, str] | None,
-                  scale: float = 100) -> go.Figure:
-    """Mark plan A and plan B on an accuracy-against-size figure (y in %); returns `fig`.
+                  y: str = "accuracy") -> go.Figure:
+    """Mark plan A and plan B on a trade-off figure of column `y`; returns `fig`.
 
-    Each point is (size_bytes, accuracy or agreement as a fraction, label); with scale=1, a
-    language model's perplexity as it is.
+    Each point is (size_bytes, value, label): accuracy or agreement as a fraction (drawn in %),
+    or a language model's perplexity as it is.
     """
-    unit = "%" if scale == 100 else ""
+    scale, unit = (1, "") if y == "perplexity" else (100, "%")
     for point, letter, color, symbol in ((a, "A", A_COLOR, "square"), (b, "B", B_COLOR, "circle")):
         if point is None:
             continue

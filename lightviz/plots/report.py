@@ -225,7 +225,7 @@ def _damaged(r: ReportData, charts: _Charts) -> str:
 
 def _tradeoffs(r: ReportData, charts: _Charts) -> str:
     ev, y = r.evaluation, r.y
-    float_y, current_y = _point(ev, y, "", floating=True)[1], _point(ev, y, "")[1]
+    float_y, current_y = ev.chart_value(y, floating=True), ev.chart_value(y)
     fig = tradeoff_figure(r.sweep, y, r.front, (ev.float_size_bytes, float_y), (ev.size_bytes, current_y, r.plan_label),
                           r.history)
     if r.training is not None and r.training.kind == "finetune" and r.training.after is not None and y == "accuracy":
@@ -237,8 +237,8 @@ def _tradeoffs(r: ReportData, charts: _Charts) -> str:
                                                         "label": f"{t.label} · fine-tuned"}]))
     if r.comparison is not None:
         c = r.comparison
-        fig = compare_plots.add_ab_points(fig, _point(c.eval_a, y, "A"), None,  # B is the current plan's star
-                                          scale=1 if y == "perplexity" else 100)
+        # B is the current plan's star
+        fig = compare_plots.add_ab_points(fig, (c.eval_a.size_bytes, c.eval_a.chart_value(y), "A"), None, y)
     what = y if y != "agreement" else "agreement with the float model"
     counts = []
     if r.sweep is not None and len(r.sweep):
@@ -252,17 +252,6 @@ def _tradeoffs(r: ReportData, charts: _Charts) -> str:
             f"no other plan beats on both size and {what}.")
     title = "Perplexity against size" if y == "perplexity" else "Accuracy against size"
     return f'<section id="tradeoffs"><h2>{title}</h2>{chart}<p class="note">{esc(note)}</p></section>'
-
-
-def _point(ev, y: str, letter: str, floating: bool = False) -> tuple[float, float, str]:
-    """(size, y, label) of `ev` on a chart of `y`; the float model's y with `floating`."""
-    if y == "perplexity":
-        value = ev.float_perplexity if floating else ev.perplexity
-    elif y == "accuracy":
-        value = ev.float_accuracy if floating else ev.accuracy
-    else:
-        value = 1.0 if floating else ev.agreement
-    return ev.size_bytes, value, letter
 
 
 def _compare(r: ReportData, charts: _Charts) -> str:

@@ -14,7 +14,7 @@ import streamlit as st
 from lightviz.analysis import sweep
 from lightviz.analysis.compare import PlanComparison, compare_plans, overlaid_histogram
 from lightviz.analysis.sweep import plan_label
-from lightviz.core.task import LM, task_of
+from lightviz.core.task import LM
 from lightviz.plots import compare as plots
 from lightviz.plots import tradeoffs as tradeoff_plots
 from lightviz.ui import charts, state
@@ -142,15 +142,14 @@ def histogram(c: PlanComparison) -> None:
 def tradeoffs(c: PlanComparison) -> None:
     """A and B (the current plan's star) on accuracy against size, with the sweep and history."""
     data, engine = state.current_data(), state.current_engine()
-    y = "perplexity" if task_of(data).is_lm else "accuracy" if data.labeled else "agreement"
+    y = sweep.chart_column(data)
     found = st.session_state.get("sweeps", {}).get(state.current_name())
     results = found["results"] if found and found["data"] == data.description else None
-    float_y = _y(c.eval_b, y, floating=True)
+    float_y = c.eval_b.chart_value(y, floating=True)
     fig = tradeoff_plots.tradeoff_figure(
         results, y, sweep.pareto_front(results, y=y) if results is not None and len(results) else None,
-        (engine.float_size_bytes, float_y), (c.eval_b.size_bytes, _y(c.eval_b, y), f"B: {plan_label(c.b)}"), None)
-    fig = plots.add_ab_points(fig, (c.eval_a.size_bytes, _y(c.eval_a, y), plan_label(c.a)), None,
-                              scale=1 if y == "perplexity" else 100)
+        (engine.float_size_bytes, float_y), (c.eval_b.size_bytes, c.eval_b.chart_value(y), f"B: {plan_label(c.b)}"), None)
+    fig = plots.add_ab_points(fig, (c.eval_a.size_bytes, c.eval_a.chart_value(y), plan_label(c.a)), None, y)
     fig.update_layout(title_text="A (square) and B (star) against size")
     charts.show(fig, key="ab_tradeoff_chart")
 
@@ -161,17 +160,7 @@ def add_to_tradeoffs(fig, y: str):
     if pinned is None:
         return fig
     ev = state.current_evaluation(pinned)
-    return plots.add_ab_points(fig, (ev.size_bytes, _y(ev, y), plan_label(pinned)), None,
-                               scale=1 if y == "perplexity" else 100)
-
-
-def _y(ev, y: str, floating: bool = False) -> float:
-    """The y of `ev` on a chart of `y` (the float model's with `floating`)."""
-    if y == "perplexity":
-        return ev.float_perplexity if floating else ev.perplexity
-    if y == "accuracy":
-        return ev.float_accuracy if floating else ev.accuracy
-    return 1.0 if floating else ev.agreement
+    return plots.add_ab_points(fig, (ev.size_bytes, ev.chart_value(y), plan_label(pinned)), None, y)
 
 
 def _db(value: float) -> str:

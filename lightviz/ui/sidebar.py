@@ -100,11 +100,11 @@ def _accuracy_line(data) -> str:
         return task.format(task.score(logits, data.x, data.y)) if task.is_lm else \
             percent(metrics.accuracy(logits, data.y))
 
-    line = f"Float {label} **{shown(state.reference_logits())}**"
-    if state.reference_name():
-        line = (f"Original float {label} ({state.reference_name()}) **{shown(state.reference_logits())}**  \n"
-                f"These weights unquantized: {shown(state.float_logits())}")
-    return line + "  \n"
+    original = shown(state.reference_logits())
+    if not state.reference_name():
+        return f"Float {label} **{original}**  \n"
+    return (f"Original float {label} ({state.reference_name()}) **{original}**  \n"
+            f"These weights unquantized: {shown(state.float_logits())}  \n")
 
 
 def _pretrained_section(bundle) -> None:

@@ -117,7 +117,7 @@ def tradeoff_chart() -> None:
     """Accuracy (agreement without labels) against size: sweep, frontier, float, current, history."""
     data, plan = state.current_data(), state.current_plan()
     lm = task_of(data).is_lm
-    y = "perplexity" if lm else "accuracy" if data.labeled else "agreement"
+    y = sweep.chart_column(data)
     evaluation = state.current_evaluation(plan)
     found = current_sweep()
     results = found["results"] if found else None
@@ -127,8 +127,8 @@ def tradeoff_chart() -> None:
         history = history[same].reset_index(drop=True)
     st.session_state.tradeoff_sources = {"sweep": results if results is not None else pd.DataFrame(),
                                          "history": history}
-    float_y = evaluation.float_score if lm or data.labeled else 1.0  # the original float model's, when fine-tuned
-    current_y = evaluation.score if lm or data.labeled else evaluation.agreement
+    float_y = evaluation.chart_value(y, floating=True)  # the original float model's, when fine-tuned
+    current_y = evaluation.chart_value(y)
     axis = st.radio("x axis", ["size", "measured latency"], horizontal=True, key="tradeoff_x",
                     help="size: what a packed file holds. measured latency: each plan exported to ONNX and timed "
                          "in onnxruntime on this machine, on request")
